@@ -1,0 +1,1 @@
+"""Backends: each turns a live process into a Snapshot."""

@@ -1,0 +1,407 @@
+"""Write a Snapshot as a minidump.
+
+Layout: header, stream directory, every stream's structure (records, strings, contexts,
+CodeView records, raw Linux files), then bulk memory last, so a truncated file loses
+memory before it loses structure. The layout is computed in two passes over the same
+code: the first measures the structure, the second places bulk memory after it. Bulk
+bytes are never concatenated in memory: they are streamed from the snapshot to the file.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Optional
+
+from ..snapshot import (
+    Arch,
+    MemoryRange,
+    Module,
+    OS,
+    RegionKind,
+    Snapshot,
+    Thread,
+)
+from . import format as fmt
+from .codeview import encode_codeview
+from .context import encode_context
+
+_ARCH_CODES = {
+    Arch.X86: fmt.ProcessorArchitecture.X86,
+    Arch.AMD64: fmt.ProcessorArchitecture.AMD64,
+    Arch.ARM64: fmt.ProcessorArchitecture.ARM64,
+}
+_PLATFORM_IDS = {
+    OS.WINDOWS: fmt.PlatformId.WIN32_NT,
+    OS.MACOS: fmt.PlatformId.MACOS,
+    OS.IOS: fmt.PlatformId.IOS,
+    OS.LINUX: fmt.PlatformId.LINUX,
+    OS.ANDROID: fmt.PlatformId.ANDROID,
+}
+_MAX_RVA = 0xFFFFFFFF
+
+
+class MinidumpWriteError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """``memory64``: put memory other than stacks in a Memory64List (for dumps over 4 GiB)."""
+
+    memory64: bool = False
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) & ~(a - 1)
+
+
+class _Layout:
+    """Places structure bytes in order and bulk blobs after them (at ``bulk_base``)."""
+
+    def __init__(self, structure_start: int, bulk_base: int):
+        self.buf = bytearray()
+        self.start = structure_start
+        self.bulk: list[tuple[int, bytes]] = []
+        self.bulk_cursor = bulk_base
+
+    def place(self, data: bytes, align: int = 8) -> tuple[int, int]:
+        """Add structure bytes; returns (rva, size)."""
+        pos = _align(self.start + len(self.buf), align)
+        self.buf.extend(bytes(pos - self.start - len(self.buf)))
+        self.buf.extend(data)
+        return pos, len(data)
+
+    def place_bulk(self, data: bytes, align: int = 16) -> int:
+        self.bulk_cursor = _align(self.bulk_cursor, align)
+        rva = self.bulk_cursor
+        self.bulk.append((rva, data))
+        self.bulk_cursor += len(data)
+        return rva
+
+    def place_string(self, text: str) -> int:
+        raw = text.encode("utf-16-le")
+        return self.place(struct.pack("<I", len(raw)) + raw + b"\0\0", 4)[0]
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.buf)
+
+
+def _subtract(ranges: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Parts of [start, end) ``ranges`` not covered by ``taken`` (both sorted, ``taken`` disjoint)."""
+    out = []
+    for start, end in ranges:
+        cur = start
+        for ts, te in taken:
+            if te <= cur or ts >= end:
+                continue
+            if ts > cur:
+                out.append((cur, ts))
+            cur = max(cur, te)
+            if cur >= end:
+                break
+        if cur < end:
+            out.append((cur, end))
+    return out
+
+
+def _disjoint_memory(snapshot: Snapshot) -> tuple[list[MemoryRange], list[MemoryRange]]:
+    """Thread stacks, and the extra memory clipped so that no two ranges overlap.
+
+    Readers drop overlapping memory, so a stack always wins over extra memory, and
+    among extra ranges the first one given wins.
+    """
+    stacks: list[MemoryRange] = []
+    taken: list[tuple[int, int]] = []
+    for t in snapshot.threads:
+        if t.stack is None or not t.stack.data:
+            continue
+        s = (t.stack.start, t.stack.end)
+        if any(a < s[1] and s[0] < b for a, b in taken):
+            raise MinidumpWriteError(
+                f"stack of thread {t.tid} at 0x{s[0]:x} overlaps another thread's stack")
+        stacks.append(t.stack)
+        taken.append(s)
+    taken.sort()
+    extra: list[MemoryRange] = []
+    for m in snapshot.memory:
+        if not m.data:
+            continue
+        for a, b in _subtract([(m.start, m.end)], taken):
+            piece = m.data[a - m.start : b - m.start]
+            for off in range(0, len(piece), fmt.BREAKPAD_MAX_REGION):
+                extra.append(MemoryRange(a + off, piece[off : off + fmt.BREAKPAD_MAX_REGION]))
+            taken.append((a, b))
+        taken.sort()
+    return stacks, extra
+
+
+class _Writer:
+    def __init__(self, snapshot: Snapshot, options: WriteOptions):
+        self.s = snapshot
+        self.options = options
+        self.stacks, self.extra = _disjoint_memory(snapshot)
+
+    def stream_builders(self) -> list[tuple[int, Callable[[_Layout], tuple[int, int]]]]:
+        s = self.s
+        b: list[tuple[int, Callable[[_Layout], tuple[int, int]]]] = [
+            (fmt.StreamType.SYSTEM_INFO, self.system_info),
+            (fmt.StreamType.MISC_INFO, self.misc_info),
+            (fmt.StreamType.THREAD_LIST, self.thread_list),
+        ]
+        if any(t.name for t in s.threads):
+            b.append((fmt.StreamType.THREAD_NAME_LIST, self.thread_names))
+        if s.exception is not None:
+            b.append((fmt.StreamType.EXCEPTION, self.exception))
+        b.append((fmt.StreamType.MODULE_LIST, self.module_list))
+        if s.regions:
+            b.append((fmt.StreamType.MEMORY_INFO_LIST, self.memory_info_list))
+        if s.linux is not None:
+            lf = s.linux
+            for st, data in (
+                (fmt.StreamType.LINUX_CPU_INFO, lf.cpuinfo),
+                (fmt.StreamType.LINUX_PROC_STATUS, lf.status),
+                (fmt.StreamType.LINUX_LSB_RELEASE, lf.lsb_release),
+                (fmt.StreamType.LINUX_CMD_LINE, lf.cmdline),
+                (fmt.StreamType.LINUX_ENVIRON, lf.environ),
+                (fmt.StreamType.LINUX_AUXV, lf.auxv),
+                (fmt.StreamType.LINUX_MAPS, lf.maps),
+            ):
+                if data is not None:
+                    b.append((st, self._raw(data)))
+            if lf.dso_debug is not None:
+                b.append((fmt.StreamType.LINUX_DSO_DEBUG, self.dso_debug))
+        if s.soft_errors:
+            b.append((fmt.StreamType.MOZ_SOFT_ERRORS, self.soft_errors))
+        b.append((fmt.StreamType.MEMORY_LIST, self.memory_list))
+        if self.options.memory64:
+            b.append((fmt.StreamType.MEMORY64_LIST, self.memory64_list))
+        return b
+
+    # -- the layout passes -----------------------------------------------------------------
+
+    def layout(self, bulk_base: int) -> tuple[bytes, _Layout]:
+        builders = self.stream_builders()
+        directory_rva = fmt.HEADER.size
+        lay = _Layout(directory_rva + fmt.DIRECTORY.size * len(builders), bulk_base)
+        self._stack_rvas: dict[int, int] = {}
+        self._context_rvas: dict[int, tuple[int, int]] = {}
+        # Bulk order: stacks, then MemoryList extras, then Memory64 data (contiguous, last).
+        for m in self.stacks:
+            self._stack_rvas[m.start] = lay.place_bulk(m.data)
+        self._extra_rvas = []
+        if not self.options.memory64:
+            self._extra_rvas = [lay.place_bulk(m.data) for m in self.extra]
+        self._memory64_base = _align(lay.bulk_cursor, 16)
+        if self.options.memory64:
+            lay.bulk_cursor = self._memory64_base
+            for m in self.extra:
+                lay.bulk.append((lay.bulk_cursor, m.data))
+                lay.bulk_cursor += len(m.data)
+        entries = []
+        for stream_type, build in builders:
+            rva, size = build(lay)
+            entries.append(fmt.DIRECTORY.pack(stream_type=stream_type, data_size=size, rva=rva))
+        header = fmt.HEADER.pack(
+            signature=fmt.SIGNATURE, version=fmt.VERSION, stream_count=len(builders),
+            directory_rva=directory_rva, time_date_stamp=self.s.time & 0xFFFFFFFF,
+        )
+        return header + b"".join(entries), lay
+
+    def write(self, out: BinaryIO) -> int:
+        _, measure = self.layout(bulk_base=0)
+        bulk_base = _align(measure.end, 16)
+        head, lay = self.layout(bulk_base)
+        rva_end = self._memory64_base if self.options.memory64 else lay.bulk_cursor
+        if rva_end > _MAX_RVA + 1:
+            raise MinidumpWriteError(
+                "memory referenced by 32-bit offsets passes 4 GiB; use Memory64List (full dumps)")
+        out.write(head)
+        out.write(lay.buf)
+        pos = lay.end
+        for rva, data in lay.bulk:
+            if rva > pos:
+                out.write(bytes(rva - pos))
+            out.write(data)
+            pos = rva + len(data)
+        return pos
+
+    # -- streams ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _raw(data: bytes) -> Callable[[_Layout], tuple[int, int]]:
+        return lambda lay: lay.place(data, 4)
+
+    def system_info(self, lay: _Layout) -> tuple[int, int]:
+        si = self.s.system
+        cpu = si.cpu
+        if si.arch in (Arch.X86, Arch.AMD64):
+            cpu_union = fmt.CPU_X86.pack(
+                vendor_id=cpu.vendor.encode("ascii", "replace")[:12].ljust(12, b"\0"),
+                version_information=cpu.version_information,
+                feature_information=cpu.feature_information,
+                amd_extended_cpu_features=cpu.amd_extended_features,
+            )
+        else:
+            cpu_union = fmt.CPU_OTHER.pack()
+        csd = lay.place_string(si.os_version)
+        return lay.place(fmt.SYSTEM_INFO.pack(
+            processor_architecture=_ARCH_CODES[si.arch],
+            processor_level=cpu.family & 0xFFFF,
+            processor_revision=((cpu.model & 0xFF) << 8 | (cpu.stepping & 0xFF)),
+            number_of_processors=max(1, min(cpu.count, 255)),
+            product_type=1 if si.os == OS.WINDOWS else 0,
+            major_version=si.os_major, minor_version=si.os_minor, build_number=si.os_build,
+            platform_id=_PLATFORM_IDS[si.os], csd_version_rva=csd, cpu=cpu_union,
+        ))
+
+    def misc_info(self, lay: _Layout) -> tuple[int, int]:
+        p, si = self.s.process, self.s.system
+        flags = fmt.MISC1_PROCESS_ID | fmt.MISC1_PROCESS_TIMES | fmt.MISC4_BUILDSTRING
+        if si.cpu.max_mhz or si.cpu.current_mhz:
+            flags |= fmt.MISC1_PROCESSOR_POWER_INFO
+        build = si.os_version.encode("utf-16-le")[: 259 * 2]
+        return lay.place(fmt.MISC_INFO_4.pack(
+            size_of_info=fmt.MISC_INFO_4.size, flags1=flags, process_id=p.pid,
+            process_create_time=p.create_time & 0xFFFFFFFF,
+            process_user_time=int(p.user_time) & 0xFFFFFFFF,
+            process_kernel_time=int(p.kernel_time) & 0xFFFFFFFF,
+            processor_max_mhz=si.cpu.max_mhz, processor_current_mhz=si.cpu.current_mhz,
+            processor_mhz_limit=si.cpu.max_mhz,
+            build_string=build,
+        ))
+
+    def _thread_context(self, lay: _Layout, t: Thread) -> tuple[int, int]:
+        if t.tid not in self._context_rvas:
+            self._context_rvas[t.tid] = lay.place(encode_context(t.context), 16)
+        return self._context_rvas[t.tid]
+
+    def thread_list(self, lay: _Layout) -> tuple[int, int]:
+        records = []
+        for t in self.s.threads:
+            ctx_rva, ctx_size = self._thread_context(lay, t)
+            stack_start = stack_size = stack_rva = 0
+            if t.stack is not None and t.stack.data:
+                stack_start, stack_size = t.stack.start, len(t.stack.data)
+                stack_rva = self._stack_rvas[t.stack.start]
+            records.append(fmt.THREAD.pack(
+                thread_id=t.tid, suspend_count=t.suspend_count,
+                priority_class=t.priority_class, priority=t.priority, teb=t.thread_pointer,
+                stack_start=stack_start, stack_size=stack_size, stack_rva=stack_rva,
+                context_size=ctx_size, context_rva=ctx_rva,
+            ))
+        return lay.place(struct.pack("<I", len(records)) + b"".join(records), 8)
+
+    def thread_names(self, lay: _Layout) -> tuple[int, int]:
+        named = [t for t in self.s.threads if t.name]
+        records = [fmt.THREAD_NAME.pack(thread_id=t.tid, name_rva=lay.place_string(t.name))
+                   for t in named]
+        return lay.place(struct.pack("<I", len(records)) + b"".join(records), 4)
+
+    def exception(self, lay: _Layout) -> tuple[int, int]:
+        e = self.s.exception
+        assert e is not None
+        thread = next((t for t in self.s.threads if t.tid == e.thread_id), None)
+        ctx_rva, ctx_size = self._thread_context(lay, thread) if thread else (0, 0)
+        params = list(e.parameters)[: fmt.EXCEPTION_MAXIMUM_PARAMETERS]
+        return lay.place(fmt.EXCEPTION_STREAM.pack(
+            thread_id=e.thread_id, exception_code=e.code & 0xFFFFFFFF,
+            exception_flags=e.flags & 0xFFFFFFFF, exception_address=e.address,
+            number_parameters=len(params), exception_information=params,
+            context_size=ctx_size, context_rva=ctx_rva,
+        ))
+
+    def _module_record(self, lay: _Layout, m: Module) -> bytes:
+        name_rva = lay.place_string(m.path)
+        cv_rva = cv_size = 0
+        if m.identity is not None:
+            cv_rva, cv_size = lay.place(encode_codeview(m.identity, m.path), 8)
+        v = m.version
+        if v is not None:
+            ffi = fmt.FIXED_FILE_INFO.pack(
+                signature=fmt.VS_FFI_SIGNATURE, struct_version=fmt.VS_FFI_STRUCVERSION,
+                file_version_ms=v.file_version[0] << 16 | v.file_version[1],
+                file_version_ls=v.file_version[2] << 16 | v.file_version[3],
+                product_version_ms=v.product_version[0] << 16 | v.product_version[1],
+                product_version_ls=v.product_version[2] << 16 | v.product_version[3],
+                file_flags_mask=0x3F, file_flags=v.flags, file_os=v.os,
+                file_type=v.file_type, file_subtype=v.file_subtype,
+            )
+        else:
+            ffi = bytes(fmt.FIXED_FILE_INFO.size)  # no version resource (ELF, Mach-O)
+        if m.size > 0xFFFFFFFF:
+            raise MinidumpWriteError(f"module {m.path} is larger than 4 GiB")
+        return fmt.MODULE.pack(
+            base=m.base, size=m.size, checksum=m.checksum, time_date_stamp=m.timestamp,
+            name_rva=name_rva, version_info=ffi, cv_size=cv_size, cv_rva=cv_rva,
+        )
+
+    def module_list(self, lay: _Layout) -> tuple[int, int]:
+        records = [self._module_record(lay, m) for m in self.s.modules]
+        return lay.place(struct.pack("<I", len(records)) + b"".join(records), 8)
+
+    def memory_list(self, lay: _Layout) -> tuple[int, int]:
+        items = [(m, self._stack_rvas[m.start]) for m in self.stacks]
+        items += list(zip(self.extra, self._extra_rvas))
+        records = [fmt.MEMORY_DESCRIPTOR.pack(start=m.start, data_size=len(m.data), rva=rva)
+                   for m, rva in items]
+        return lay.place(struct.pack("<I", len(records)) + b"".join(records), 8)
+
+    def memory64_list(self, lay: _Layout) -> tuple[int, int]:
+        records = [fmt.MEMORY64_DESCRIPTOR.pack(start=m.start, data_size=len(m.data))
+                   for m in self.extra]
+        head = fmt.MEMORY64_HEADER.pack(count=len(records), base_rva=self._memory64_base)
+        return lay.place(head + b"".join(records), 8)
+
+    def memory_info_list(self, lay: _Layout) -> tuple[int, int]:
+        entries = []
+        for r in self.s.regions:
+            protect = _protection(r.readable, r.writable, r.executable)
+            mem_type = {RegionKind.PRIVATE: fmt.MEM_PRIVATE, RegionKind.MAPPED: fmt.MEM_MAPPED,
+                        RegionKind.IMAGE: fmt.MEM_IMAGE}[r.kind]
+            entries.append(fmt.MEMORY_INFO.pack(
+                base_address=r.start, allocation_base=r.start, allocation_protect=protect,
+                region_size=r.size, state=fmt.MEM_COMMIT, protect=protect, type=mem_type,
+            ))
+        head = fmt.MEMORY_INFO_HEADER.pack(
+            size_of_header=fmt.MEMORY_INFO_HEADER.size, size_of_entry=fmt.MEMORY_INFO.size,
+            number_of_entries=len(entries))
+        return lay.place(head + b"".join(entries), 8)
+
+    def dso_debug(self, lay: _Layout) -> tuple[int, int]:
+        d = self.s.linux.dso_debug  # type: ignore[union-attr]
+        maps = [fmt.LINK_MAP.pack(addr=e.addr, name_rva=lay.place_string(e.name), ld=e.ld)
+                for e in d.link_maps]
+        map_rva = lay.place(b"".join(maps), 8)[0] if maps else 0
+        head = fmt.DSO_DEBUG.pack(
+            version=d.version, map_rva=map_rva, dso_count=len(maps), brk=d.brk,
+            ldbase=d.ldbase, dynamic=d.dynamic_addr)
+        return lay.place(head + d.dynamic, 8)
+
+    def soft_errors(self, lay: _Layout) -> tuple[int, int]:
+        doc = [{"kind": e.kind, "message": e.message} for e in self.s.soft_errors]
+        return lay.place(json.dumps(doc).encode(), 4)
+
+
+def _protection(r: bool, w: bool, x: bool) -> int:
+    if x:
+        return (fmt.PAGE_EXECUTE_READWRITE if w else
+                fmt.PAGE_EXECUTE_READ if r else fmt.PAGE_EXECUTE)
+    if w:
+        return fmt.PAGE_READWRITE
+    return fmt.PAGE_READONLY if r else fmt.PAGE_NOACCESS
+
+
+def write_minidump(snapshot: Snapshot, out: BinaryIO, options: Optional[WriteOptions] = None) -> int:
+    """Write ``snapshot`` to the binary stream ``out``; returns the number of bytes written."""
+    return _Writer(snapshot, options or WriteOptions()).write(out)
+
+
+def minidump_bytes(snapshot: Snapshot, options: Optional[WriteOptions] = None) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    write_minidump(snapshot, buf, options)
+    return buf.getvalue()

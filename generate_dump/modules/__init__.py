@@ -1,0 +1,1 @@
+"""Module identity from executable files: ELF build ids, PE CodeView, Mach-O UUIDs."""
