@@ -1,0 +1,129 @@
+"""The ptrace calls the Linux backend needs, on top of python-ptrace.
+
+python-ptrace supplies the ptrace() binding and the register structures; what it lacks
+(PTRACE_SEIZE, PTRACE_INTERRUPT, NT_PRFPREG / NT_ARM_TLS through GETREGSET) is added here
+with the same binding and ctypes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from ptrace import PtraceError
+from ptrace.binding import func as _pt
+from ptrace.binding.linux_struct import iovec_struct, user_regs_struct
+from ptrace.cpu_info import CPU_AARCH64, CPU_X86_64
+
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_EVENT_STOP = 128
+NT_PRSTATUS = 1
+NT_PRFPREG = 2
+NT_ARM_TLS = 0x401
+WALL = 0x40000000
+
+
+class ThreadGone(Exception):
+    """The thread exited (or is exiting) while we were looking at it."""
+
+
+def _errno_of(exc: PtraceError) -> int:
+    return exc.errno or 0
+
+
+def seize(tid: int) -> None:
+    """PTRACE_SEIZE: trace without stopping and without sending any signal."""
+    _pt.ptrace(PTRACE_SEIZE, tid, 0, 0)
+
+
+def interrupt(tid: int) -> None:
+    _pt.ptrace(PTRACE_INTERRUPT, tid, 0, 0)
+
+
+def detach(tid: int, signal: int = 0) -> None:
+    _pt.ptrace_detach(tid, signal)
+
+
+@dataclass
+class StopResult:
+    stopped: bool
+    signal: int = 0  # a signal that the stop intercepted and that must be re-delivered
+    group_stop: bool = False  # stopped by job control (SIGSTOP and friends)
+
+
+_STOP_SIGNALS = {19, 20, 21, 22}  # SIGSTOP SIGTSTP SIGTTIN SIGTTOU
+
+
+def wait_stop(tid: int, deadline: float) -> StopResult:
+    """Wait until the seized and interrupted thread is in a ptrace-stop.
+
+    Returns ``stopped=False`` if it did not stop before ``deadline`` (for example a thread
+    in uninterruptible sleep). Raises ThreadGone if it exited.
+    """
+    delay = 0.00005
+    while True:
+        try:
+            got, status = os.waitpid(tid, os.WNOHANG | WALL)
+        except ChildProcessError:
+            raise ThreadGone(tid) from None
+        if got == tid:
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                raise ThreadGone(tid)
+            if os.WIFSTOPPED(status):
+                sig = os.WSTOPSIG(status)
+                event = status >> 16
+                if event == PTRACE_EVENT_STOP:
+                    # Interrupt stop, or group-stop when sig is a stop signal.
+                    return StopResult(True, 0, group_stop=sig in _STOP_SIGNALS)
+                if event:
+                    return StopResult(True, 0)
+                # Signal-delivery-stop: we intercepted a signal; hand it back on detach.
+                return StopResult(True, sig)
+        if time.monotonic() >= deadline:
+            return StopResult(False)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.002)
+
+
+# --- registers --------------------------------------------------------------------------------
+
+
+def get_regs(tid: int) -> user_regs_struct:
+    return _pt.ptrace_getregs(tid)
+
+
+def _getregset(tid: int, note: int, size: int) -> bytes:
+    buf = ctypes.create_string_buffer(size)
+    iov = iovec_struct()
+    iov.buf = ctypes.addressof(buf)
+    iov.len = size
+    _pt.ptrace(_pt.PTRACE_GETREGSET, tid, note, ctypes.addressof(iov))
+    return buf.raw[: iov.len]
+
+
+def get_fpregs_raw(tid: int) -> Optional[bytes]:
+    """The NT_PRFPREG register set: the FXSAVE image on x86-64, user_fpsimd_state on arm64."""
+    size = 512 if CPU_X86_64 else 528
+    try:
+        data = _getregset(tid, NT_PRFPREG, size)
+    except PtraceError as exc:
+        if _errno_of(exc) == errno.ESRCH:
+            raise ThreadGone(tid) from None
+        return None
+    return data if len(data) == size else None
+
+
+def get_arm64_tls(tid: int) -> int:
+    try:
+        return int.from_bytes(_getregset(tid, NT_ARM_TLS, 8), "little")
+    except PtraceError:
+        return 0
+
+
+IS_X86_64 = CPU_X86_64
+IS_AARCH64 = CPU_AARCH64

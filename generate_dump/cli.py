@@ -1,0 +1,144 @@
+"""Command line: ``generate_dump [OPTION...] PID``.
+
+Exit status 0 on success, 1 on any failure with exactly one ``generate_dump: error: ...``
+line on stderr. All messages go to stderr; nothing is printed on stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from typing import Optional
+
+import click
+
+from . import __version__
+from .errors import DumpError, Interrupted
+
+PROG = "generate_dump"
+
+
+def _fail(message: str) -> "NoReturn":  # noqa: F821
+    click.echo(f"{PROG}: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 22
+
+
+def parse_pid(text: str) -> int:
+    t = text.strip()
+    if not re.fullmatch(r"[+-]?\d+", t):
+        raise DumpError(f"'{text}' is not a process ID; give a positive whole number such as "
+                        f"1234 (see 'pgrep NAME')")
+    pid = int(t)
+    if pid <= 0:
+        raise DumpError(f"'{text}' is not a valid process ID; process IDs are positive numbers")
+    limit = _pid_max()
+    if pid > limit:
+        raise DumpError(f"no process with PID {pid} (PIDs on this system go up to {limit})")
+    return pid
+
+
+
+def _install_signal_handlers() -> None:
+    """Turn SIGINT/SIGTERM/SIGHUP into an exception so every cleanup path runs."""
+
+    def handler(signum, _frame):
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; the process was "
+                          "resumed and no dump was written")
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, handler)
+
+
+def _summarize_soft_errors(soft_errors) -> None:
+    kinds: dict[str, list[str]] = {}
+    for e in soft_errors:
+        kinds.setdefault(e.kind, []).append(e.message)
+    for kind, messages in kinds.items():
+        extra = f" (and {len(messages) - 1} more like it)" if len(messages) > 1 else ""
+        click.echo(f"{PROG}: warning: {messages[0]}{extra}", err=True)
+
+
+def dump(pid: int, output: Optional[str], suspend: bool, include_environment: bool) -> str:
+    """Capture ``pid`` and write the minidump; returns the output path."""
+    from .output import atomic_output, check_output_path
+
+    out_path = check_output_path(output or f"minidump.{pid}")
+    if not sys.platform.startswith("linux"):
+        raise DumpError(f"no backend for {sys.platform} yet")
+    from .backends.linux import CaptureOptions, capture
+    from .minidump.writer import write_minidump
+
+    snapshot = capture(pid, CaptureOptions(suspend=suspend,
+                                           include_environment=include_environment))
+    with atomic_output(out_path) as f:
+        size = write_minidump(snapshot, f)
+    _summarize_soft_errors(snapshot.soft_errors)
+    click.echo(f"{PROG}: wrote {out_path} ({len(snapshot.threads)} threads, "
+               f"{len(snapshot.modules)} modules, {size // 1024} KiB)", err=True)
+    return out_path
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+@click.command(context_settings=CONTEXT_SETTINGS, name=PROG)
+@click.argument("pid", metavar="PID")
+@click.option("-o", "--output", metavar="FILE",
+              help="Write the minidump to FILE (default: minidump.PID in the current directory).")
+@click.option("-r", "--no-suspend", is_flag=True,
+              help="Do not freeze the whole process: pause one thread at a time, only while "
+                   "its own registers and stack are copied. The process stays available, but "
+                   "threads are captured at slightly different moments.")
+@click.option("--include-environment", is_flag=True,
+              help="Also store the process environment (the LinuxEnviron stream and the "
+                   "strings at the top of the main stack). Off by default: environments "
+                   "often hold secrets.")
+@click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
+def command(pid: str, output: Optional[str], no_suspend: bool, include_environment: bool) -> None:
+    """Write a minidump of the running process PID, then let it run on.
+
+    The process is suspended while its threads' registers and stacks are copied
+    (unless -r), then resumed; modules, memory map and system information are
+    gathered after it runs again. Exit status: 0 on success, 1 on failure.
+    """
+    dump(parse_pid(pid), output, not no_suspend, include_environment)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    _install_signal_handlers()
+    try:
+        command.main(args=args, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.NoSuchOption as exc:
+        if re.fullmatch(r"-\d+", exc.option_name or ""):
+            _fail(f"'{exc.option_name}' is not a valid process ID; process IDs are positive "
+                  "numbers")
+        _fail(f"{exc.format_message()} (see '{PROG} --help')")
+    except click.exceptions.UsageError as exc:
+        msg = exc.format_message()
+        if "Missing argument" in msg:
+            msg = "missing PID: give the process ID of the process to dump"
+        _fail(f"{msg} (see '{PROG} --help')")
+    except click.exceptions.Abort:
+        _fail("aborted")
+    except DumpError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
