@@ -96,7 +96,6 @@ class _Target:
     pid: int
     stat: procfs.ProcStat
     mm_tid: int  # a live thread whose /proc files and memory we can use
-    pidfd: Optional[int]
 
 
 def _stat(pid: int) -> procfs.ProcStat:
@@ -136,13 +135,8 @@ def _open_target(pid: int) -> _Target:
             raise TargetGone(f"process {pid} ({stat.comm}) has exited (zombie); "
                              "there is nothing left to dump")
         mm_tid = live[0]
-    pidfd = None
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        pidfd = None
     _check_arch(pid)
-    return _Target(pid, stat, mm_tid, pidfd)
+    return _Target(pid, stat, mm_tid)
 
 
 def _check_arch(pid: int) -> None:
@@ -644,8 +638,6 @@ def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
         return _assemble(target, arch, frozen, options, reader)
     finally:
         reader.close()
-        if target.pidfd is not None:
-            os.close(target.pidfd)
 
 
 def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOptions,

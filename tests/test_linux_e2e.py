@@ -1,0 +1,270 @@
+"""End to end on Linux: dump real processes, then let the three real readers judge the file."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generate_dump.minidump import read_minidump
+from generate_dump.minidump.codeview import code_id
+from live import (
+    Target, assert_running_untraced, compile_program, python_target, readelf_build_id,
+    run_dumper, syscall_sp_pc,
+)
+from readers import (
+    breakpad_dump_syms, breakpad_stackwalk, lldb_core, minidump_dump, rust_stackwalk_json,
+)
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backend")
+
+FUNCTION_BY_NAME = {
+    "sleeper": "park_in_nanosleep",
+    "reader": "park_in_read",
+    "waiter": "park_in_condwait",
+    "extra": "park_in_nanosleep",
+}
+
+
+@pytest.fixture(scope="session")
+def threads_bin(tmp_path_factory) -> Path:
+    return compile_program("threads", tmp_path_factory.mktemp("bin"))
+
+
+class Symbols:
+    """A Breakpad symbol store filled with dump_syms output for the modules of each dump."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.done: set[str] = set()
+
+    def add_modules_of(self, dump) -> Path:
+        for m in dump.modules:
+            path = m.path
+            real = None
+            for candidate in (path, _resolve_soname_path(path)):
+                if candidate and os.path.isfile(candidate):
+                    real = candidate
+                    break
+            if real is None or real in self.done:
+                continue
+            self.done.add(real)
+            breakpad_dump_syms(Path(real), self.root)
+        return self.root
+
+
+def _resolve_soname_path(path: str) -> str | None:
+    # The module name carries the SONAME as basename; the file may be a symlink of that name.
+    return path if os.path.exists(path) else None
+
+
+@pytest.fixture(scope="session")
+def symbols(tmp_path_factory) -> Symbols:
+    return Symbols(tmp_path_factory.mktemp("symbols"))
+
+
+def expected_functions(target: Target) -> dict[int, str]:
+    out = {}
+    for tid in target.live_tids():
+        if tid == target.pid:
+            out[tid] = "main_park"
+            continue
+        name = Path(f"/proc/{target.pid}/task/{tid}/comm").read_text().strip()
+        out[tid] = FUNCTION_BY_NAME[name]
+    return out
+
+
+def breakpad_frames(text: str, tids: list[int]) -> dict[int, list[str]]:
+    """Function names per thread from minidump_stackwalk -m (thread index -> ThreadList order)."""
+    frames: dict[int, list[str]] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 7 and parts[0].isdigit() and parts[1].isdigit():
+            frames.setdefault(tids[int(parts[0])], []).append(parts[3] or parts[2])
+    return frames
+
+
+def rust_frames(doc: dict) -> dict[int, list[str]]:
+    return {t["thread_id"]: [f.get("function") or "" for f in t["frames"]] for t in doc["threads"]}
+
+
+def lldb_frames(text: str) -> dict[int, list[str]]:
+    """Parse `thread list` (index -> tid) and `bt all` (index -> frames)."""
+    index_to_tid: dict[int, int] = {}
+    frames: dict[int, list[str]] = {}
+    current = None
+    in_bt = False
+    for line in text.splitlines():
+        if line.startswith("(lldb) bt all"):
+            in_bt = True
+            continue
+        m = re.match(r"[\s*]*thread #(\d+): tid = (\d+)", line)
+        if m and not in_bt:
+            index_to_tid[int(m.group(1))] = int(m.group(2))
+            continue
+        m = re.match(r"[\s*]*thread #(\d+)", line)
+        if m and in_bt:
+            current = int(m.group(1))
+            frames[current] = []
+            continue
+        m = re.match(r"[\s*]*frame #\d+: 0x[0-9a-f]+ (\S+)", line)
+        if m and in_bt and current is not None:
+            frames[current].append(m.group(1))
+    return {index_to_tid[i]: f for i, f in frames.items() if i in index_to_tid}
+
+
+def check_with_readers(path: Path, target: Target, expected: dict[int, str], symbols: Symbols,
+                       lldb_prefix: str = "") -> None:
+    md = read_minidump(path)
+    tids = [t.tid for t in md.threads]
+    assert sorted(tids) == sorted(expected), "thread ids differ from /proc/PID/task"
+
+    minidump_dump(path)
+
+    store = symbols.add_modules_of(md)
+    bp = breakpad_frames(breakpad_stackwalk(path, store), tids)
+    rs = rust_frames(rust_stackwalk_json(path, "--use-local-debuginfo"))
+    ll = lldb_frames(lldb_core(path, "thread list", "bt all"))
+    for tid, fn in expected.items():
+        assert fn in bp.get(tid, []), f"Breakpad: thread {tid} does not reach {fn}: {bp.get(tid)}"
+        assert fn in rs.get(tid, []), f"rust-minidump: thread {tid} does not reach {fn}: {rs.get(tid)}"
+        assert any(f.endswith("`" + fn) for f in ll.get(tid, [])), \
+            f"LLDB: thread {tid} does not reach {fn}: {ll.get(tid)}"
+
+
+def check_registers_and_modules(path: Path, target: Target) -> None:
+    md = read_minidump(path)
+    for t in md.threads:
+        sppc = syscall_sp_pc(target.pid, t.tid)
+        if sppc is not None:
+            assert (t.context.rsp, t.context.rip) == sppc, f"thread {t.tid}: rsp/rip differ"
+        assert t.stack is not None and t.stack.start <= t.context.rsp < t.stack.end
+    checked = 0
+    for m in md.modules:
+        if os.path.isfile(m.path):
+            expected = readelf_build_id(m.path)
+            if expected:
+                assert code_id(m.identity) == expected, f"{m.path}: code id differs from readelf -n"
+                checked += 1
+    assert checked >= 2, "too few modules with files to compare build ids"
+    assert md.modules[0].is_main and Path(md.modules[0].path).name == "threads" or \
+        md.modules[0].path.endswith("python3") or "python" in md.modules[0].path
+
+
+@pytest.mark.parametrize("mode", ["suspend", "no-suspend"])
+def test_threads_program_all_readers(threads_bin, symbols, tmp_path, mode):
+    with Target([threads_bin]) as target:
+        expected = expected_functions(target)
+        sppc_before = {t: syscall_sp_pc(target.pid, t) for t in expected}
+        out = tmp_path / "threads.dmp"
+        args = [target.pid, "-o", out] + (["-r"] if mode == "no-suspend" else [])
+        run_dumper(*args)
+        assert_running_untraced(target.pid)
+        # The dump interrupted and restarted every blocking call at the same place.
+        assert all(syscall_sp_pc(target.pid, t) == v for t, v in sppc_before.items())
+        check_registers_and_modules(out, target)
+        check_with_readers(out, target, expected, symbols)
+        assert_running_untraced(target.pid)
+
+
+def test_300_threads(threads_bin, symbols, tmp_path):
+    with Target([threads_bin, "297"]) as target:
+        expected = expected_functions(target)
+        assert len(expected) == 301
+        out = tmp_path / "many.dmp"
+        run_dumper(target.pid, "-o", out)
+        assert_running_untraced(target.pid)
+        check_registers_and_modules(out, target)
+        check_with_readers(out, target, expected, symbols)
+
+
+def test_zombie_leader(threads_bin, symbols, tmp_path):
+    env = dict(os.environ, THREADS_EXIT_MAIN="1")
+    with Target([threads_bin], env=env) as target:
+        # Wait for the leader to become a zombie.
+        for _ in range(100):
+            if Path(f"/proc/{target.pid}/stat").read_text().split(") ")[1][0] == "Z":
+                break
+            import time
+            time.sleep(0.05)
+        expected = expected_functions(target)
+        assert target.pid not in expected and len(expected) == 3
+        out = tmp_path / "zombie.dmp"
+        run_dumper(target.pid, "-o", out)
+        assert_running_untraced(target.pid)
+        md = read_minidump(out)
+        assert any(m.is_main and m.path.endswith("threads") for m in md.modules)
+        check_with_readers(out, target, expected, symbols)
+
+
+def test_cpython_process(symbols, tmp_path):
+    with python_target(threads=4) as target:
+        tids = target.live_tids()
+        out = tmp_path / "py.dmp"
+        run_dumper(target.pid, "-o", out)
+        assert_running_untraced(target.pid)
+        md = read_minidump(out)
+        assert sorted(t.tid for t in md.threads) == tids
+        minidump_dump(out)
+        store = symbols.add_modules_of(md)
+        bp = breakpad_frames(breakpad_stackwalk(out, store), [t.tid for t in md.threads])
+        rs = rust_frames(rust_stackwalk_json(out, "--use-local-debuginfo"))
+        ll = lldb_frames(lldb_core(out, "thread list", "bt all"))
+        for tid in tids:
+            # Every thread sleeps in time.sleep -> clock_nanosleep, and unwinds past libc.
+            assert any("nanosleep" in f for f in bp[tid][:3]), (tid, bp[tid][:5])
+            assert any("nanosleep" in f for f in rs[tid][:3]), (tid, rs[tid][:5])
+            assert any("nanosleep" in f for f in ll[tid][:3]), (tid, ll[tid][:5])
+            assert len(rs[tid]) >= 4 and len(bp[tid]) >= 4 and len(ll[tid]) >= 4
+        check_registers_and_modules(out, target)
+
+
+def test_environment_secret_not_in_dump(threads_bin, tmp_path):
+    secret = "s3cr3t-" + os.urandom(12).hex()
+    env = dict(os.environ, SECRET_ENV=secret)
+    with Target([threads_bin], env=env) as target:
+        assert secret.encode() in Path(f"/proc/{target.pid}/environ").read_bytes()
+        out = tmp_path / "noenv.dmp"
+        run_dumper(target.pid, "-o", out)
+        data = out.read_bytes()
+        assert secret.encode() not in data
+        assert secret.encode("utf-16-le") not in data
+        md = read_minidump(out)
+        assert "environ" not in md.linux
+        # Opt in: the LinuxEnviron stream and the stack strings carry it.
+        out2 = tmp_path / "env.dmp"
+        run_dumper(target.pid, "-o", out2, "--include-environment")
+        md2 = read_minidump(out2)
+        assert secret.encode() in md2.linux["environ"]
+        main = md2.thread(target.pid)
+        assert secret.encode() in md2.bytes_at(main.stack)
+        assert_running_untraced(target.pid)
+
+
+def test_dump_streams_match_proc(threads_bin, tmp_path):
+    with Target([threads_bin]) as target:
+        out = tmp_path / "streams.dmp"
+        run_dumper(target.pid, "-o", out)
+        md = read_minidump(out)
+        assert md.misc["process_id"] == target.pid
+        assert md.linux["cmdline"] == Path(f"/proc/{target.pid}/cmdline").read_bytes()
+        assert md.linux["auxv"] == Path(f"/proc/{target.pid}/auxv").read_bytes()
+        names = {t.tid: md.thread_names.get(t.tid) for t in md.threads}
+        for tid, name in names.items():
+            assert name == Path(f"/proc/{target.pid}/task/{tid}/comm").read_text().strip()
+        assert md.system.cpu.count == os.cpu_count()
+        assert md.system.os_version.startswith("Linux " + os.uname().release)
+        # The DsoDebug link map names the libraries the dynamic linker loaded.
+        names = [e.name for e in md.dso_debug.link_maps]
+        assert any(n.endswith("libc.so.6") for n in names), names
+        # Regions cover every stack.
+        for t in md.threads:
+            assert any(r.start <= t.stack.start and t.stack.end <= r.end for r in md.regions)
+        rust = rust_stackwalk_json(out)
+        assert rust["pid"] == target.pid
+        assert {m["code_id"] for m in rust["modules"]} >= {
+            code_id(m.identity) for m in md.modules if m.identity}
