@@ -14,7 +14,7 @@ from typing import Optional
 
 import click
 
-from . import __version__
+from . import __version__, _testhooks
 from .errors import DumpError, Interrupted
 
 PROG = "generate_dump"
@@ -82,6 +82,7 @@ def dump(pid: int, output: Optional[str], suspend: bool, include_environment: bo
                                            include_environment=include_environment))
     with atomic_output(out_path) as f:
         size = write_minidump(snapshot, f)
+        _testhooks.pause("writing")
     _summarize_soft_errors(snapshot.soft_errors)
     click.echo(f"{PROG}: wrote {out_path} ({len(snapshot.threads)} threads, "
                f"{len(snapshot.modules)} modules, {size // 1024} KiB)", err=True)

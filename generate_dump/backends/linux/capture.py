@@ -13,10 +13,12 @@ from __future__ import annotations
 import bisect
 import os
 import platform
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ... import _testhooks
 from ...errors import InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
 from ...snapshot import (
     Amd64Context,
@@ -45,9 +47,7 @@ from .procfs import Mapping
 RED_ZONE = 128
 MAX_STACK = 64 * 1024 * 1024 - 4096  # Breakpad's reader rejects larger regions
 STOP_TIMEOUT = 2.0
-
-# Test hook: seconds to sleep while the target is frozen (fault-injection tests only).
-_FROZEN_DELAY_ENV = "GENERATE_DUMP_TEST_FROZEN_DELAY"
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 @dataclass
@@ -352,9 +352,7 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader) 
         datas = reader.read_many([(a, b - a) for a, b in (r.stack_range for r in with_stack)])
         for r, data in zip(with_stack, datas):
             r.stack = data
-        delay = os.environ.get(_FROZEN_DELAY_ENV)
-        if delay:
-            time.sleep(float(delay))
+        _testhooks.pause("frozen")
     finally:
         fz.release_all()
     frozen.threads = raws
@@ -623,19 +621,34 @@ def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
     options = options or CaptureOptions()
     arch = _host_arch()
     target = _open_target(pid)
+    _testhooks.pause("opened")
     reader = MemoryReader(target.mm_tid)
+    gone = TargetGone(f"process {pid} exited during the dump (its PID now names another "
+                      "process, or none); no dump was written")
     try:
+        # While threads are stopped, SIGINT/SIGTERM/SIGHUP wait: the release always
+        # completes, then the signal is handled (and the dump abandoned).
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
         try:
+            if not _still_same(target):
+                raise gone
             if options.suspend:
                 frozen = _freeze_all(target, options, reader)
             else:
                 frozen = _capture_running(target, options, reader)
         except ProcessLookupError:
-            raise TargetGone(f"process {pid} exited during the dump") from None
+            raise gone from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if not _still_same(target):
-            raise TargetGone(f"process {pid} exited during the dump (its PID now names "
-                             "another process, or none)")
-        return _assemble(target, arch, frozen, options, reader)
+            raise gone
+        try:
+            snapshot = _assemble(target, arch, frozen, options, reader)
+        except ProcessLookupError:
+            raise gone from None
+        if not _still_same(target):
+            raise gone
+        return snapshot
     finally:
         reader.close()
 
@@ -644,7 +657,10 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
               reader: MemoryReader) -> Snapshot:
     pid = target.pid
     soft = list(frozen.soft_errors)
-    stat = _stat(pid) if _still_same(target) else target.stat
+    try:
+        stat = _stat(pid)
+    except TargetNotFound:
+        raise TargetGone(f"process {pid} exited during the dump; no dump was written") from None
     threads = []
     for raw in sorted(frozen.threads, key=lambda r: (r.tid != pid, r.tid)):
         stack = None
@@ -673,10 +689,7 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
     def read(addr: int, size: int) -> bytes:
         return reader.read(addr, size)
 
-    try:
-        modules, debug_addr = _modules(pid, frozen.maps, auxv_map, read, soft)
-    except ProcessLookupError:
-        raise TargetGone(f"process {pid} exited during the dump") from None
+    modules, debug_addr = _modules(pid, frozen.maps, auxv_map, read, soft)
     main = modules[0] if modules and modules[0].is_main else None
     dso = None
     if main is not None and debug_addr:
