@@ -11,7 +11,7 @@ import errno
 import os
 import stat
 from contextlib import contextmanager
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional
 
 from .errors import OutputError
 
@@ -41,12 +41,20 @@ def check_output_path(path: str) -> str:
     return path
 
 
-@contextmanager
-def atomic_output(path: str) -> Iterator[BinaryIO]:
-    """Yield a file to write; on success it replaces ``path``, on failure it vanishes."""
-    path = check_output_path(path)
-    directory, base = os.path.split(path)
-    tmp = None
+def _open_anonymous(directory: str) -> Optional[int]:
+    """An unnamed 0600 file in ``directory`` (O_TMPFILE): if we die, it vanishes with us."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(directory, flag | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return None  # the filesystem has no O_TMPFILE: use a named temporary file
+        raise OutputError(f"cannot create a file in {directory}: {exc.strerror}") from None
+
+
+def _open_named(directory: str, base: str) -> tuple[int, str]:
     for n in range(100):
         candidate = os.path.join(directory, f".{base}.{os.getpid()}.{n}.tmp")
         try:
@@ -56,16 +64,33 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
             continue
         except OSError as exc:
             raise OutputError(f"cannot create a file in {directory}: {exc.strerror}") from None
-        tmp = candidate
-        break
-    if tmp is None:
-        raise OutputError(f"cannot create a temporary file in {directory}")
+        return fd, candidate
+    raise OutputError(f"cannot create a temporary file in {directory}")
+
+
+@contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """Yield a file to write; on success it replaces ``path``, on failure it vanishes.
+
+    The data goes to an unnamed file (O_TMPFILE) that is given a temporary name only once
+    it is complete and synced, and then renamed over ``path``; so even a SIGKILL while
+    writing leaves nothing behind. Without O_TMPFILE a named 0600 temporary file is used
+    and removed on every failure we survive.
+    """
+    path = check_output_path(path)
+    directory, base = os.path.split(path)
+    fd = _open_anonymous(directory)
+    tmp = None
+    if fd is None:
+        fd, tmp = _open_named(directory, base)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as f:
             try:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
+                if tmp is None:
+                    tmp = _link_anonymous(f.fileno(), directory, base)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise OutputError(f"no space left on the device to write {path}") from None
@@ -79,6 +104,8 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(f"no space left on the device to write {path}") from None
         raise OutputError(f"cannot write {path}: {exc.strerror}") from None
     finally:
         if tmp is not None:
@@ -86,3 +113,20 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _link_anonymous(fd: int, directory: str, base: str) -> str:
+    """Give the finished O_TMPFILE file a temporary name in ``directory``."""
+    # Python calls linkat(..., AT_SYMLINK_FOLLOW) only when a dir fd is given.
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for n in range(100):
+            name = f".{base}.{os.getpid()}.{n}.tmp"
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+            except FileExistsError:
+                continue
+            return os.path.join(directory, name)
+    finally:
+        os.close(dir_fd)
+    raise OutputError(f"cannot name the output file in {directory}")
