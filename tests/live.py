@@ -23,9 +23,10 @@ def compile_program(name: str, out_dir: Path, *flags: str) -> Path:
 class Target:
     """A started program that prints 'READY <pid>' once it is parked; killed on close."""
 
-    def __init__(self, argv: list, env: dict | None = None, ready_timeout: float = 30.0):
+    def __init__(self, argv: list, env: dict | None = None, ready_timeout: float = 30.0,
+                 wait_parked: bool = True, **popen):
         self.proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, text=True)
+                                     stderr=subprocess.PIPE, env=env, text=True, **popen)
         self.pid = self.proc.pid
         deadline = time.monotonic() + ready_timeout
         line = ""
@@ -39,7 +40,7 @@ class Target:
                                f"{self.proc.stderr.read() if self.proc.poll() is not None else ''}")
         # READY is printed just before the main thread parks: wait until every thread
         # sits in a blocking syscall, so that registers can be checked against /proc.
-        while time.monotonic() < deadline:
+        while wait_parked and time.monotonic() < deadline:
             if all(syscall_sp_pc(self.pid, t) for t in self.live_tids()):
                 break
             time.sleep(0.01)
@@ -104,7 +105,10 @@ def assert_running_untraced(pid: int) -> None:
         assert time.monotonic() < deadline, f"threads left stopped: {stopped}"
         time.sleep(0.05)
     for t in os.listdir(f"/proc/{pid}/task"):
-        st = Path(f"/proc/{pid}/task/{t}/status").read_text()
+        try:
+            st = Path(f"/proc/{pid}/task/{t}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that just ended
         assert "TracerPid:\t0" in st, f"thread {t} still traced"
 
 

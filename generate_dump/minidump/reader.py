@@ -206,7 +206,7 @@ class _Parser:
         if length % 2 or length > 1 << 20:
             raise MinidumpFormatError(f"{what} at 0x{rva:x} has a bad length {length}")
         raw = self.raw(rva + 4, length, what)
-        return raw.decode("utf-16-le", "replace")
+        return raw.decode("utf-16-le", "surrogatepass")
 
     def list_of(self, rec: Record, rva: int, size: int, what: str) -> list[dict]:
         """A ``{u32 count; records[count]}`` list; some writers pad the count to 8 bytes."""
@@ -306,7 +306,7 @@ def _misc_info(p: _Parser, md: Minidump, rva: int, size: int) -> None:
         raise MinidumpFormatError(f"MiscInfo has unknown size {declared} (stream {size} bytes)")
     full = p.raw(rva, declared, "MiscInfo").ljust(fmt.MISC_INFO_4.size, b"\0")
     md.misc = fmt.MISC_INFO_4.unpack(full[: fmt.MISC_INFO_4.size])
-    if md.system is not None and md.misc["processor_max_mhz"]:
+    if md.system is not None and md.misc["flags1"] & fmt.MISC1_PROCESSOR_POWER_INFO:
         md.system = SystemInfo(**{**md.system.__dict__, "cpu": CpuInfo(**{
             **md.system.cpu.__dict__, "max_mhz": md.misc["processor_max_mhz"],
             "current_mhz": md.misc["processor_current_mhz"]})})
@@ -443,7 +443,7 @@ def _dso_debug(p: _Parser, md: Minidump, rva: int, size: int) -> None:
 def _soft_errors(p: _Parser, md: Minidump, rva: int, size: int) -> None:
     try:
         doc = json.loads(p.raw(rva, size, "soft errors").decode("utf-8"))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise MinidumpFormatError(f"soft errors stream is not JSON: {exc}") from None
     if not isinstance(doc, list):
         raise MinidumpFormatError("soft errors stream is not a JSON list")

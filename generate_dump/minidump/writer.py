@@ -81,7 +81,8 @@ class _Layout:
         return rva
 
     def place_string(self, text: str) -> int:
-        raw = text.encode("utf-16-le")
+        # surrogatepass keeps undecodable path bytes (surrogateescape'd) writable.
+        raw = text.encode("utf-16-le", "surrogatepass")
         return self.place(struct.pack("<I", len(raw)) + raw + b"\0\0", 4)[0]
 
     @property
@@ -156,8 +157,8 @@ class _Writer:
         if s.exception is not None:
             b.append((fmt.StreamType.EXCEPTION, self.exception))
         b.append((fmt.StreamType.MODULE_LIST, self.module_list))
-        if s.regions:
-            b.append((fmt.StreamType.MEMORY_INFO_LIST, self.memory_info_list))
+        # Always present: Breakpad's minidump_dump counts a missing MemoryInfoList as an error.
+        b.append((fmt.StreamType.MEMORY_INFO_LIST, self.memory_info_list))
         if s.linux is not None:
             lf = s.linux
             for st, data in (
@@ -262,7 +263,7 @@ class _Writer:
         flags = fmt.MISC1_PROCESS_ID | fmt.MISC1_PROCESS_TIMES | fmt.MISC4_BUILDSTRING
         if si.cpu.max_mhz or si.cpu.current_mhz:
             flags |= fmt.MISC1_PROCESSOR_POWER_INFO
-        build = si.os_version.encode("utf-16-le")[: 259 * 2]
+        build = si.os_version.encode("utf-16-le", "surrogatepass")[: 259 * 2]
         return lay.place(fmt.MISC_INFO_4.pack(
             size_of_info=fmt.MISC_INFO_4.size, flags1=flags, process_id=p.pid,
             process_create_time=p.create_time & 0xFFFFFFFF,

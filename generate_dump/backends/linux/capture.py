@@ -123,14 +123,7 @@ def _open_target(pid: int) -> _Target:
                             "user-space memory to dump")
     mm_tid = pid
     if stat.state in ("Z", "X"):
-        live = []
-        try:
-            for tid in procfs.list_tids(pid):
-                st = procfs.read_file(f"/proc/{pid}/task/{tid}/stat")
-                if st and procfs.parse_stat(st).state not in ("Z", "X"):
-                    live.append(tid)
-        except OSError:
-            pass
+        live = _live_tids(pid)
         if not live:
             raise TargetGone(f"process {pid} ({stat.comm}) has exited (zombie); "
                              "there is nothing left to dump")
@@ -155,12 +148,29 @@ def _check_arch(pid: int) -> None:
                             f"{machine}, class {ident[4]}); 32-bit processes are not supported")
 
 
-def _still_same(target: _Target) -> bool:
-    """False if the PID now names another process (exited and reused)."""
+def _live_tids(pid: int) -> list[int]:
+    """Threads of ``pid`` that are neither zombies nor dead."""
+    live = []
     try:
-        return _stat(target.pid).start_time == target.stat.start_time
+        tids = procfs.list_tids(pid)
+    except OSError:
+        return []
+    for tid in tids:
+        st = procfs.read_file(f"/proc/{pid}/task/{tid}/stat")
+        if st and procfs.parse_stat(st).state not in ("Z", "X"):
+            live.append(tid)
+    return live
+
+
+def _still_same(target: _Target) -> bool:
+    """False if the process exited (even if not yet reaped) or its PID was reused."""
+    try:
+        stat = _stat(target.pid)
     except TargetNotFound:
         return False
+    if stat.start_time != target.stat.start_time:
+        return False
+    return stat.state not in ("Z", "X") or bool(_live_tids(target.pid))
 
 
 # --- stacks ----------------------------------------------------------------------------------
