@@ -302,3 +302,49 @@ def test_deeply_nested_soft_errors_json(good):
     off = _dir_entry_offset(good, fmt.StreamType.MOZ_SOFT_ERRORS)
     data = _patch(good, off + 4, "II", len(payload), len(good)) + payload
     _fails(data, "soft errors")
+
+
+def test_mutation_fuzz_of_a_real_dump(tmp_path):
+    """Mutations of a dump of a live process: parse or MinidumpFormatError, never a hang,
+    never another exception, never unbounded memory."""
+    import signal
+    import sys
+    import tracemalloc
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("needs the Linux backend to make a real dump")
+    from live import Target, compile_program, run_dumper
+
+    binary = compile_program("threads", tmp_path)
+    with Target([binary, "5"]) as target:
+        out = tmp_path / "real.dmp"
+        run_dumper(target.pid, "-o", out)
+    base = out.read_bytes()
+    rng = random.Random(4242)
+    outcomes = {"ok": 0, "error": 0}
+
+    def hung(*_):
+        raise AssertionError("the reader hung on a mutated file")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    tracemalloc.start()
+    try:
+        for data in _mutations(base, rng, 300):
+            signal.alarm(10)
+            try:
+                md = parse(data)
+                md.to_snapshot()
+            except MinidumpFormatError as exc:
+                assert str(exc)
+                outcomes["error"] += 1
+            else:
+                outcomes["ok"] += 1
+            finally:
+                signal.alarm(0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        signal.signal(signal.SIGALRM, old)
+    assert outcomes["ok"] > 10 and outcomes["error"] > 10, outcomes
+    # The file is a few hundred KiB; parsing it must not blow up on lying counts.
+    assert peak < 64 * 1024 * 1024, f"peak {peak} bytes"

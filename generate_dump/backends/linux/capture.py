@@ -109,15 +109,11 @@ def _open_target(pid: int) -> _Target:
     if pid == os.getpid():
         raise InvalidTarget(f"PID {pid} is generate_dump itself; give the PID of another process")
     stat = _stat(pid)
-    if stat.pid != pid:
-        raise TargetNotFound(f"PID {pid} is a thread of process {stat.pid}, not a process; "
-                             f"give {stat.pid}")
-    try:
-        tgid_line = procfs.parse_status(procfs.read_file(f"/proc/{pid}/status") or b"").get("Tgid")
-        if tgid_line and int(tgid_line) != pid:
-            raise InvalidTarget(f"PID {pid} is a thread of process {tgid_line}; give {tgid_line}")
-    except ValueError:
-        pass
+    # /proc/TID exists for every thread too: a thread id is not a process id.
+    tgid = procfs.parse_status(procfs.read_file(f"/proc/{pid}/status") or b"").get("Tgid", "")
+    if tgid.isdigit() and int(tgid) != pid:
+        raise InvalidTarget(f"{pid} is a thread of process {tgid}, not a process; "
+                            f"give the process ID {tgid}")
     if stat.flags & procfs.PF_KTHREAD:
         raise InvalidTarget(f"PID {pid} ({stat.comm}) is a kernel thread, which has no "
                             "user-space memory to dump")
