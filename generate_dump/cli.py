@@ -35,7 +35,7 @@ def _pid_max() -> int:
 
 def parse_pid(text: str) -> int:
     t = text.strip()
-    if not re.fullmatch(r"[+-]?\d+", t):
+    if not re.fullmatch(r"[+-]?[0-9]+", t):
         raise DumpError(f"'{text}' is not a process ID; give a positive whole number such as "
                         f"1234 (see 'pgrep NAME')")
     pid = int(t)
@@ -121,7 +121,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         command.main(args=args, prog_name=PROG, standalone_mode=False)
     except click.exceptions.NoSuchOption as exc:
-        if re.fullmatch(r"-\d+", exc.option_name or ""):
+        if re.fullmatch(r"-[0-9]+", exc.option_name or ""):
             _fail(f"'{exc.option_name}' is not a valid process ID; process IDs are positive "
                   "numbers")
         _fail(f"{exc.format_message()} (see '{PROG} --help')")

@@ -88,8 +88,10 @@ def explain_eperm(pid: int) -> str:
             owner = _user(min(target_uids - {euid}) if target_uids - {euid} else euid)
             return (f"not permitted to trace process {pid}: it runs as {owner}; "
                     f"run generate_dump as that user or as root")
+        # A non-dumpable process keeps its /proc/PID directory but the files inside it
+        # (stat, status, mem, ...) become root's.
         try:
-            proc_owner = os.stat(f"/proc/{pid}").st_uid
+            proc_owner = os.stat(f"/proc/{pid}/stat").st_uid
         except OSError:
             proc_owner = euid
         if proc_owner != euid:
