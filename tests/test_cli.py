@@ -512,3 +512,17 @@ def test_user_symlink_to_root_file_is_refused(targets, user, udir):
     finally:
         shutil.rmtree(victim.parent, ignore_errors=True)
     assert_target_intact(t)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop CAP_SYS_PTRACE")
+def test_root_without_cap_sys_ptrace(targets, user, tmp_path):
+    """Root in a container started without SYS_PTRACE: the message names the capability."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    t = targets.threads(user=user)
+    cmd = ["setpriv", "--bounding-set", "-sys_ptrace", "--inh-caps", "-sys_ptrace",
+           sys.executable, "-m", "generate_dump", "-o", str(tmp_path / "x.dmp"), str(t.pid)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert_error(r, f"process {t.pid}", "CAP_SYS_PTRACE")
+    assert os.listdir(tmp_path) == []
+    assert_target_intact(t)

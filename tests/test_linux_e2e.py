@@ -118,7 +118,7 @@ def lldb_frames(text: str) -> dict[int, list[str]]:
 
 
 def check_with_readers(path: Path, target: Target, expected: dict[int, str], symbols: Symbols,
-                       lldb_prefix: str = "") -> None:
+                       rust_uses_breakpad_symbols: bool = False) -> None:
     md = read_minidump(path)
     tids = [t.tid for t in md.threads]
     assert sorted(tids) == sorted(expected), "thread ids differ from /proc/PID/task"
@@ -127,7 +127,9 @@ def check_with_readers(path: Path, target: Target, expected: dict[int, str], sym
 
     store = symbols.add_modules_of(md)
     bp = breakpad_frames(breakpad_stackwalk(path, store), tids)
-    rs = rust_frames(rust_stackwalk_json(path, "--use-local-debuginfo"))
+    rust_args = (["--symbols-path", str(store)] if rust_uses_breakpad_symbols
+                 else ["--use-local-debuginfo"])
+    rs = rust_frames(rust_stackwalk_json(path, *rust_args))
     ll = lldb_frames(lldb_core(path, "thread list", "bt all"))
     for tid, fn in expected.items():
         assert fn in bp.get(tid, []), f"Breakpad: thread {tid} does not reach {fn}: {bp.get(tid)}"
@@ -268,3 +270,20 @@ def test_dump_streams_match_proc(threads_bin, tmp_path):
         assert rust["pid"] == target.pid
         assert {m["code_id"] for m in rust["modules"]} >= {
             code_id(m.identity) for m in md.modules if m.identity}
+
+
+def test_static_executable(symbols, tmp_path):
+    """No dynamic linker, no r_debug: modules come from the mappings alone."""
+    binary = compile_program("threads", tmp_path, "-static")
+    with Target([binary]) as target:
+        expected = expected_functions(target)
+        out = tmp_path / "static.dmp"
+        run_dumper(target.pid, "-o", out)
+        assert_running_untraced(target.pid)
+        md = read_minidump(out)
+        assert md.modules[0].is_main and md.modules[0].path == str(binary)
+        assert code_id(md.modules[0].identity) == readelf_build_id(str(binary))
+        assert md.dso_debug is None
+        # rust-minidump's --use-local-debuginfo reads DWARF only, and a static glibc has
+        # none (just .eh_frame): give it the Breakpad symbols (CFI from .eh_frame) instead.
+        check_with_readers(out, target, expected, symbols, rust_uses_breakpad_symbols=True)
