@@ -6,11 +6,10 @@ line on stderr. All messages go to stderr; nothing is printed on stdout.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sys
-from typing import Optional
+from typing import NoReturn, Optional
 
 import click
 
@@ -20,7 +19,7 @@ from .errors import DumpError, Interrupted
 PROG = "generate_dump"
 
 
-def _fail(message: str) -> "NoReturn":  # noqa: F821
+def _fail(message: str) -> NoReturn:
     click.echo(f"{PROG}: error: {message}", err=True)
     sys.exit(1)
 

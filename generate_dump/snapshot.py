@@ -177,6 +177,11 @@ class MemoryRegion:
     def end(self) -> int:
         return self.start + self.size
 
+    @property
+    def merge_key(self) -> tuple:
+        """Adjacent regions with equal keys are one stretch of memory (one stack, say)."""
+        return (self.readable, self.writable, self.executable, self.kind, self.path)
+
 
 # --- threads ------------------------------------------------------------------------------
 

@@ -10,13 +10,12 @@ since no SIGSTOP was ever sent, the target simply runs on.
 
 from __future__ import annotations
 
-import bisect
 import os
 import platform
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from ... import _testhooks
 from ...errors import InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
@@ -25,27 +24,21 @@ from ...snapshot import (
     Arch,
     Arm64Context,
     CpuContext,
-    CpuInfo,
-    DsoDebug,
-    ElfBuildId,
-    LinkMapEntry,
     LinuxFiles,
     MemoryRange,
-    Module,
-    OS,
     Process,
     Snapshot,
     SoftError,
-    SystemInfo,
     Thread,
 )
 from . import procfs
 from .diagnose import explain_eperm, tracer_message, tracer_of
+from ..stacks import blank, stack_range
+from .elf_modules import dso_debug, modules_from_maps, trim_dynamic
 from .memory import MemoryReader
 from .procfs import Mapping
+from .procinfo import auxv_entries, os_release, system_info, thread_name
 
-RED_ZONE = 128
-MAX_STACK = 64 * 1024 * 1024 - 4096  # Breakpad's reader rejects larger regions
 STOP_TIMEOUT = 2.0
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
@@ -169,46 +162,6 @@ def _still_same(target: _Target) -> bool:
     return stat.state not in ("Z", "X") or bool(_live_tids(target.pid))
 
 
-# --- stacks ----------------------------------------------------------------------------------
-
-
-def stack_range(sp: int, maps: list[Mapping], starts: list[int], is_main: bool,
-                thread_pointer: int) -> Optional[tuple[int, int]]:
-    """The stack bytes to copy for a thread: SP-128 to the top of its stack mapping.
-
-    Adjacent readable mappings with the same permissions count as one. A non-main thread
-    stops at its thread pointer (glibc keeps TLS and the thread descriptor just below it).
-    An SP in an unreadable guard page starts at the next readable mapping.
-    """
-    i = bisect.bisect_right(starts, sp) - 1
-    if i < 0 or sp >= maps[i].end:
-        # SP exactly at the end of a mapping (an empty stack) belongs to that mapping.
-        i = bisect.bisect_right(starts, sp - 1) - 1
-        if i < 0 or sp - 1 >= maps[i].end:
-            return None
-    m = maps[i]
-    if not m.readable:
-        if i + 1 < len(maps) and maps[i + 1].start == m.end and maps[i + 1].readable:
-            i += 1
-            m = maps[i]
-            start = m.start
-        else:
-            return None
-    else:
-        start = max(m.start, sp - RED_ZONE)
-    end = m.end
-    j = i
-    while j + 1 < len(maps) and maps[j + 1].start == end and maps[j + 1].perms == m.perms \
-            and maps[j + 1].inode == m.inode:
-        j += 1
-        end = maps[j].end
-    if not is_main and start < thread_pointer < end:
-        end = thread_pointer
-    if end - start > MAX_STACK:
-        end = start + MAX_STACK
-    return (start, end) if end > start else None
-
-
 # --- the freeze ------------------------------------------------------------------------------
 
 
@@ -314,8 +267,7 @@ def _sp_and_tp(raw: _RawThread) -> tuple[int, int]:
     return r.sp, raw.tls
 
 
-def _assign_stacks(raws: list[_RawThread], maps: list[Mapping], main_tid: int,
-                   soft: list[SoftError]) -> None:
+def _assign_stacks(raws: list[_RawThread], maps: list[Mapping], main_tid: int) -> None:
     starts = [m.start for m in maps]
     for raw in raws:
         sp, tp = _sp_and_tp(raw)
@@ -350,10 +302,10 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader) 
             raise TargetGone(f"process {target.pid} exited during the dump")
         frozen.time = int(time.time())
         # Stacks: the map read before the freeze serves unless a thread is new to it.
-        _assign_stacks(raws, maps, target.pid, frozen.soft_errors)
+        _assign_stacks(raws, maps, target.pid)
         if any(r.stack_range is None for r in raws):
             maps_text, maps = _read_maps(target)
-            _assign_stacks(raws, maps, target.pid, frozen.soft_errors)
+            _assign_stacks(raws, maps, target.pid)
         with_stack = [r for r in raws if r.stack_range]
         datas = reader.read_many([(a, b - a) for a, b in (r.stack_range for r in with_stack)])
         for r, data in zip(with_stack, datas):
@@ -449,177 +401,9 @@ def _context(arch: Arch, raw: _RawThread) -> CpuContext:
     return _amd64_context(raw) if arch == Arch.AMD64 else _arm64_context(raw)
 
 
-def _blank(data: bytes, data_start: int, lo: int, hi: int) -> bytes:
-    """Zero the bytes of ``data`` (which starts at ``data_start``) that fall in [lo, hi)."""
-    a = max(lo, data_start) - data_start
-    b = min(hi, data_start + len(data)) - data_start
-    if b <= a:
-        return data
-    return data[:a] + bytes(b - a) + data[b:]
-
-
 def _thread_name(pid: int, tid: int) -> Optional[str]:
     raw = procfs.read_file(f"/proc/{pid}/task/{tid}/comm")
     return raw.decode("utf-8", "replace").rstrip("\n") if raw else None
-
-
-def _system_info(pid: int, arch: Arch) -> tuple[SystemInfo, bytes]:
-    u = os.uname()
-    nums = [int("".join(ch for ch in part if ch.isdigit()) or 0)
-            for part in u.release.split("-")[0].split(".")[:3]]
-    nums += [0] * (3 - len(nums))
-    cpuinfo = procfs.read_file("/proc/cpuinfo") or b""
-    info = procfs.parse_cpuinfo(cpuinfo)
-    count = os.cpu_count() or int(info.get("_count", "1") or 1)
-    cpu = CpuInfo(count=count)
-    if arch == Arch.AMD64:
-        family = int(info.get("cpu family", "0") or 0)
-        model = int(info.get("model", "0") or 0)
-        stepping = int(info.get("stepping", "0") or 0)
-        flags = set(info.get("flags", "").split())
-        base_family = min(family, 15)
-        version = (stepping & 0xF) | (model & 0xF) << 4 | base_family << 8 \
-            | ((model >> 4) & 0xF) << 16 | (max(0, family - 15) & 0xFF) << 20
-        features = sum(1 << b for f, b in procfs.X86_FEATURE_BITS.items() if f in flags)
-        amd = sum(1 << b for f, b in procfs.X86_AMD_FEATURE_BITS.items() if f in flags)
-        mhz = int(float(info.get("cpu MHz", "0") or 0))
-        max_khz = procfs.read_file("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
-        max_mhz = int(max_khz) // 1000 if max_khz and max_khz.strip().isdigit() else mhz
-        cpu = CpuInfo(count=count, vendor=info.get("vendor_id", ""), family=family, model=model,
-                      stepping=stepping, version_information=version,
-                      feature_information=features, amd_extended_features=amd,
-                      max_mhz=max_mhz, current_mhz=mhz)
-    system = SystemInfo(
-        arch=arch, os=OS.LINUX, os_major=nums[0], os_minor=nums[1], os_build=nums[2],
-        os_version=f"{u.sysname} {u.release} {u.version} {u.machine}", cpu=cpu,
-    )
-    return system, cpuinfo
-
-
-def _os_release(pid: int) -> Optional[bytes]:
-    for base in (f"/proc/{pid}/root", ""):
-        for name in ("/etc/lsb-release", "/etc/os-release", "/usr/lib/os-release"):
-            data = procfs.read_file(base + name)
-            if data:
-                return data
-    return None
-
-
-def _auxv_entries(auxv: bytes) -> dict[int, int]:
-    out = {}
-    for off in range(0, len(auxv) - 15, 16):
-        key = int.from_bytes(auxv[off : off + 8], "little")
-        val = int.from_bytes(auxv[off + 8 : off + 16], "little")
-        if key == 0:
-            break
-        out.setdefault(key, val)
-    return out
-
-
-AT_ENTRY = 9
-AT_SYSINFO_EHDR = 33
-
-
-def _module_name(path: str, soname: Optional[str]) -> str:
-    if path.endswith(" (deleted)"):
-        path = path[: -len(" (deleted)")]
-    if not soname:
-        return path
-    d = path.rpartition("/")[0]
-    return f"{d}/{soname}" if d else soname
-
-
-def _file_for(pid: int, m: Mapping) -> list[str]:
-    paths = [f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}"]
-    if m.path.startswith("/"):
-        p = m.path[: -len(" (deleted)")] if m.path.endswith(" (deleted)") else m.path
-        paths += [f"/proc/{pid}/root{p}", p]
-    return paths
-
-
-def _modules(pid: int, maps: list[Mapping], auxv: dict[int, int], read: Callable[[int, int], bytes],
-             soft: list[SoftError]) -> tuple[list[Module], int]:
-    """Modules from the mappings: every readable file mapping at offset 0 that holds an ELF
-    image, plus the vDSO. Returns the modules (main first) and the main image's DT_DEBUG."""
-    from ...modules.elf import ElfError, file_identity, read_loaded_image
-
-    entry = auxv.get(AT_ENTRY, 0)
-    vdso = auxv.get(AT_SYSINFO_EHDR, 0)
-    found: list[tuple[Module, int]] = []
-    taken: list[tuple[int, int]] = []
-    main_debug = 0
-    for m in maps:
-        is_vdso = m.path == "[vdso]" or (vdso and m.start == vdso)
-        if not m.readable or m.offset != 0 or not (m.inode or is_vdso):
-            continue
-        try:
-            if read(m.start, 4) != b"\x7fELF":
-                continue
-            img = read_loaded_image(read, m.start, m.offset)
-        except (ElfError, OSError, ValueError):
-            continue
-        if any(a < img.base + img.size and img.base < b for a, b in taken):
-            continue  # an overlapping image (e.g. a file mapped twice): readers drop overlaps
-        build_id, from_hash, soname = img.build_id, False, img.soname
-        if build_id is None or soname is None and not is_vdso:
-            for candidate in ([] if is_vdso else _file_for(pid, m)):
-                try:
-                    fid = file_identity(candidate)
-                except ElfError:
-                    continue
-                soname = soname or fid.soname
-                if build_id is None:
-                    if fid.build_id:
-                        build_id = fid.build_id
-                    elif fid.text_hash:
-                        build_id, from_hash = fid.text_hash, True
-                break
-        if build_id is None:
-            soft.append(SoftError("module-identity",
-                                  f"no build id for {m.path or '[vdso]'} (file unreadable)"))
-        is_main = bool(entry) and img.base <= entry < img.base + img.size
-        path = m.path if m.path and not m.path.startswith("[") else ""
-        name = _module_name(path, soname) if path else (soname or "linux-vdso.so.1")
-        module = Module(
-            path=name, base=img.base, size=img.size,
-            identity=ElfBuildId(build_id, from_hash) if build_id else None, is_main=is_main,
-        )
-        if is_main:
-            main_debug = img.debug_addr
-        found.append((module, img.dynamic_addr))
-        taken.append((img.base, img.base + img.size))
-    modules = [mod for mod, _ in found]
-    modules.sort(key=lambda mod: (not mod.is_main, mod.base))
-    return modules, main_debug
-
-
-def _dso_debug(read: Callable[[int, int], bytes], debug_addr: int, main: Optional[Module],
-               dynamic: bytes, dynamic_addr: int) -> Optional[DsoDebug]:
-    """r_debug and the link_map chain (64-bit layouts); None when not available."""
-    if not debug_addr:
-        return None
-    raw = read(debug_addr, 40)
-    if len(raw) < 40:
-        return None
-    version = int.from_bytes(raw[0:4], "little")
-    r_map = int.from_bytes(raw[8:16], "little")
-    brk = int.from_bytes(raw[16:24], "little")
-    ldbase = int.from_bytes(raw[32:40], "little")
-    if version < 1:
-        return None
-    entries = []
-    node, seen = r_map, set()
-    while node and node not in seen and len(entries) < 4096:
-        seen.add(node)
-        lm = read(node, 40)
-        if len(lm) < 40:
-            break
-        l_addr, l_name, l_ld, l_next = (int.from_bytes(lm[i : i + 8], "little") for i in (0, 8, 16, 24))
-        name = read(l_name, 4096).split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if l_name else ""
-        entries.append(LinkMapEntry(l_addr, name, l_ld))
-        node = l_next
-    return DsoDebug(version=version, brk=brk, ldbase=ldbase, dynamic_addr=dynamic_addr,
-                    link_maps=tuple(entries), dynamic=dynamic)
 
 
 def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
@@ -673,7 +457,7 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
         if raw.stack_range and raw.stack:
             data = raw.stack
             if raw.tid == pid and not options.include_environment and stat.env_end > stat.env_start:
-                data = _blank(data, raw.stack_range[0], stat.env_start, stat.env_end)
+                data = blank(data, raw.stack_range[0], stat.env_start, stat.env_end)
             stack = MemoryRange(raw.stack_range[0], data)
         elif raw.stack_range:
             soft.append(SoftError("stack-unreadable",
@@ -685,17 +469,17 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
                                   "is in no mapping"))
         threads.append(Thread(
             tid=raw.tid, context=_context(arch, raw), stack=stack,
-            name=_thread_name(pid, raw.tid), thread_pointer=_sp_and_tp(raw)[1],
+            name=thread_name(pid, raw.tid), thread_pointer=_sp_and_tp(raw)[1],
         ))
 
     proc_dir = f"/proc/{pid}/task/{target.mm_tid}" if target.mm_tid != pid else f"/proc/{pid}"
     auxv = procfs.read_file(f"{proc_dir}/auxv") or procfs.read_file(f"/proc/{pid}/auxv")
-    auxv_map = _auxv_entries(auxv or b"")
+    auxv_map = auxv_entries(auxv or b"")
 
     def read(addr: int, size: int) -> bytes:
         return reader.read(addr, size)
 
-    modules, debug_addr = _modules(pid, frozen.maps, auxv_map, read, soft)
+    modules, debug_addr = modules_from_maps(pid, frozen.maps, auxv_map, read, soft)
     main = modules[0] if modules and modules[0].is_main else None
     dso = None
     if main is not None and debug_addr:
@@ -704,12 +488,12 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
         try:
             img = read_loaded_image(read, main.base)
             dynamic = read(img.dynamic_addr, 4096) if img.dynamic_addr else b""
-            dynamic = _trim_dynamic(dynamic)
-            dso = _dso_debug(read, debug_addr, main, dynamic, img.dynamic_addr)
+            dynamic = trim_dynamic(dynamic)
+            dso = dso_debug(read, debug_addr, main, dynamic, img.dynamic_addr)
         except (ElfError, OSError, ProcessLookupError):
             dso = None
 
-    system, cpuinfo = _system_info(pid, arch)
+    system, cpuinfo = system_info(arch)
     ticks = os.sysconf("SC_CLK_TCK")
     cmdline = procfs.read_file(f"/proc/{pid}/cmdline") or b""
     process = Process(
@@ -723,7 +507,7 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
     linux = LinuxFiles(
         cpuinfo=cpuinfo,
         status=procfs.read_file(f"/proc/{pid}/status"),
-        lsb_release=_os_release(pid),
+        lsb_release=os_release(pid),
         cmdline=cmdline,
         environ=procfs.read_file(f"/proc/{pid}/environ") if options.include_environment else None,
         auxv=auxv,
@@ -737,9 +521,3 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
     )
 
 
-def _trim_dynamic(raw: bytes) -> bytes:
-    """_DYNAMIC up to and including its DT_NULL entry."""
-    for off in range(0, len(raw) - 15, 16):
-        if int.from_bytes(raw[off : off + 8], "little") == 0:
-            return raw[: off + 16]
-    return raw

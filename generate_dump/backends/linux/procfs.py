@@ -41,6 +41,11 @@ class Mapping:
     def size(self) -> int:
         return self.end - self.start
 
+    @property
+    def merge_key(self) -> tuple:
+        """Adjacent mappings with equal keys are one stretch of memory (see stacks.py)."""
+        return (self.perms, self.inode)
+
     def region(self) -> MemoryRegion:
         return MemoryRegion(
             start=self.start, size=self.size, readable=self.readable, writable=self.writable,
