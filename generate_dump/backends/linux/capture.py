@@ -24,9 +24,7 @@ from ...snapshot import (
     Arch,
     Arm64Context,
     CpuContext,
-    LinuxFiles,
     MemoryRange,
-    Process,
     Snapshot,
     SoftError,
     Thread,
@@ -34,10 +32,10 @@ from ...snapshot import (
 from . import procfs
 from .diagnose import explain_eperm, tracer_message, tracer_of
 from ..stacks import blank, stack_range
-from .elf_modules import dso_debug, modules_from_maps, trim_dynamic
+from .elf_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
 from .procfs import Mapping
-from .procinfo import auxv_entries, os_release, system_info, thread_name
+from .procinfo import auxv_entries, linux_files, process_of, system_info, thread_name
 
 STOP_TIMEOUT = 2.0
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -474,46 +472,18 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
 
     proc_dir = f"/proc/{pid}/task/{target.mm_tid}" if target.mm_tid != pid else f"/proc/{pid}"
     auxv = procfs.read_file(f"{proc_dir}/auxv") or procfs.read_file(f"/proc/{pid}/auxv")
-    auxv_map = auxv_entries(auxv or b"")
 
     def read(addr: int, size: int) -> bytes:
         return reader.read(addr, size)
 
-    modules, debug_addr = modules_from_maps(pid, frozen.maps, auxv_map, read, soft)
+    modules, debug_addr = modules_from_maps(pid, frozen.maps, auxv_entries(auxv or b""), read,
+                                            soft)
     main = modules[0] if modules and modules[0].is_main else None
-    dso = None
-    if main is not None and debug_addr:
-        from ...modules.elf import ElfError, read_loaded_image
-
-        try:
-            img = read_loaded_image(read, main.base)
-            dynamic = read(img.dynamic_addr, 4096) if img.dynamic_addr else b""
-            dynamic = trim_dynamic(dynamic)
-            dso = dso_debug(read, debug_addr, main, dynamic, img.dynamic_addr)
-        except (ElfError, OSError, ProcessLookupError):
-            dso = None
-
     system, cpuinfo = system_info(arch)
-    ticks = os.sysconf("SC_CLK_TCK")
-    cmdline = procfs.read_file(f"/proc/{pid}/cmdline") or b""
-    process = Process(
-        pid=pid,
-        create_time=procfs.boot_time() + stat.start_time // ticks,
-        user_time=stat.utime / ticks,
-        kernel_time=stat.stime / ticks,
-        command_line=tuple(a.decode("utf-8", "surrogateescape") for a in cmdline.split(b"\0")[:-1]),
-        parent_pid=stat.ppid,
-    )
-    linux = LinuxFiles(
-        cpuinfo=cpuinfo,
-        status=procfs.read_file(f"/proc/{pid}/status"),
-        lsb_release=os_release(pid),
-        cmdline=cmdline,
-        environ=procfs.read_file(f"/proc/{pid}/environ") if options.include_environment else None,
-        auxv=auxv,
-        maps=frozen.maps_text,
-        dso_debug=dso,
-    )
+    process = process_of(pid, stat)
+    linux = linux_files(pid, cpuinfo=cpuinfo, auxv=auxv, maps=frozen.maps_text,
+                        include_environment=options.include_environment,
+                        dso=main_dso_debug(read, main, debug_addr))
     return Snapshot(
         process=process, system=system, threads=tuple(threads), modules=tuple(modules),
         regions=tuple(m.region() for m in frozen.maps), linux=linux,

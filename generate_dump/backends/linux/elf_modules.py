@@ -119,3 +119,18 @@ def trim_dynamic(raw: bytes) -> bytes:
         if int.from_bytes(raw[off : off + 8], "little") == 0:
             return raw[: off + 16]
     return raw
+
+
+def main_dso_debug(read: Callable[[int, int], bytes], main: Optional[Module],
+                   debug_addr: int) -> Optional[DsoDebug]:
+    """The DsoDebug stream's content: r_debug found through the main image's DT_DEBUG."""
+    if main is None or not debug_addr:
+        return None
+    from ...modules.elf import ElfError, read_loaded_image
+
+    try:
+        img = read_loaded_image(read, main.base)
+        dynamic = trim_dynamic(read(img.dynamic_addr, 4096)) if img.dynamic_addr else b""
+        return dso_debug(read, debug_addr, main, dynamic, img.dynamic_addr)
+    except (ElfError, OSError, ProcessLookupError):
+        return None

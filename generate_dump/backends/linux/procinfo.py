@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from ...snapshot import Arch, CpuInfo, OS, SystemInfo
+from ...snapshot import Arch, CpuInfo, DsoDebug, LinuxFiles, OS, Process, SystemInfo
 from . import procfs
 
 
@@ -65,3 +65,32 @@ def auxv_entries(auxv: bytes) -> dict[int, int]:
             break
         out.setdefault(key, val)
     return out
+
+
+def process_of(pid: int, stat: procfs.ProcStat) -> Process:
+    ticks = os.sysconf("SC_CLK_TCK")
+    cmdline = procfs.read_file(f"/proc/{pid}/cmdline") or b""
+    return Process(
+        pid=pid,
+        create_time=procfs.boot_time() + stat.start_time // ticks,
+        user_time=stat.utime / ticks,
+        kernel_time=stat.stime / ticks,
+        command_line=tuple(a.decode("utf-8", "surrogateescape")
+                           for a in cmdline.split(b"\0")[:-1]),
+        parent_pid=stat.ppid,
+    )
+
+
+def linux_files(pid: int, *, cpuinfo: bytes, auxv: Optional[bytes], maps: bytes,
+                include_environment: bool, dso: Optional[DsoDebug]) -> LinuxFiles:
+    """The raw Linux streams; the environment only when asked for (it holds secrets)."""
+    return LinuxFiles(
+        cpuinfo=cpuinfo,
+        status=procfs.read_file(f"/proc/{pid}/status"),
+        lsb_release=os_release(pid),
+        cmdline=procfs.read_file(f"/proc/{pid}/cmdline") or b"",
+        environ=procfs.read_file(f"/proc/{pid}/environ") if include_environment else None,
+        auxv=auxv,
+        maps=maps,
+        dso_debug=dso,
+    )
