@@ -13,7 +13,7 @@ from typing import NoReturn, Optional
 
 import click
 
-from . import __version__, _testhooks
+from . import __version__
 from .errors import DumpError, Interrupted
 
 PROG = "generate_dump"
@@ -67,21 +67,39 @@ def _summarize_soft_errors(soft_errors) -> None:
         click.echo(f"{PROG}: warning: {messages[0]}{extra}", err=True)
 
 
-def dump(pid: int, output: Optional[str], suspend: bool, include_environment: bool) -> str:
+def _backend_for(name: str) -> str:
+    if name != "auto":
+        return name
+    if sys.platform.startswith("linux"):
+        return "ptrace"
+    if sys.platform == "darwin":
+        return "lldb"
+    raise DumpError(f"no backend for {sys.platform} yet")
+
+
+def capture(pid: int, backend: str, suspend: bool, include_environment: bool):
+    """Snapshot ``pid`` with the chosen backend (imported only when used)."""
+    backend = _backend_for(backend)
+    if backend == "ptrace":
+        if not sys.platform.startswith("linux"):
+            raise DumpError("the ptrace backend works on Linux only; use --backend lldb")
+        from .backends.linux import CaptureOptions, capture as ptrace_capture
+
+        return ptrace_capture(pid, CaptureOptions(suspend=suspend,
+                                                  include_environment=include_environment))
+    from .backends.lldb import LldbOptions, capture as lldb_capture
+
+    return lldb_capture(pid, LldbOptions(suspend=suspend, include_environment=include_environment))
+
+
+def dump(pid: int, output: Optional[str], suspend: bool, include_environment: bool,
+         backend: str = "auto") -> str:
     """Capture ``pid`` and write the minidump; returns the output path."""
-    from .output import atomic_output, check_output_path
+    from .output import check_output_path, write_snapshot
 
     out_path = check_output_path(output or f"minidump.{pid}")
-    if not sys.platform.startswith("linux"):
-        raise DumpError(f"no backend for {sys.platform} yet")
-    from .backends.linux import CaptureOptions, capture
-    from .minidump.writer import write_minidump
-
-    snapshot = capture(pid, CaptureOptions(suspend=suspend,
-                                           include_environment=include_environment))
-    with atomic_output(out_path) as f:
-        size = write_minidump(snapshot, f)
-        _testhooks.pause("writing")
+    snapshot = capture(pid, backend, suspend, include_environment)
+    size = write_snapshot(snapshot, out_path)
     _summarize_soft_errors(snapshot.soft_errors)
     click.echo(f"{PROG}: wrote {out_path} ({len(snapshot.threads)} threads, "
                f"{len(snapshot.modules)} modules, {size // 1024} KiB)", err=True)
@@ -103,15 +121,20 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
               help="Also store the process environment (the LinuxEnviron stream and the "
                    "strings at the top of the main stack). Off by default: environments "
                    "often hold secrets.")
+@click.option("--backend", type=click.Choice(["auto", "ptrace", "lldb"]), default="auto",
+              show_default=True,
+              help="How to read the process: ptrace (Linux), lldb (LLDB's SB API; macOS, "
+                   "also works on Linux). auto picks ptrace on Linux and lldb on macOS.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
-def command(pid: str, output: Optional[str], no_suspend: bool, include_environment: bool) -> None:
+def command(pid: str, output: Optional[str], no_suspend: bool, include_environment: bool,
+            backend: str) -> None:
     """Write a minidump of the running process PID, then let it run on.
 
     The process is suspended while its threads' registers and stacks are copied
     (unless -r), then resumed; modules, memory map and system information are
     gathered after it runs again. Exit status: 0 on success, 1 on failure.
     """
-    dump(parse_pid(pid), output, not no_suspend, include_environment)
+    dump(parse_pid(pid), output, not no_suspend, include_environment, backend)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -307,7 +307,7 @@ class Slice:
 def _slices(read: ReadFn, total: int) -> list[Slice]:
     head = read(0, 8)
     if len(head) < 4:
-        raise MachOError(f"truncated Mach-O file: {len(head)} bytes")
+        raise MachOError(f"truncated Mach-O header: {len(head)} bytes")
     magic = struct.unpack_from(">I", head)[0]
     if magic not in (FAT_MAGIC, FAT_MAGIC_64):
         h = parse_header(_read_exact(read, 0, min(total, MACH_HEADER_64_SIZE), "Mach-O header"))
@@ -336,9 +336,11 @@ def _slices(read: ReadFn, total: int) -> list[Slice]:
             cpu_type, cpu_subtype, offset, size, _align = struct.unpack_from(
                 ">IIIII", table, i * entry)
         name = arch_name(cpu_type, cpu_subtype)
-        if offset < table_end or offset + size > total or size < MACH_HEADER_SIZE:
+        if offset < table_end or offset + size > total:
             raise MachOError(f"slice {i} ({name}) at offset {offset}, size {size} is not "
                              f"inside the file ({total} bytes, header {table_end})")
+        if size < MACH_HEADER_SIZE:
+            raise MachOError(f"slice {i} ({name}) of {size} bytes is too small for an image")
         if any(s.arch == name for s in out):
             raise MachOError(f"two {name} slices")
         out.append(Slice(name, cpu_type, cpu_subtype, offset, size))
@@ -348,7 +350,7 @@ def _slices(read: ReadFn, total: int) -> list[Slice]:
 def _slice_commands(read: ReadFn, s: Slice) -> LoadCommands:
     h, lc = _parse_at(read, s.offset, s.size)
     if h.cpu_type != s.cpu_type:
-        raise MachOError(f"the {s.arch} slice holds a {h.arch} image")
+        raise MachOError(f"the {s.arch} slice holds an image for {h.arch}")
     return lc
 
 

@@ -1,0 +1,422 @@
+"""LLDB backend: a Snapshot from a process that LLDB's SB API has stopped.
+
+``snapshot_from_process`` works on any stopped SBProcess: one we attached to (``capture``)
+and the one a user is debugging (the in-lldb command). Module identity comes from the
+image headers in process memory, parsed by the same code as the ptrace backend, so both
+backends name and identify modules alike; LLDB's own UUID is the fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ...errors import DumpError, InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
+from ...snapshot import (
+    Amd64Context,
+    Arch,
+    Arm64Context,
+    CpuContext,
+    CpuInfo,
+    ElfBuildId,
+    ExceptionInfo,
+    MachOUuid,
+    MemoryRange,
+    MemoryRegion,
+    Module,
+    OS,
+    Process,
+    Snapshot,
+    SoftError,
+    SystemInfo,
+    Thread,
+)
+from ..stacks import blank, stack_range
+from .loader import ensure_debugserver, import_lldb
+
+_INVALID_ADDRESS = 0xFFFFFFFFFFFFFFFF
+_AMD64_GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10",
+               "r11", "r12", "r13", "r14", "r15", "rip", "cs", "ds", "es", "fs", "gs", "ss")
+
+
+@dataclass
+class LldbOptions:
+    suspend: bool = True
+    include_environment: bool = False
+
+
+def _arch_and_os(triple: str) -> tuple[Arch, OS]:
+    cpu = triple.split("-", 1)[0]
+    if cpu in ("x86_64", "x86_64h"):
+        arch = Arch.AMD64
+    elif cpu in ("aarch64", "arm64", "arm64e"):
+        arch = Arch.ARM64
+    else:
+        raise InvalidTarget(f"the LLDB backend does not support {cpu} processes")
+    if "linux" in triple:
+        system = OS.ANDROID if "android" in triple else OS.LINUX
+    elif "apple" in triple or "macos" in triple or "darwin" in triple:
+        system = OS.IOS if "ios" in triple else OS.MACOS
+    else:
+        raise InvalidTarget(f"the LLDB backend does not support {triple} processes")
+    return arch, system
+
+
+class _Process:
+    """Thin helpers over an SBProcess."""
+
+    def __init__(self, lldb: Any, process: Any):
+        self.lldb = lldb
+        self.process = process
+        self.target = process.GetTarget()
+
+    def read(self, address: int, size: int) -> bytes:
+        """Bytes at ``address``; on a fault, the readable prefix (page by page)."""
+        if size <= 0:
+            return b""
+        err = self.lldb.SBError()
+        data = self.process.ReadMemory(address, size, err)
+        if err.Success() and data is not None and len(data) == size:
+            return bytes(data)
+        out = bytearray()
+        pos, end = address, address + size
+        while pos < end:
+            chunk = min(end, (pos // 4096 + 1) * 4096) - pos
+            err = self.lldb.SBError()
+            data = self.process.ReadMemory(pos, chunk, err)
+            if not err.Success() or not data:
+                break
+            out += data
+            pos += len(data)
+        return bytes(out)
+
+    def regions(self) -> list[MemoryRegion]:
+        out = []
+        infos = self.process.GetMemoryRegions()
+        info = self.lldb.SBMemoryRegionInfo()
+        for i in range(infos.GetSize()):
+            if not infos.GetMemoryRegionAtIndex(i, info):
+                continue
+            start, end = info.GetRegionBase(), info.GetRegionEnd()
+            if end <= start or not info.IsMapped():
+                continue
+            out.append(MemoryRegion(start=start, size=end - start, readable=info.IsReadable(),
+                                    writable=info.IsWritable(), executable=info.IsExecutable(),
+                                    path=info.GetName() or ""))
+        out.sort(key=lambda r: r.start)
+        return out
+
+
+def _registers(frame: Any) -> dict[str, Any]:
+    regs: dict[str, Any] = {}
+    for reg_set in frame.GetRegisters():
+        for reg in reg_set:
+            regs.setdefault(reg.GetName(), reg)
+    return regs
+
+
+def _u(regs: dict[str, Any], name: str) -> int:
+    v = regs.get(name)
+    return v.GetValueAsUnsigned() if v is not None else 0
+
+
+def _raw(lldb: Any, regs: dict[str, Any], name: str, size: int) -> bytes:
+    v = regs.get(name)
+    if v is None:
+        return bytes(size)
+    data = v.GetData()
+    err = lldb.SBError()
+    raw = data.ReadRawData(err, 0, data.GetByteSize()) if data.GetByteSize() else b""
+    return (bytes(raw or b"") + bytes(size))[:size]
+
+
+def _abridged_tag(ftag: int) -> int:
+    """FXSAVE keeps an 8-bit 'valid' mask; LLDB may show the full 16-bit x87 tag word."""
+    if ftag <= 0xFF:
+        return ftag
+    return sum(1 << i for i in range(8) if (ftag >> (2 * i)) & 3 != 3)
+
+
+def _fxsave(lldb: Any, regs: dict[str, Any]) -> Optional[bytes]:
+    if "fctrl" not in regs or "xmm0" not in regs:
+        return None
+    img = bytearray(512)
+    img[0:2] = _u(regs, "fctrl").to_bytes(2, "little")
+    img[2:4] = _u(regs, "fstat").to_bytes(2, "little")
+    img[4] = _abridged_tag(_u(regs, "ftag"))
+    img[6:8] = _u(regs, "fop").to_bytes(2, "little")
+    fip = _u(regs, "fip") if "fip" in regs else _u(regs, "fioff") | _u(regs, "fiseg") << 32
+    fdp = _u(regs, "fdp") if "fdp" in regs else _u(regs, "fooff") | _u(regs, "foseg") << 32
+    img[8:16] = fip.to_bytes(8, "little")
+    img[16:24] = fdp.to_bytes(8, "little")
+    img[24:28] = _u(regs, "mxcsr").to_bytes(4, "little")
+    img[28:32] = _u(regs, "mxcsrmask").to_bytes(4, "little")
+    for i in range(8):
+        img[32 + 16 * i : 32 + 16 * i + 10] = _raw(lldb, regs, f"st{i}", 10)
+    for i in range(16):
+        img[160 + 16 * i : 176 + 16 * i] = _raw(lldb, regs, f"xmm{i}", 16)
+    return bytes(img)
+
+
+def _amd64_context(lldb: Any, regs: dict[str, Any]) -> Amd64Context:
+    values = {n: _u(regs, n) for n in _AMD64_GPRS}
+    return Amd64Context(**values, eflags=_u(regs, "rflags"), fxsave=_fxsave(lldb, regs))
+
+
+def _arm64_context(lldb: Any, regs: dict[str, Any]) -> Arm64Context:
+    v = None
+    if "v0" in regs:
+        v = tuple(int.from_bytes(_raw(lldb, regs, f"v{i}", 16), "little") for i in range(32))
+    return Arm64Context(
+        x=tuple(_u(regs, f"x{i}") for i in range(29)), fp=_u(regs, "fp") or _u(regs, "x29"),
+        lr=_u(regs, "lr") or _u(regs, "x30"), sp=_u(regs, "sp"), pc=_u(regs, "pc"),
+        cpsr=_u(regs, "cpsr"), v=v, fpsr=_u(regs, "fpsr"), fpcr=_u(regs, "fpcr"),
+    )
+
+
+def _thread_pointer(arch: Arch, regs: dict[str, Any]) -> int:
+    if arch == Arch.AMD64:
+        return _u(regs, "fs_base") or _u(regs, "gs_base")
+    return _u(regs, "tpidr") or _u(regs, "tpidr_el0")
+
+
+def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) -> list[Module]:
+    from ...modules.elf import ElfError, read_loaded_image
+    from ..linux.elf_modules import module_name
+
+    target = proc.target
+    out: list[Module] = []
+    # On Linux, name modules by their mapping (as the ptrace backend does): LLDB reports
+    # the loader's name, which may run through symlinks (/lib -> /usr/lib).
+    mapped_paths = {r.start: r.path for r in proc.regions() if r.path.startswith("/")}
+    taken: list[tuple[int, int]] = []
+    for index in range(target.GetNumModules()):
+        m = target.GetModuleAtIndex(index)
+        header = m.GetObjectFileHeaderAddress().GetLoadAddress(target)
+        if header in (_INVALID_ADDRESS, 0):
+            continue
+        path = m.GetFileSpec().fullpath or m.GetFileSpec().GetFilename() or ""
+        if arch_os[1] in (OS.LINUX, OS.ANDROID) and header in mapped_paths:
+            path = mapped_paths[header]
+        lldb_uuid = bytes.fromhex(m.GetUUIDString().replace("-", "")) if m.GetUUIDString() else b""
+        identity = None
+        base, size = header, 0
+        if arch_os[1] in (OS.LINUX, OS.ANDROID):
+            try:
+                img = read_loaded_image(proc.read, header)
+                base, size = img.base, img.size
+                soname = img.soname
+                build_id = img.build_id or lldb_uuid or None
+                identity = ElfBuildId(build_id) if build_id else None
+            except ElfError:
+                soname = None
+            name = (module_name(path, soname) if path and not path.startswith("[")
+                    else (soname or "linux-vdso.so.1"))
+        else:
+            from ...modules.macho import MachOError, image_info
+
+            try:
+                info = image_info(proc.read, header)
+                size = info.size
+                uuid = info.uuid or lldb_uuid
+            except MachOError:
+                uuid = lldb_uuid
+            identity = MachOUuid(uuid) if len(uuid) == 16 else None
+            name = path
+        if not size:
+            size = _section_span(m, target, header)
+        if identity is None:
+            soft.append(SoftError("module-identity", f"no build id or UUID for {name}"))
+        if size <= 0 or any(a < base + size and base < b for a, b in taken):
+            continue
+        taken.append((base, base + size))
+        out.append(Module(path=name, base=base, size=size, identity=identity, is_main=not out))
+    # Main executable first, then by address (the ptrace backend's order).
+    out.sort(key=lambda mod: (not mod.is_main, mod.base))
+    return out
+
+
+def _section_span(m: Any, target: Any, header: int) -> int:
+    hi = header
+    for i in range(m.GetNumSections()):
+        sec = m.GetSectionAtIndex(i)
+        addr = sec.GetLoadAddress(target)
+        if addr != _INVALID_ADDRESS and addr >= header:
+            hi = max(hi, addr + sec.GetByteSize())
+    return (hi - header + 4095) & ~4095
+
+
+def _system_info(arch: Arch, os_: OS) -> tuple[SystemInfo, Optional[bytes]]:
+    if os_ in (OS.LINUX, OS.ANDROID) and sys.platform.startswith("linux"):
+        from ..linux.procinfo import system_info
+
+        return system_info(arch)
+    if os_ == OS.MACOS and sys.platform == "darwin":
+        release = platform.mac_ver()[0] or "0.0.0"
+        nums = [int(x) for x in (release.split(".") + ["0", "0"])[:3]]
+        build = os.popen("sysctl -n kern.osversion 2>/dev/null").read().strip()
+        return SystemInfo(arch=arch, os=os_, os_major=nums[0], os_minor=nums[1],
+                          os_build=nums[2], os_version=f"macOS {release} {build}".strip(),
+                          cpu=CpuInfo(count=os.cpu_count() or 1)), None
+    return SystemInfo(arch=arch, os=os_, cpu=CpuInfo(count=os.cpu_count() or 1)), None
+
+
+_SIGNAL_STOP = 5  # lldb.eStopReasonSignal
+_EXCEPTION_STOP = 6  # lldb.eStopReasonException
+# SIGSTOP SIGTSTP SIGTTIN SIGTTOU: how LLDB attaches and interrupts, not a crash.
+_STOP_SIGNALS = {OS.LINUX: {19, 20, 21, 22}, OS.ANDROID: {19, 20, 21, 22},
+                 OS.MACOS: {17, 18, 21, 22}, OS.IOS: {17, 18, 21, 22}}
+
+
+def exception_of(lldb: Any, process: Any, os_: OS) -> Optional[ExceptionInfo]:
+    """The signal or exception a stopped thread is sitting on, if any."""
+    candidates = [process.GetSelectedThread()] + list(process)
+    for th in candidates:
+        if not th.IsValid():
+            continue
+        reason = th.GetStopReason()
+        if reason == _SIGNAL_STOP:
+            signo = th.GetStopReasonDataAtIndex(0)
+            if signo in _STOP_SIGNALS.get(os_, set()):
+                continue
+            code = address = 0
+            try:
+                si = th.GetSiginfo()
+                if si.IsValid():
+                    code = si.GetChildMemberWithName("si_code").GetValueAsSigned() & 0xFFFFFFFF
+                    fault = si.GetValueForExpressionPath("._sifields._sigfault.si_addr")
+                    if fault.IsValid() and signo in (4, 7, 8, 11):  # SIGILL SIGBUS SIGFPE SIGSEGV
+                        address = fault.GetValueAsUnsigned()
+            except AttributeError:  # older LLDB without SBThread.GetSiginfo
+                pass
+            return ExceptionInfo(thread_id=th.GetThreadID(), code=signo, flags=code,
+                                 address=address)
+        if reason == _EXCEPTION_STOP:
+            data = [th.GetStopReasonDataAtIndex(i) for i in range(th.GetStopReasonDataCount())]
+            return ExceptionInfo(thread_id=th.GetThreadID(), code=data[0] if data else 0,
+                                 flags=data[1] if len(data) > 1 else 0,
+                                 address=data[2] if len(data) > 2 else 0)
+    return None
+
+
+def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool = False,
+                          with_exception: bool = False) -> Snapshot:
+    """Snapshot a process that LLDB holds stopped. Nothing here resumes it."""
+    proc = _Process(lldb, process)
+    pid = process.GetProcessID()
+    arch, os_ = _arch_and_os(proc.target.GetTriple() or "")
+    soft: list[SoftError] = []
+    regions = proc.regions()
+    starts = [r.start for r in regions]
+    on_linux = os_ in (OS.LINUX, OS.ANDROID) and os.path.exists(f"/proc/{pid}")
+    env_range = (0, 0)
+    stat = None
+    if on_linux:
+        from ..linux import procfs
+
+        raw = procfs.read_file(f"/proc/{pid}/stat")
+        if raw:
+            stat = procfs.parse_stat(raw)
+            env_range = (stat.env_start, stat.env_end)
+    threads = []
+    for index, th in enumerate(process):
+        tid = th.GetThreadID()
+        regs = _registers(th.GetFrameAtIndex(0))
+        context: CpuContext = (_amd64_context(lldb, regs) if arch == Arch.AMD64
+                               else _arm64_context(lldb, regs))
+        tp = _thread_pointer(arch, regs)
+        is_main = tid == pid if on_linux else index == 0
+        rng = stack_range(context.sp, regions, starts, is_main, tp)
+        stack = None
+        if rng:
+            data = proc.read(rng[0], rng[1] - rng[0])
+            if data:
+                if is_main and not include_environment and env_range[1] > env_range[0]:
+                    data = blank(data, rng[0], *env_range)
+                stack = MemoryRange(rng[0], data)
+            else:
+                soft.append(SoftError("stack-unreadable",
+                                      f"stack of thread {tid} at 0x{rng[0]:x} could not be read"))
+        else:
+            soft.append(SoftError("stack-unreadable",
+                                  f"thread {tid}: stack pointer 0x{context.sp:x} is in no mapping"))
+        threads.append(Thread(tid=tid, context=context, stack=stack, name=th.GetName() or None,
+                              thread_pointer=tp))
+    threads.sort(key=lambda t: (t.tid != pid if on_linux else False))
+    modules = _modules(proc, (arch, os_), soft)
+    system, cpuinfo = _system_info(arch, os_)
+    process_info = Process(pid=pid)
+    linux = None
+    if on_linux and stat is not None:
+        from ..linux import procfs
+        from ..linux.elf_modules import main_dso_debug
+        from ..linux.procinfo import linux_files, process_of
+        from ...modules.elf import ElfError, read_loaded_image
+
+        process_info = process_of(pid, stat)
+        debug_addr = 0
+        main = modules[0] if modules else None
+        if main is not None:
+            try:
+                debug_addr = read_loaded_image(proc.read, main.base).debug_addr
+            except ElfError:
+                pass
+        linux = linux_files(pid, cpuinfo=cpuinfo or b"",
+                            auxv=procfs.read_file(f"/proc/{pid}/auxv"),
+                            maps=procfs.read_file(f"/proc/{pid}/maps") or b"",
+                            include_environment=include_environment,
+                            dso=main_dso_debug(proc.read, main, debug_addr))
+    return Snapshot(
+        process=process_info, system=system, threads=tuple(threads), modules=tuple(modules),
+        regions=tuple(regions), exception=exception_of(lldb, process, os_) if with_exception else None,
+        linux=linux, soft_errors=tuple(soft), time=int(time.time()),
+    )
+
+
+def capture(pid: int, options: Optional[LldbOptions] = None) -> Snapshot:
+    """Attach with LLDB, snapshot, detach (the process runs on)."""
+    options = options or LldbOptions()
+    if not options.suspend:
+        raise DumpError("the LLDB backend cannot capture a process without stopping it "
+                        "(LLDB stops every thread to attach); drop -r"
+                        + (", or use --backend ptrace" if sys.platform.startswith("linux") else ""))
+    if pid == os.getpid():
+        raise InvalidTarget(f"PID {pid} is generate_dump itself; give the PID of another process")
+    if sys.platform.startswith("linux") and not os.path.exists(f"/proc/{pid}"):
+        raise TargetNotFound(f"no process with PID {pid}")
+    lldb = import_lldb()
+    ensure_debugserver()
+    debugger = lldb.SBDebugger.Create(False)
+    debugger.SetAsync(False)
+    try:
+        target = debugger.CreateTarget("")
+        err = lldb.SBError()
+        process = target.AttachToProcessWithID(debugger.GetListener(), pid, err)
+        if not err.Success() or not process.IsValid():
+            raise _attach_error(pid, err.GetCString() or "unknown error")
+        try:
+            return snapshot_from_process(lldb, process,
+                                         include_environment=options.include_environment)
+        finally:
+            process.Detach()
+    finally:
+        lldb.SBDebugger.Destroy(debugger)
+
+
+def _attach_error(pid: int, message: str) -> DumpError:
+    lowered = message.lower()
+    if sys.platform.startswith("linux"):
+        if not os.path.exists(f"/proc/{pid}"):
+            return TargetGone(f"process {pid} exited before LLDB could attach")
+        if "permission" in lowered or "not permitted" in lowered or "eperm" in lowered \
+                or "operation not permitted" in lowered:
+            from ..linux.diagnose import explain_eperm
+
+            return TargetPermissionError(explain_eperm(pid))
+    elif "no such process" in lowered:
+        return TargetNotFound(f"no process with PID {pid}")
+    return DumpError(f"LLDB could not attach to process {pid}: {message}")
