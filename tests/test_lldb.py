@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from checks import check_registers_and_modules, check_with_readers, expected_functions
 from generate_dump.minidump import read_minidump
-from live import ROOT, Target, assert_running_untraced, compile_program, run_dumper
+from live import ROOT, Target, assert_running_untraced, run_dumper
 from readers import breakpad_stackwalk, lldb_bin, minidump_dump, rust_stackwalk_json
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
