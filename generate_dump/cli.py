@@ -137,8 +137,31 @@ def command(pid: str, output: Optional[str], no_suspend: bool, include_environme
     dump(parse_pid(pid), output, not no_suspend, include_environment, backend)
 
 
+def _run_subcommand(args: list[str]) -> None:
+    """`generate_dump run ...`: its own exit codes, like timeout(1): the command's status,
+    124 on timeout, 125 when run itself fails, 126/127 when the command cannot be run."""
+    from .run_command import run_command
+
+    try:
+        run_command.main(args=args, prog_name=f"{PROG} run", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        click.echo(f"{PROG} run: error: {exc.format_message()} (see '{PROG} run --help')",
+                   err=True)
+        sys.exit(125)
+    except DumpError as exc:
+        msg = str(exc)
+        click.echo(f"{PROG} run: error: {msg}", err=True)
+        sys.exit(127 if "No such file" in msg else 126 if "cannot run" in msg else 125)
+    sys.exit(0)
+
+
+SUBCOMMANDS = {"run": _run_subcommand}
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in SUBCOMMANDS:
+        SUBCOMMANDS[args[0]](args[1:])
     _install_signal_handlers()
     try:
         command.main(args=args, prog_name=PROG, standalone_mode=False)

@@ -15,7 +15,7 @@ import platform
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from ... import _testhooks
 from ...errors import InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
@@ -46,6 +46,9 @@ class CaptureOptions:
     suspend: bool = True
     include_environment: bool = False
     stop_timeout: float = STOP_TIMEOUT
+    # For a process we already trace (generate_dump run): makes the freezer that borrows
+    # our own tracees instead of seizing them.
+    freezer_factory: Optional[Callable[..., "Freezer"]] = None
 
 
 @dataclass
@@ -170,7 +173,7 @@ def _read_maps(target: _Target) -> tuple[bytes, list[Mapping]]:
     return text, procfs.parse_maps(text)
 
 
-class _Freezer:
+class Freezer:
     """Seizes threads and always lets them go, whatever happens in between."""
 
     def __init__(self, target: _Target, options: CaptureOptions):
@@ -273,7 +276,7 @@ def _assign_stacks(raws: list[_RawThread], maps: list[Mapping], main_tid: int) -
 
 
 def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader) -> _Frozen:
-    fz = _Freezer(target, options)
+    fz = (options.freezer_factory or Freezer)(target, options)
     frozen = _Frozen()
     maps_text, maps = _read_maps(target)
     try:
@@ -320,7 +323,7 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader) 
 
 def _capture_running(target: _Target, options: CaptureOptions, reader: MemoryReader) -> _Frozen:
     """--no-suspend: pause one thread at a time, only for its own registers and stack."""
-    fz = _Freezer(target, options)
+    fz = Freezer(target, options)
     frozen = _Frozen()
     maps_text, maps = _read_maps(target)
     starts = [m.start for m in maps]

@@ -1,0 +1,450 @@
+"""Run a command as its tracer and dump its processes when they crash or hang.
+
+The command is forked, seized (PTRACE_SEIZE, so job control and signals behave as usual)
+before it execs, and followed into every fork, vfork, clone and exec. Being the parent,
+this works under Yama ptrace_scope=1. Events:
+
+- a signal-delivery-stop for a crash signal whose disposition is the default (so the
+  process is about to die) -> dump that process, with an Exception stream from the
+  siginfo, then deliver the signal: the process dies as it would have;
+- a crash signal the program handles (a handler is installed) -> passed through, no dump;
+  a handler that re-raises after restoring SIG_DFL is seen again, and then dumped;
+- group-stops -> PTRACE_LISTEN, so SIGSTOP/SIGCONT keep working;
+- the deadline -> every live process is dumped (deepest first), then the tree gets
+  SIGTERM and, after a grace period, SIGKILL.
+
+Dumps reuse the ptrace backend's capture with a freezer that borrows our own tracees
+(interrupt, copy, continue) instead of seizing them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ...errors import DumpError
+from ...snapshot import ExceptionInfo, Snapshot
+from . import procfs
+from .capture import CaptureOptions, Freezer, capture
+
+PTRACE_O_TRACEFORK = 0x2
+PTRACE_O_TRACEVFORK = 0x4
+PTRACE_O_TRACECLONE = 0x8
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_LISTEN = 0x4208
+PTRACE_CONT = 7
+PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
+PTRACE_EVENT_STOP = 128
+WALL = 0x40000000
+
+CRASH_SIGNALS = frozenset({
+    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
+    signal.SIGTRAP, signal.SIGSYS, signal.SIGQUIT, signal.SIGXCPU, signal.SIGXFSZ,
+})
+STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+
+
+@dataclass
+class DumpEvent:
+    """One dump the run made (or tried to make)."""
+
+    pid: int
+    reason: str  # "SIGSEGV", "timeout", ...
+    path: Optional[str]
+    exe: str
+    exception: Optional[ExceptionInfo] = None
+    error: Optional[str] = None
+    snapshot: Optional[Snapshot] = None
+
+
+@dataclass
+class RunResult:
+    status: int  # what `run` should exit with
+    timed_out: bool = False
+    dumps: list[DumpEvent] = field(default_factory=list)
+
+
+class _Deadline(Exception):
+    pass
+
+
+def _ptrace(request: int, tid: int, addr: int = 0, data: int = 0) -> None:
+    from ptrace.binding import func
+
+    func.ptrace(request, tid, addr, data)
+
+
+def _geteventmsg(tid: int) -> int:
+    from ptrace.binding import func
+
+    return func.ptrace_geteventmsg(tid)
+
+
+def _siginfo(tid: int):
+    from ptrace.binding import func
+
+    return func.ptrace_getsiginfo(tid)
+
+
+def _tgid(tid: int) -> Optional[int]:
+    status = procfs.parse_status(procfs.read_file(f"/proc/{tid}/status") or b"")
+    value = status.get("Tgid", "")
+    return int(value) if value.isdigit() else None
+
+
+def _signal_mask(status: dict[str, str], key: str) -> int:
+    try:
+        return int(status.get(key, "0"), 16)
+    except ValueError:
+        return 0
+
+
+def is_fatal(tid: int, sig: int) -> bool:
+    """Will delivering ``sig`` kill the process? True unless it is caught or ignored.
+
+    For a synchronous fault that is blocked or ignored, the kernel has already reset the
+    disposition to SIG_DFL by the time the tracer sees the signal, so this holds too.
+    """
+    status = procfs.parse_status(procfs.read_file(f"/proc/{tid}/status") or b"")
+    bit = 1 << (sig - 1)
+    return not (_signal_mask(status, "SigCgt") & bit or _signal_mask(status, "SigIgn") & bit)
+
+
+class _Session:
+    """Bookkeeping of our tracees, shared by the event loop and the borrowing freezer."""
+
+    def __init__(self) -> None:
+        self.tgid_of: dict[int, int] = {}  # traced thread -> its process
+        self.parent_of: dict[int, int] = {}  # process -> the process that forked it
+        self.stopped: set[int] = set()  # threads held in a stop by the loop right now
+        self.pending: collections.deque[tuple[int, int]] = collections.deque()
+
+    def processes(self) -> set[int]:
+        return set(self.tgid_of.values())
+
+    def depth(self, pid: int) -> int:
+        d = 0
+        while pid in self.parent_of and d < 10000:
+            pid = self.parent_of[pid]
+            d += 1
+        return d
+
+
+class _BorrowingFreezer(Freezer):
+    """Freeze threads we already trace: interrupt, wait, copy, continue."""
+
+    session: _Session  # set by the factory
+
+    def __init__(self, target, options):
+        super().__init__(target, options)
+        self.handed_back: set[int] = set()
+
+    def seize(self, tid: int) -> bool:
+        s = self.session
+        if tid in s.stopped:
+            self.seized[tid] = 0
+            return True
+        if tid not in s.tgid_of:
+            return super().seize(tid)  # not one of ours (should not happen): seize it
+        try:
+            self.pt.interrupt(tid)
+        except Exception:  # noqa: BLE001 - it is exiting; the loop will see it
+            self.skip.add(tid)
+            return False
+        self.seized[tid] = 0
+        return True
+
+    def wait(self, tid: int, deadline: float) -> bool:
+        s = self.session
+        if tid in s.stopped:
+            return True
+        if tid not in s.tgid_of:
+            return super().wait(tid, deadline)
+        delay = 0.00005
+        while True:
+            try:
+                got, status = os.waitpid(tid, os.WNOHANG | WALL)
+            except ChildProcessError:
+                got, status = tid, 0
+                self.seized.pop(tid, None)
+                self.skip.add(tid)
+                return False
+            if got == tid:
+                if os.WIFSTOPPED(status) and status >> 16 == PTRACE_EVENT_STOP \
+                        and os.WSTOPSIG(status) not in STOP_SIGNALS:
+                    return True  # our interrupt
+                # Another event came first: the thread is stopped all the same; the loop
+                # handles the event once the dump is done.
+                s.pending.append((tid, status))
+                if os.WIFSTOPPED(status):
+                    self.handed_back.add(tid)
+                    return True
+                self.seized.pop(tid, None)
+                self.skip.add(tid)
+                return False
+            if time.monotonic() >= deadline:
+                self.skip.add(tid)
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+
+    def release(self, tid: int) -> None:
+        if self.seized.pop(tid, None) is None:
+            return
+        if tid in self.session.tgid_of and tid not in self.session.stopped \
+                and tid not in self.handed_back:
+            try:
+                _ptrace(PTRACE_CONT, tid)
+            except Exception:  # noqa: BLE001
+                pass
+        elif tid not in self.session.tgid_of:
+            super().release(tid)
+
+
+def _exe_name(pid: int) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).replace(" (deleted)", "")
+    except OSError:
+        comm = procfs.read_file(f"/proc/{pid}/comm")
+        return comm.decode(errors="replace").strip() if comm else "process"
+
+
+class Runner:
+    """Trace COMMAND and react to crashes and the deadline; see the module docstring."""
+
+    def __init__(self, argv: list[str], *, timeout: Optional[float], max_dumps: int,
+                 kill_after: float, write: Callable[[Snapshot, int, str, str], str],
+                 on_dump: Callable[[DumpEvent], None] = lambda e: None):
+        self.argv = argv
+        self.timeout = timeout
+        self.max_dumps = max_dumps
+        self.kill_after = kill_after
+        self.write = write  # (snapshot, pid, exe, reason) -> path
+        self.on_dump = on_dump
+        self.session = _Session()
+        self.root = 0
+        self.result = RunResult(status=0)
+
+    # -- start -------------------------------------------------------------------------------
+
+    def start(self) -> int:
+        r, w = os.pipe()
+        er, ew = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # child: wait until seized, then exec
+            try:
+                os.close(w)
+                os.close(er)
+                os.setpgid(0, 0)
+                os.read(r, 1)
+                os.close(r)
+                os.execvp(self.argv[0], self.argv)
+            except OSError as exc:
+                os.write(ew, f"{exc.errno}".encode())
+            finally:
+                os._exit(127)
+        os.close(r)
+        os.close(ew)
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        opts = PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC
+        try:
+            _ptrace(0x4206, pid, 0, opts)  # PTRACE_SEIZE
+        except Exception as exc:  # noqa: BLE001
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise DumpError(f"cannot trace the command: {exc}") from None
+        os.write(w, b"x")
+        os.close(w)
+        failure = os.read(er, 64)
+        os.close(er)
+        if failure:
+            os.waitpid(pid, WALL)
+            code = int(failure or b"0")
+            raise DumpError(f"cannot run {self.argv[0]}: {os.strerror(code)}")
+        self.root = pid
+        self.session.tgid_of[pid] = pid
+        return pid
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        if not self.root:
+            self.start()
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        kill_at: Optional[float] = None
+        old_alarm = signal.signal(signal.SIGALRM, self._alarm)
+        try:
+            while True:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline and not self.result.timed_out:
+                    self._on_timeout()
+                    kill_at = time.monotonic() + self.kill_after
+                if kill_at is not None and now >= kill_at:
+                    self._signal_tree(signal.SIGKILL)
+                    kill_at = None
+                wake = min(t for t in (deadline if not self.result.timed_out else None, kill_at,
+                                       now + 3600) if t is not None)
+                try:
+                    tid, status = self._next_event(wake)
+                except _Deadline:
+                    continue
+                except ChildProcessError:
+                    break
+                if self._handle(tid, status):
+                    break
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old_alarm)
+        if self.result.timed_out:
+            self.result.status = 124
+        return self.result
+
+    @staticmethod
+    def _alarm(signum, frame):
+        raise _Deadline()
+
+    def _next_event(self, wake: float) -> tuple[int, int]:
+        if self.session.pending:
+            return self.session.pending.popleft()
+        delay = max(0.001, wake - time.monotonic())
+        signal.setitimer(signal.ITIMER_REAL, delay)
+        try:
+            return os.waitpid(-1, WALL)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _cont(self, tid: int, sig: int = 0) -> None:
+        try:
+            _ptrace(PTRACE_CONT, tid, 0, sig)
+        except Exception:  # noqa: BLE001 - gone (e.g. killed meanwhile)
+            pass
+
+    def _handle(self, tid: int, status: int) -> bool:
+        """Handle one wait status; True once the command itself has ended."""
+        s = self.session
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            s.tgid_of.pop(tid, None)
+            if tid == self.root:
+                self.result.status = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                                      else 128 + os.WTERMSIG(status))
+                return True
+            return False
+        if not os.WIFSTOPPED(status):
+            return False
+        sig, event = os.WSTOPSIG(status), status >> 16
+        if tid not in s.tgid_of:
+            s.tgid_of[tid] = _tgid(tid) or tid
+        if event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
+            try:
+                new = _geteventmsg(tid)
+            except Exception:  # noqa: BLE001
+                new = 0
+            if new:
+                parent = s.tgid_of[tid]
+                if event == PTRACE_EVENT_CLONE and _tgid(new) in (None, parent):
+                    s.tgid_of[new] = parent
+                else:
+                    s.tgid_of[new] = new
+                    s.parent_of[new] = parent
+            self._cont(tid)
+        elif event == PTRACE_EVENT_EXEC:
+            # After exec the thread group's leader may have a new tid: refresh.
+            s.tgid_of[tid] = _tgid(tid) or tid
+            self._cont(tid)
+        elif event == PTRACE_EVENT_STOP:
+            if sig in STOP_SIGNALS:
+                try:
+                    _ptrace(PTRACE_LISTEN, tid)  # a group-stop: stay stopped, job control
+                except Exception:  # noqa: BLE001
+                    pass
+            else:
+                self._cont(tid)  # an interrupt or a new tracee's first stop
+        elif event == 0:
+            if sig in CRASH_SIGNALS and is_fatal(tid, sig):
+                self._dump_crash(tid, sig)
+            self._cont(tid, sig)
+        else:
+            self._cont(tid)
+        return False
+
+    # -- dumps -------------------------------------------------------------------------------
+
+    def _capture(self, pid: int, exception: Optional[ExceptionInfo]) -> Snapshot:
+        session = self.session
+
+        class Factory(_BorrowingFreezer):
+            pass
+
+        Factory.session = session
+        snap = capture(pid, CaptureOptions(freezer_factory=Factory))
+        if exception is not None:
+            snap = dataclasses.replace(snap, exception=exception)
+        return snap
+
+    def _record(self, pid: int, reason: str, exception: Optional[ExceptionInfo]) -> None:
+        exe = _exe_name(pid)
+        event = DumpEvent(pid=pid, reason=reason, path=None, exe=exe, exception=exception)
+        if len(self.result.dumps) >= self.max_dumps:
+            event.error = f"not dumped: --max-dumps {self.max_dumps} reached"
+        else:
+            try:
+                snap = self._capture(pid, exception)
+                event.snapshot = snap
+                event.path = self.write(snap, pid, exe, reason)
+            except DumpError as exc:
+                event.error = str(exc)
+        self.result.dumps.append(event)
+        self.on_dump(event)
+
+    def _dump_crash(self, tid: int, sig: int) -> None:
+        pid = self.session.tgid_of.get(tid, tid)
+        try:
+            info = _siginfo(tid)
+            code, addr = info.si_code, info._sigfault._addr or 0
+        except Exception:  # noqa: BLE001
+            code, addr = 0, 0
+        if sig not in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+                       signal.SIGTRAP):
+            addr = 0  # the address field means something only for faults
+        exc = ExceptionInfo(thread_id=tid, code=sig, flags=code & 0xFFFFFFFF, address=addr)
+        self.session.stopped.add(tid)
+        try:
+            self._record(pid, signal.Signals(sig).name, exc)
+        finally:
+            self.session.stopped.discard(tid)
+
+    def _on_timeout(self) -> None:
+        self.result.timed_out = True
+        s = self.session
+        live = [p for p in s.processes() if os.path.exists(f"/proc/{p}")]
+        for pid in sorted(live, key=lambda p: (-s.depth(p), p)):
+            self._record(pid, "timeout", None)
+        self._signal_tree(signal.SIGTERM)
+
+    def _signal_tree(self, sig: int) -> None:
+        for pid in sorted(self.session.processes(), key=lambda p: -self.session.depth(p)):
+            try:
+                os.kill(pid, sig)
+            except OSError as exc:
+                if exc.errno != errno.ESRCH:
+                    raise
+
+    def forward(self, sig: int) -> None:
+        """Send a signal that `run` received on to the command's process group."""
+        if self.root:
+            try:
+                os.killpg(self.root, sig)
+            except OSError:
+                try:
+                    os.kill(self.root, sig)
+                except OSError:
+                    pass

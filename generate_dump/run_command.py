@@ -1,0 +1,171 @@
+"""`generate_dump run [OPTIONS] -- COMMAND [ARG...]`: crash and hang capture for CI.
+
+Starts COMMAND as its tracer, writes a minidump of any process of the tree that is about
+to die of a crash signal, and on --timeout dumps every live process, then ends the tree
+and exits 124 like timeout(1). Otherwise it exits with COMMAND's own status.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from typing import Optional
+
+import click
+
+from .errors import DumpError
+
+PROG = "generate_dump run"
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m|h|)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise click.BadParameter(f"'{text}' is not a duration; use e.g. 90, 30s, 500ms, 5m, 1h")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def dump_file_name(exe: str, pid: int, reason: str, when: Optional[float] = None) -> str:
+    """`<exe>-<pid>-<reason>-<UTC time>.dmp`: sorts by program, safe as a CI artifact name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when if when is not None else time.time()))
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", exe)[:64] or "process"
+    return f"{safe}-{pid}-{reason}-{stamp}.dmp"
+
+
+def _describe(event) -> str:
+    e = event.exception
+    if event.reason == "timeout":
+        what = "was still running at the timeout"
+    elif e is not None:
+        what = f"got {event.reason}"
+        code = _si_code_name(e.code, e.flags)
+        if code:
+            what += f" ({code})"
+        if e.address or e.code in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+            what += f" at 0x{e.address:x}"
+        what += f" in thread {e.thread_id}"
+    else:
+        what = f"got {event.reason}"
+    return f"process {event.pid} ({event.exe}) {what}"
+
+
+_SI_CODES = {
+    signal.SIGSEGV: {1: "SEGV_MAPERR", 2: "SEGV_ACCERR"},
+    signal.SIGBUS: {1: "BUS_ADRALN", 2: "BUS_ADRERR", 3: "BUS_OBJERR"},
+    signal.SIGFPE: {1: "FPE_INTDIV", 2: "FPE_INTOVF", 3: "FPE_FLTDIV"},
+    signal.SIGILL: {1: "ILL_ILLOPC", 2: "ILL_ILLOPN", 4: "ILL_ILLTRP"},
+}
+
+
+def _si_code_name(sig: int, code: int) -> str:
+    code = code - (1 << 32) if code & 0x80000000 else code
+    if code == -6:
+        return "SI_TKILL"
+    if code == 0:
+        return "SI_USER"
+    return _SI_CODES.get(sig, {}).get(code, "")
+
+
+class _Reporter:
+    """Prints one block per dump on stderr; inside GitHub Actions as a group with ::error::."""
+
+    def __init__(self, github: bool):
+        self.github = github
+
+    def __call__(self, event) -> None:
+        line = _describe(event)
+        if event.path:
+            detail = f"minidump: {event.path}"
+        else:
+            detail = f"no minidump: {event.error}"
+        out = sys.stderr
+        if self.github:
+            out.write(f"::group::{PROG}: {line}\n")
+            out.write(f"{detail}\n")
+            summary = _stack_summary(event)
+            if summary:
+                out.write(summary + "\n")
+            out.write("::endgroup::\n")
+            out.write(f"::error::{line}; {detail}\n")
+        else:
+            out.write(f"{PROG}: {line}; {detail}\n")
+            summary = _stack_summary(event)
+            if summary:
+                out.write(summary + "\n")
+        out.flush()
+
+
+def _stack_summary(event) -> str:
+    """Top frames of each thread, crashing thread first (when the stack walker exists)."""
+    if event.snapshot is None:
+        return ""
+    try:
+        from .inspect_dump import summarize_snapshot  # issue 8: optional until present
+    except ImportError:
+        return ""
+    try:
+        return summarize_snapshot(event.snapshot)
+    except Exception:  # noqa: BLE001 - a summary must never break the run
+        return ""
+
+
+@click.command(name="run", context_settings={"help_option_names": ["-h", "--help"],
+                                             "ignore_unknown_options": False})
+@click.option("--timeout", "timeout", metavar="DURATION", callback=lambda c, p, v: (
+    parse_duration(v) if v is not None else None),
+              help="Dump every process of the tree after DURATION (90, 30s, 500ms, 5m, 1h), "
+                   "then end the tree (SIGTERM, SIGKILL after --kill-after) and exit 124.")
+@click.option("--output-dir", default=".", show_default=True, metavar="DIR",
+              help="Where the minidumps go (created if missing).")
+@click.option("--max-dumps", default=10, show_default=True, type=click.IntRange(0),
+              help="Write at most this many minidumps.")
+@click.option("--kill-after", default="5s", show_default=True, metavar="DURATION",
+              callback=lambda c, p, v: parse_duration(v),
+              help="After the timeout's SIGTERM, wait this long before SIGKILL.")
+@click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARG...]")
+def run_command(timeout: Optional[float], output_dir: str, max_dumps: int, kill_after: float,
+                command: tuple[str, ...]) -> None:
+    """Run COMMAND; write a minidump of any of its processes that crashes, or of all of
+    them when --timeout expires.
+
+    A process about to die of SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS,
+    SIGQUIT, SIGXCPU or SIGXFSZ (default disposition, or re-raised by its own handler) is
+    dumped with an Exception stream; a signal the program handles and survives is passed
+    through untouched. Exit status: COMMAND's own (128+N if killed by signal N), 124 after
+    a timeout. Dump files are named EXE-PID-REASON-UTCTIME.dmp.
+    """
+    if not sys.platform.startswith("linux"):
+        raise DumpError("`generate_dump run` needs Linux (ptrace)")
+    from .backends.linux.tracer import Runner
+    from .output import write_snapshot
+
+    out_dir = os.path.abspath(output_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise DumpError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
+
+    def write(snapshot, pid: int, exe: str, reason: str) -> str:
+        path = os.path.join(out_dir, dump_file_name(exe, pid, reason, snapshot.time or None))
+        write_snapshot(snapshot, path)
+        return path
+
+    runner = Runner(list(command), timeout=timeout, max_dumps=max_dumps, kill_after=kill_after,
+                    write=write, on_dump=_Reporter(os.environ.get("GITHUB_ACTIONS") == "true"))
+
+    def forward(signum, frame):
+        runner.forward(signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(s, forward)
+    runner.start()
+    result = runner.run()
+    if result.timed_out:
+        sys.stderr.write(f"{PROG}: timed out after {timeout:g} s; "
+                         f"{sum(1 for d in result.dumps if d.path)} minidump(s) written\n")
+    sys.exit(result.status)
