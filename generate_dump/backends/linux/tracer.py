@@ -230,6 +230,7 @@ class Runner:
         self.session = _Session()
         self.root = 0
         self.result = RunResult(status=0)
+        self.last_fault: dict[int, tuple[int, int, int]] = {}  # tid -> (signal, code, address)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -369,8 +370,11 @@ class Runner:
             else:
                 self._cont(tid)  # an interrupt or a new tracee's first stop
         elif event == 0:
-            if sig in CRASH_SIGNALS and is_fatal(tid, sig):
-                self._dump_crash(tid, sig)
+            if sig in CRASH_SIGNALS:
+                if is_fatal(tid, sig):
+                    self._dump_crash(tid, sig)
+                else:
+                    self._remember_fault(tid, sig)
             self._cont(tid, sig)
         else:
             self._cont(tid)
@@ -405,16 +409,33 @@ class Runner:
         self.result.dumps.append(event)
         self.on_dump(event)
 
-    def _dump_crash(self, tid: int, sig: int) -> None:
-        pid = self.session.tgid_of.get(tid, tid)
+    @staticmethod
+    def _fault_of(tid: int, sig: int) -> tuple[int, int]:
+        """(si_code, fault address) of the signal ``tid`` is stopped with."""
         try:
             info = _siginfo(tid)
             code, addr = info.si_code, info._sigfault._addr or 0
         except Exception:  # noqa: BLE001
-            code, addr = 0, 0
-        if sig not in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
-                       signal.SIGTRAP):
-            addr = 0  # the address field means something only for faults
+            return 0, 0
+        # si_addr means something only for faults the kernel raised (si_code > 0); for
+        # kill/raise the same bytes hold the sender's pid.
+        if code <= 0 or sig not in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL,
+                                    signal.SIGFPE, signal.SIGTRAP):
+            addr = 0
+        return code, addr
+
+    def _remember_fault(self, tid: int, sig: int) -> None:
+        """A handled fault: if the handler later re-raises it, report this original fault."""
+        code, addr = self._fault_of(tid, sig)
+        if code > 0:
+            self.last_fault[tid] = (sig, code, addr)
+
+    def _dump_crash(self, tid: int, sig: int) -> None:
+        pid = self.session.tgid_of.get(tid, tid)
+        code, addr = self._fault_of(tid, sig)
+        earlier = self.last_fault.pop(tid, None)
+        if code <= 0 and earlier is not None and earlier[0] == sig:
+            _, code, addr = earlier  # re-raised by the program's own handler
         exc = ExceptionInfo(thread_id=tid, code=sig, flags=code & 0xFFFFFFFF, address=addr)
         self.session.stopped.add(tid)
         try:
