@@ -127,9 +127,12 @@ def _stack_summary(event) -> str:
 @click.option("--kill-after", default="5s", show_default=True, metavar="DURATION",
               callback=lambda c, p, v: parse_duration(v),
               help="After the timeout's SIGTERM, wait this long before SIGKILL.")
+@click.option("--dump-on-signal", is_flag=True,
+              help="When run itself gets SIGINT, SIGTERM or SIGHUP (a cancelled CI job), "
+                   "dump every process of the tree before passing the signal on.")
 @click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARG...]")
 def run_command(timeout: Optional[float], output_dir: str, max_dumps: int, kill_after: float,
-                command: tuple[str, ...]) -> None:
+                dump_on_signal: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND; write a minidump of any of its processes that crashes, or of all of
     them when --timeout expires.
 
@@ -156,13 +159,8 @@ def run_command(timeout: Optional[float], output_dir: str, max_dumps: int, kill_
         return path
 
     runner = Runner(list(command), timeout=timeout, max_dumps=max_dumps, kill_after=kill_after,
-                    write=write, on_dump=_Reporter(os.environ.get("GITHUB_ACTIONS") == "true"))
-
-    def forward(signum, frame):
-        runner.forward(signum)
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(s, forward)
+                    write=write, on_dump=_Reporter(os.environ.get("GITHUB_ACTIONS") == "true"),
+                    dump_on_signal=dump_on_signal)
     runner.start()
     result = runner.run()
     if result.timed_out:

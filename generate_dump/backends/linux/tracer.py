@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import errno
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass, field
@@ -68,10 +69,6 @@ class RunResult:
     status: int  # what `run` should exit with
     timed_out: bool = False
     dumps: list[DumpEvent] = field(default_factory=list)
-
-
-class _Deadline(Exception):
-    pass
 
 
 def _ptrace(request: int, tid: int, addr: int = 0, data: int = 0) -> None:
@@ -220,21 +217,30 @@ class Runner:
 
     def __init__(self, argv: list[str], *, timeout: Optional[float], max_dumps: int,
                  kill_after: float, write: Callable[[Snapshot, int, str, str], str],
-                 on_dump: Callable[[DumpEvent], None] = lambda e: None):
+                 on_dump: Callable[[DumpEvent], None] = lambda e: None,
+                 dump_on_signal: bool = False):
         self.argv = argv
         self.timeout = timeout
         self.max_dumps = max_dumps
         self.kill_after = kill_after
         self.write = write  # (snapshot, pid, exe, reason) -> path
         self.on_dump = on_dump
+        self.dump_on_signal = dump_on_signal
+        self.dumped_on_signal = False
+        self.received: list[int] = []  # signals sent to us, handled by the loop
         self.session = _Session()
         self.root = 0
+        self.own_group = True
         self.result = RunResult(status=0)
         self.last_fault: dict[int, tuple[int, int, int]] = {}  # tid -> (signal, code, address)
 
     # -- start -------------------------------------------------------------------------------
 
     def start(self) -> int:
+        # Like timeout(1), the command gets its own process group so that signals can be
+        # forwarded to all of it; at an interactive terminal it stays in ours instead, so
+        # that it can read the terminal (and Ctrl-C reaches it directly).
+        self.own_group = not os.isatty(0)
         r, w = os.pipe()
         er, ew = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
@@ -242,7 +248,8 @@ class Runner:
             try:
                 os.close(w)
                 os.close(er)
-                os.setpgid(0, 0)
+                if self.own_group:
+                    os.setpgid(0, 0)
                 os.read(r, 1)
                 os.close(r)
                 os.execvp(self.argv[0], self.argv)
@@ -252,10 +259,11 @@ class Runner:
                 os._exit(127)
         os.close(r)
         os.close(ew)
-        try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass
+        if self.own_group:
+            try:
+                os.setpgid(pid, pid)
+            except OSError:
+                pass  # the child did it first
         opts = PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC
         try:
             _ptrace(0x4206, pid, 0, opts)  # PTRACE_SEIZE
@@ -278,50 +286,75 @@ class Runner:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        """The event loop. Signal handlers only note what arrived and wake the loop through
+        a self-pipe (signal.set_wakeup_fd): no exception is ever raised in the middle of
+        handling a tracee's stop, so no stop can be lost and leave a process stopped."""
         if not self.root:
             self.start()
         deadline = time.monotonic() + self.timeout if self.timeout else None
         kill_at: Optional[float] = None
-        old_alarm = signal.signal(signal.SIGALRM, self._alarm)
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        handled = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+        old_handlers = {s: signal.signal(s, self._note_signal) for s in handled}
+        old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
         try:
             while True:
+                if self._drain_events():
+                    break
+                while self.received:
+                    self._on_signal(self.received.pop(0))
                 now = time.monotonic()
                 if deadline is not None and now >= deadline and not self.result.timed_out:
                     self._on_timeout()
                     kill_at = time.monotonic() + self.kill_after
+                    continue
                 if kill_at is not None and now >= kill_at:
                     self._signal_tree(signal.SIGKILL)
                     kill_at = None
-                wake = min(t for t in (deadline if not self.result.timed_out else None, kill_at,
-                                       now + 3600) if t is not None)
+                wake = [t for t in (None if self.result.timed_out else deadline, kill_at)
+                        if t is not None]
+                wait = max(0.0, min(wake) - time.monotonic()) if wake else None
+                select.select([rfd], [], [], wait)
                 try:
-                    tid, status = self._next_event(wake)
-                except _Deadline:
-                    continue
-                except ChildProcessError:
-                    break
-                if self._handle(tid, status):
-                    break
+                    while os.read(rfd, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old_alarm)
+            signal.set_wakeup_fd(old_wakeup)
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            os.close(rfd)
+            os.close(wfd)
         if self.result.timed_out:
             self.result.status = 124
         return self.result
 
-    @staticmethod
-    def _alarm(signum, frame):
-        raise _Deadline()
+    def _note_signal(self, signum, frame) -> None:
+        if signum != signal.SIGCHLD:
+            self.received.append(signum)
 
-    def _next_event(self, wake: float) -> tuple[int, int]:
-        if self.session.pending:
-            return self.session.pending.popleft()
-        delay = max(0.001, wake - time.monotonic())
-        signal.setitimer(signal.ITIMER_REAL, delay)
-        try:
-            return os.waitpid(-1, WALL)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+    def _drain_events(self) -> bool:
+        """Handle every event that is ready; True once the command itself has ended."""
+        while True:
+            if self.session.pending:
+                tid, status = self.session.pending.popleft()
+            else:
+                try:
+                    tid, status = os.waitpid(-1, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    return True  # nothing left to wait for
+                if tid == 0:
+                    return False
+            if self._handle(tid, status):
+                return True
+
+    def _on_signal(self, sig: int) -> None:
+        """A signal sent to `run`: optionally dump everything first, then pass it on."""
+        if self.dump_on_signal and not self.dumped_on_signal:
+            self.dumped_on_signal = True
+            self._dump_all(signal.Signals(sig).name.lower())
+        self.forward(sig)
 
     def _cont(self, tid: int, sig: int = 0) -> None:
         try:
@@ -445,11 +478,15 @@ class Runner:
 
     def _on_timeout(self) -> None:
         self.result.timed_out = True
+        self._dump_all("timeout")
+        self._signal_tree(signal.SIGTERM)
+
+    def _dump_all(self, reason: str) -> None:
+        """Dump every live process of the tree, deepest first."""
         s = self.session
         live = [p for p in s.processes() if os.path.exists(f"/proc/{p}")]
         for pid in sorted(live, key=lambda p: (-s.depth(p), p)):
-            self._record(pid, "timeout", None)
-        self._signal_tree(signal.SIGTERM)
+            self._record(pid, reason, None)
 
     def _signal_tree(self, sig: int) -> None:
         for pid in sorted(self.session.processes(), key=lambda p: -self.session.depth(p)):
@@ -461,11 +498,12 @@ class Runner:
 
     def forward(self, sig: int) -> None:
         """Send a signal that `run` received on to the command's process group."""
-        if self.root:
-            try:
+        if not self.root:
+            return
+        try:
+            if self.own_group:
                 os.killpg(self.root, sig)
-            except OSError:
-                try:
-                    os.kill(self.root, sig)
-                except OSError:
-                    pass
+            elif sig not in (signal.SIGINT, signal.SIGQUIT) or not os.isatty(0):
+                os.kill(self.root, sig)  # the terminal already sent Ctrl-C/Ctrl-\ to it
+        except OSError:
+            pass
