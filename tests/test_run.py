@@ -198,3 +198,17 @@ def test_max_dumps(crashers, tmp_path):
     assert r.returncode == 139
     assert dumps(tmp_path) == []
     assert "no minidump: not dumped: --max-dumps 0 reached" in r.stderr
+
+
+def test_dump_on_signal(crashers, tmp_path):
+    """A cancelled CI job: SIGTERM to run dumps the tree first, then ends it."""
+    p = subprocess.Popen([sys.executable, "-m", "generate_dump", "run", "--dump-on-signal",
+                          "--output-dir", str(tmp_path), "--", str(crashers), "hang-child"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = int(p.stdout.readline().split()[1])
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    files = dumps(tmp_path)
+    assert len(files) == 2 and all(NAME.match(f.name).group(2) == "sigterm" for f in files)
+    assert child in {int(NAME.match(f.name).group(1)) for f in files}
