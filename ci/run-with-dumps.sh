@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Wrap a CI test command with `generate_dump run`: crashing processes are dumped before
+# they die, hanging ones when the timeout expires or the job is cancelled (SIGINT/SIGTERM).
+# The command's exit status is kept (124 after a timeout).
+#
+#   ci/run-with-dumps.sh [--timeout 30m] [--dump-dir DIR] -- COMMAND [ARG...]
+#
+# Environment: GENERATE_DUMP (the generate_dump command to use; default: the one on PATH,
+# else installed into a private venv from this checkout), DUMP_DIR (default: minidumps).
+# Afterwards the dumps, if any, are listed and their paths are written to
+# $DUMP_DIR/dumps.txt; upload that directory as an artifact only when it is non-empty
+# (see ci/README.md for GitLab CI and others).
+set -uo pipefail
+
+timeout=""
+dump_dir=${DUMP_DIR:-minidumps}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --timeout) timeout=$2; shift 2 ;;
+        --dump-dir) dump_dir=$2; shift 2 ;;
+        --) shift; break ;;
+        *) break ;;
+    esac
+done
+if [ $# -eq 0 ]; then
+    echo "usage: $0 [--timeout DURATION] [--dump-dir DIR] -- COMMAND [ARG...]" >&2
+    exit 125
+fi
+
+gd=${GENERATE_DUMP:-}
+if [ -z "$gd" ]; then
+    if command -v generate_dump >/dev/null 2>&1; then
+        gd=generate_dump
+    else
+        here=$(cd "$(dirname "$0")/.." && pwd)
+        venv=${TMPDIR:-/tmp}/generate_dump-venv
+        if [ ! -x "$venv/bin/generate_dump" ]; then
+            python3 -m venv "$venv" >&2 && "$venv/bin/pip" install -q "$here" >&2 || {
+                echo "run-with-dumps: cannot install generate_dump; running without it" >&2
+                exec "$@"
+            }
+        fi
+        gd="$venv/bin/generate_dump"
+    fi
+fi
+
+args=(run --dump-on-signal --output-dir "$dump_dir")
+[ -n "$timeout" ] && args+=(--timeout "$timeout")
+"$gd" "${args[@]}" -- "$@"
+status=$?
+
+shopt -s nullglob
+dumps=("$dump_dir"/*.dmp)
+if [ ${#dumps[@]} -gt 0 ]; then
+    printf '%s\n' "${dumps[@]}" > "$dump_dir/dumps.txt"
+    echo "run-with-dumps: ${#dumps[@]} minidump(s) in $dump_dir:" >&2
+    printf '  %s\n' "${dumps[@]}" >&2
+    if [ -n "${GITHUB_OUTPUT:-}" ]; then
+        echo "dump-count=${#dumps[@]}" >> "$GITHUB_OUTPUT"
+    fi
+else
+    [ -n "${GITHUB_OUTPUT:-}" ] && echo "dump-count=0" >> "$GITHUB_OUTPUT"
+fi
+exit $status
