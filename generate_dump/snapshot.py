@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 
 class Arch(enum.Enum):
@@ -150,8 +150,54 @@ class MemoryRange:
     data: bytes
 
     @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
     def end(self) -> int:
         return self.start + len(self.data)
+
+    def slice(self, lo: int, hi: int) -> "MemoryRange":
+        """The part of this range between addresses ``lo`` and ``hi``."""
+        return MemoryRange(lo, self.data[lo - self.start : hi - self.start])
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        yield self.data
+
+
+@dataclass(frozen=True)
+class LazyMemory:
+    """Memory read from the process only while the writer streams it (full dumps).
+
+    ``read(address, size)`` may return fewer bytes (an unreadable page); the writer pads
+    with zeros so the file layout holds, and ``on_short`` hears about it.
+    """
+
+    start: int
+    size: int
+    read: Callable[[int, int], bytes] = field(compare=False, repr=False)
+    on_short: Optional[Callable[[int, int], None]] = field(default=None, compare=False,
+                                                           repr=False)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    def slice(self, lo: int, hi: int) -> "LazyMemory":
+        return LazyMemory(lo, hi - lo, self.read, self.on_short)
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        for addr in range(self.start, self.end, size):
+            n = min(size, self.end - addr)
+            data = self.read(addr, n)
+            if len(data) < n:
+                if self.on_short is not None:
+                    self.on_short(addr + len(data), n - len(data))
+                data = data + bytes(n - len(data))
+            yield data
+
+
+Memory = Union[MemoryRange, LazyMemory]
 
 
 class RegionKind(enum.Enum):
@@ -354,7 +400,7 @@ class Snapshot:
     system: SystemInfo
     threads: tuple[Thread, ...] = ()
     modules: tuple[Module, ...] = ()
-    memory: tuple[MemoryRange, ...] = ()  # extra memory besides thread stacks
+    memory: tuple[Memory, ...] = ()  # extra memory besides thread stacks
     regions: tuple[MemoryRegion, ...] = ()
     exception: Optional[ExceptionInfo] = None
     linux: Optional[LinuxFiles] = None

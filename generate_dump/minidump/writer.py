@@ -16,6 +16,7 @@ from typing import BinaryIO, Callable, Optional
 
 from ..snapshot import (
     Arch,
+    Memory,
     MemoryRange,
     Module,
     OS,
@@ -63,7 +64,7 @@ class _Layout:
     def __init__(self, structure_start: int, bulk_base: int):
         self.buf = bytearray()
         self.start = structure_start
-        self.bulk: list[tuple[int, bytes]] = []
+        self.bulk: list[tuple[int, Memory]] = []
         self.bulk_cursor = bulk_base
 
     def place(self, data: bytes, align: int = 8) -> tuple[int, int]:
@@ -73,11 +74,11 @@ class _Layout:
         self.buf.extend(data)
         return pos, len(data)
 
-    def place_bulk(self, data: bytes, align: int = 16) -> int:
+    def place_bulk(self, memory: Memory, align: int = 16) -> int:
         self.bulk_cursor = _align(self.bulk_cursor, align)
         rva = self.bulk_cursor
-        self.bulk.append((rva, data))
-        self.bulk_cursor += len(data)
+        self.bulk.append((rva, memory))
+        self.bulk_cursor += memory.size
         return rva
 
     def place_string(self, text: str) -> int:
@@ -108,7 +109,7 @@ def _subtract(ranges: list[tuple[int, int]], taken: list[tuple[int, int]]) -> li
     return out
 
 
-def _disjoint_memory(snapshot: Snapshot) -> tuple[list[MemoryRange], list[MemoryRange]]:
+def _disjoint_memory(snapshot: Snapshot) -> tuple[list[MemoryRange], list[Memory]]:
     """Thread stacks, and the extra memory clipped so that no two ranges overlap.
 
     Readers drop overlapping memory, so a stack always wins over extra memory, and
@@ -126,14 +127,13 @@ def _disjoint_memory(snapshot: Snapshot) -> tuple[list[MemoryRange], list[Memory
         stacks.append(t.stack)
         taken.append(s)
     taken.sort()
-    extra: list[MemoryRange] = []
+    extra: list[Memory] = []
     for m in snapshot.memory:
-        if not m.data:
+        if not m.size:
             continue
         for a, b in _subtract([(m.start, m.end)], taken):
-            piece = m.data[a - m.start : b - m.start]
-            for off in range(0, len(piece), fmt.BREAKPAD_MAX_REGION):
-                extra.append(MemoryRange(a + off, piece[off : off + fmt.BREAKPAD_MAX_REGION]))
+            for lo in range(a, b, fmt.BREAKPAD_MAX_REGION):
+                extra.append(m.slice(lo, min(b, lo + fmt.BREAKPAD_MAX_REGION)))
             taken.append((a, b))
         taken.sort()
     return stacks, extra
@@ -191,16 +191,16 @@ class _Writer:
         self._context_rvas: dict[int, tuple[int, int]] = {}
         # Bulk order: stacks, then MemoryList extras, then Memory64 data (contiguous, last).
         for m in self.stacks:
-            self._stack_rvas[m.start] = lay.place_bulk(m.data)
+            self._stack_rvas[m.start] = lay.place_bulk(m)
         self._extra_rvas = []
         if not self.options.memory64:
-            self._extra_rvas = [lay.place_bulk(m.data) for m in self.extra]
+            self._extra_rvas = [lay.place_bulk(m) for m in self.extra]
         self._memory64_base = _align(lay.bulk_cursor, 16)
         if self.options.memory64:
             lay.bulk_cursor = self._memory64_base
             for m in self.extra:
-                lay.bulk.append((lay.bulk_cursor, m.data))
-                lay.bulk_cursor += len(m.data)
+                lay.bulk.append((lay.bulk_cursor, m))
+                lay.bulk_cursor += m.size
         entries = []
         for stream_type, build in builders:
             rva, size = build(lay)
@@ -211,7 +211,7 @@ class _Writer:
         )
         return header + b"".join(entries), lay
 
-    def write(self, out: BinaryIO) -> int:
+    def write(self, out: BinaryIO, progress: Optional[Callable[[int, int], None]] = None) -> int:
         _, measure = self.layout(bulk_base=0)
         bulk_base = _align(measure.end, 16)
         head, lay = self.layout(bulk_base)
@@ -219,14 +219,19 @@ class _Writer:
         if rva_end > _MAX_RVA + 1:
             raise MinidumpWriteError(
                 "memory referenced by 32-bit offsets passes 4 GiB; use Memory64List (full dumps)")
+        total = lay.bulk_cursor
         out.write(head)
         out.write(lay.buf)
         pos = lay.end
-        for rva, data in lay.bulk:
+        for rva, memory in lay.bulk:
             if rva > pos:
                 out.write(bytes(rva - pos))
-            out.write(data)
-            pos = rva + len(data)
+            pos = rva
+            for chunk in memory.chunks():
+                out.write(chunk)
+                pos += len(chunk)
+                if progress is not None:
+                    progress(pos, total)
         return pos
 
     # -- streams ---------------------------------------------------------------------------
@@ -346,12 +351,12 @@ class _Writer:
     def memory_list(self, lay: _Layout) -> tuple[int, int]:
         items = [(m, self._stack_rvas[m.start]) for m in self.stacks]
         items += list(zip(self.extra, self._extra_rvas))
-        records = [fmt.MEMORY_DESCRIPTOR.pack(start=m.start, data_size=len(m.data), rva=rva)
+        records = [fmt.MEMORY_DESCRIPTOR.pack(start=m.start, data_size=m.size, rva=rva)
                    for m, rva in items]
         return lay.place(struct.pack("<I", len(records)) + b"".join(records), 8)
 
     def memory64_list(self, lay: _Layout) -> tuple[int, int]:
-        records = [fmt.MEMORY64_DESCRIPTOR.pack(start=m.start, data_size=len(m.data))
+        records = [fmt.MEMORY64_DESCRIPTOR.pack(start=m.start, data_size=m.size)
                    for m in self.extra]
         head = fmt.MEMORY64_HEADER.pack(count=len(records), base_rva=self._memory64_base)
         return lay.place(head + b"".join(records), 8)
@@ -395,9 +400,14 @@ def _protection(r: bool, w: bool, x: bool) -> int:
     return fmt.PAGE_READONLY if r else fmt.PAGE_NOACCESS
 
 
-def write_minidump(snapshot: Snapshot, out: BinaryIO, options: Optional[WriteOptions] = None) -> int:
-    """Write ``snapshot`` to the binary stream ``out``; returns the number of bytes written."""
-    return _Writer(snapshot, options or WriteOptions()).write(out)
+def write_minidump(snapshot: Snapshot, out: BinaryIO, options: Optional[WriteOptions] = None,
+                   progress: Optional[Callable[[int, int], None]] = None) -> int:
+    """Write ``snapshot`` to the binary stream ``out``; returns the number of bytes written.
+
+    Memory is streamed range by range (chunk by chunk for lazily read memory), so the
+    writer holds no more than the structure and one chunk. ``progress(done, total)`` is
+    called as bulk memory goes out."""
+    return _Writer(snapshot, options or WriteOptions()).write(out, progress)
 
 
 def minidump_bytes(snapshot: Snapshot, options: Optional[WriteOptions] = None) -> bytes:
