@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import signal
 import sys
+import time
+from dataclasses import dataclass
 from typing import NoReturn, Optional
 
 import click
@@ -77,33 +79,101 @@ def _backend_for(name: str) -> str:
     raise DumpError(f"no backend for {sys.platform} yet")
 
 
-def capture(pid: int, backend: str, suspend: bool, include_environment: bool):
-    """Snapshot ``pid`` with the chosen backend (imported only when used)."""
-    backend = _backend_for(backend)
+@dataclass
+class DumpRequest:
+    pid: int
+    output: Optional[str] = None  # None: minidump.PID; "-": standard output
+    suspend: bool = True
+    include_environment: bool = False
+    backend: str = "auto"
+    memory: str = "referenced"
+    max_referenced: int = 8 * 1024 * 1024
+
+
+def capture_session(req: DumpRequest, on_short_read=None):
+    """The chosen backend's capture session (imported only when used)."""
+    backend = _backend_for(req.backend)
+    common = dict(suspend=req.suspend, include_environment=req.include_environment,
+                  memory=req.memory, max_referenced=req.max_referenced,
+                  on_short_read=on_short_read)
     if backend == "ptrace":
         if not sys.platform.startswith("linux"):
             raise DumpError("the ptrace backend works on Linux only; use --backend lldb")
-        from .backends.linux import CaptureOptions, capture as ptrace_capture
+        from .backends.linux import CaptureOptions, capture_session as session
 
-        return ptrace_capture(pid, CaptureOptions(suspend=suspend,
-                                                  include_environment=include_environment))
-    from .backends.lldb import LldbOptions, capture as lldb_capture
+        return session(req.pid, CaptureOptions(**common))
+    from .backends.lldb import LldbOptions, capture_session as session
 
-    return lldb_capture(pid, LldbOptions(suspend=suspend, include_environment=include_environment))
+    return session(req.pid, LldbOptions(**common))
 
 
-def dump(pid: int, output: Optional[str], suspend: bool, include_environment: bool,
-         backend: str = "auto") -> str:
-    """Capture ``pid`` and write the minidump; returns the output path."""
+class _Progress:
+    """A one-line progress display on stderr, for long dumps at a terminal."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and done < total:
+            return
+        self.last = now
+        pct = 100 * done // max(total, 1)
+        sys.stderr.write(f"\r{PROG}: writing {done / 2**20:,.0f} of {total / 2**20:,.0f} MiB "
+                         f"({pct}%)")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def dump(req: DumpRequest) -> str:
+    """Capture and write one minidump; returns where it went."""
+    from .minidump.writer import WriteOptions, write_minidump
     from .output import check_output_path, write_snapshot
 
-    out_path = check_output_path(output or f"minidump.{pid}")
-    snapshot = capture(pid, backend, suspend, include_environment)
-    size = write_snapshot(snapshot, out_path)
+    to_stdout = req.output == "-"
+    if to_stdout:
+        if sys.stdout.isatty():
+            raise DumpError("refusing to write a minidump to a terminal; redirect standard "
+                            "output to a file or a pipe (e.g. -o - | zstd > dump.zst)")
+        out_path = "standard output"
+    else:
+        out_path = check_output_path(req.output or f"minidump.{req.pid}")
+    short: list[tuple[int, int]] = []
+    options = WriteOptions(memory64=req.memory == "full")
+    progress = _Progress() if sys.stderr.isatty() and req.memory == "full" else None
+    with capture_session(req, lambda at, n: short.append((at, n))) as snapshot:
+        try:
+            if to_stdout:
+                size = write_minidump(snapshot, sys.stdout.buffer, options, progress)
+                sys.stdout.buffer.flush()
+            else:
+                size = write_snapshot(snapshot, out_path, options, progress)
+        finally:
+            if progress is not None:
+                progress.close()
     _summarize_soft_errors(snapshot.soft_errors)
+    if short:
+        total = sum(n for _, n in short)
+        click.echo(f"{PROG}: warning: {total} bytes in {len(short)} place(s) could not be "
+                   f"read and are zero in the dump (first at 0x{short[0][0]:x})", err=True)
     click.echo(f"{PROG}: wrote {out_path} ({len(snapshot.threads)} threads, "
                f"{len(snapshot.modules)} modules, {size // 1024} KiB)", err=True)
     return out_path
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]+)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not a size; use e.g. 512K, 8M, 1G")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
 
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -112,7 +182,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 @click.command(context_settings=CONTEXT_SETTINGS, name=PROG)
 @click.argument("pid", metavar="PID")
 @click.option("-o", "--output", metavar="FILE",
-              help="Write the minidump to FILE (default: minidump.PID in the current directory).")
+              help="Write the minidump to FILE (default: minidump.PID in the current "
+                   "directory); - writes it to standard output.")
 @click.option("-r", "--no-suspend", is_flag=True,
               help="Do not freeze the whole process: pause one thread at a time, only while "
                    "its own registers and stack are copied. The process stays available, but "
@@ -121,20 +192,31 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
               help="Also store the process environment (the LinuxEnviron stream and the "
                    "strings at the top of the main stack). Off by default: environments "
                    "often hold secrets.")
+@click.option("--memory", type=click.Choice(["stacks", "referenced", "full"]),
+              default="referenced", show_default=True,
+              help="How much memory to store: stacks only; stacks plus small windows around "
+                   "pointers found in registers and on stacks; or every readable mapping "
+                   "(except MADV_DONTDUMP and what coredump_filter excludes; the process "
+                   "stays frozen while it is written, unless -r).")
+@click.option("--max-referenced", default="8M", show_default=True, metavar="SIZE",
+              callback=lambda c, p, v: parse_size(v),
+              help="Budget for --memory=referenced (e.g. 512K, 8M, 1G).")
 @click.option("--backend", type=click.Choice(["auto", "ptrace", "lldb"]), default="auto",
               show_default=True,
               help="How to read the process: ptrace (Linux), lldb (LLDB's SB API; macOS, "
                    "also works on Linux). auto picks ptrace on Linux and lldb on macOS.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 def command(pid: str, output: Optional[str], no_suspend: bool, include_environment: bool,
-            backend: str) -> None:
+            memory: str, max_referenced: int, backend: str) -> None:
     """Write a minidump of the running process PID, then let it run on.
 
     The process is suspended while its threads' registers and stacks are copied
     (unless -r), then resumed; modules, memory map and system information are
     gathered after it runs again. Exit status: 0 on success, 1 on failure.
     """
-    dump(parse_pid(pid), output, not no_suspend, include_environment, backend)
+    dump(DumpRequest(pid=parse_pid(pid), output=output, suspend=not no_suspend,
+                     include_environment=include_environment, backend=backend, memory=memory,
+                     max_referenced=max_referenced))
 
 
 def _run_subcommand(args: list[str]) -> None:

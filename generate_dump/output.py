@@ -132,12 +132,12 @@ def _link_anonymous(fd: int, directory: str, base: str) -> str:
     raise OutputError(f"cannot name the output file in {directory}")
 
 
-def write_snapshot(snapshot, path: str) -> int:
+def write_snapshot(snapshot, path: str, options=None, progress=None) -> int:
     """Write ``snapshot`` as a minidump to ``path`` atomically; returns the file size."""
     from . import _testhooks
     from .minidump.writer import write_minidump
 
     with atomic_output(path) as f:
-        size = write_minidump(snapshot, f)
+        size = write_minidump(snapshot, f, options, progress)
         _testhooks.pause("writing")
     return size

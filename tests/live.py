@@ -34,6 +34,8 @@ class Target:
             line = self.proc.stdout.readline()
             if line.startswith("READY") or not line:
                 break
+        # Extra words on the READY line (addresses, ...) for the test to use.
+        self.ready_values = [int(x, 0) for x in line.split()[2:]] if line.startswith("READY") else []
         if not line.startswith("READY"):
             self.close()
             raise RuntimeError(f"target {argv[0]} did not become ready: {line!r} "

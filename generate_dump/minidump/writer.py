@@ -24,6 +24,7 @@ from ..snapshot import (
     Snapshot,
     Thread,
 )
+from ..intervals import subtract
 from . import format as fmt
 from .codeview import encode_codeview
 from .context import encode_context
@@ -91,24 +92,6 @@ class _Layout:
         return self.start + len(self.buf)
 
 
-def _subtract(ranges: list[tuple[int, int]], taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Parts of [start, end) ``ranges`` not covered by ``taken`` (both sorted, ``taken`` disjoint)."""
-    out = []
-    for start, end in ranges:
-        cur = start
-        for ts, te in taken:
-            if te <= cur or ts >= end:
-                continue
-            if ts > cur:
-                out.append((cur, ts))
-            cur = max(cur, te)
-            if cur >= end:
-                break
-        if cur < end:
-            out.append((cur, end))
-    return out
-
-
 def _disjoint_memory(snapshot: Snapshot) -> tuple[list[MemoryRange], list[Memory]]:
     """Thread stacks, and the extra memory clipped so that no two ranges overlap.
 
@@ -131,7 +114,7 @@ def _disjoint_memory(snapshot: Snapshot) -> tuple[list[MemoryRange], list[Memory
     for m in snapshot.memory:
         if not m.size:
             continue
-        for a, b in _subtract([(m.start, m.end)], taken):
+        for a, b in subtract([(m.start, m.end)], taken):
             for lo in range(a, b, fmt.BREAKPAD_MAX_REGION):
                 extra.append(m.slice(lo, min(b, lo + fmt.BREAKPAD_MAX_REGION)))
             taken.append((a, b))

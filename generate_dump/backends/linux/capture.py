@@ -10,12 +10,14 @@ since no SIGSTOP was ever sent, the target simply runs on.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from ... import _testhooks
 from ...errors import InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
@@ -24,6 +26,7 @@ from ...snapshot import (
     Arch,
     Arm64Context,
     CpuContext,
+    LazyMemory,
     MemoryRange,
     Snapshot,
     SoftError,
@@ -31,6 +34,7 @@ from ...snapshot import (
 )
 from . import procfs
 from .diagnose import explain_eperm, tracer_message, tracer_of
+from ..referenced import DEFAULT_BUDGET, referenced_ranges
 from ..stacks import blank, stack_range
 from .elf_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
@@ -49,6 +53,10 @@ class CaptureOptions:
     # For a process we already trace (generate_dump run): makes the freezer that borrows
     # our own tracees instead of seizing them.
     freezer_factory: Optional[Callable[..., "Freezer"]] = None
+    memory: str = "referenced"  # stacks | referenced | full
+    max_referenced: int = DEFAULT_BUDGET
+    # Full dumps: told about bytes that could not be read while writing (zero-filled).
+    on_short_read: Optional[Callable[[int, int], None]] = None
 
 
 @dataclass
@@ -275,8 +283,11 @@ def _assign_stacks(raws: list[_RawThread], maps: list[Mapping], main_tid: int) -
         raw.stack_range = stack_range(sp, maps, starts, raw.tid == main_tid, tp)
 
 
-def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader) -> _Frozen:
-    fz = (options.freezer_factory or Freezer)(target, options)
+def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
+                fz: "Freezer") -> _Frozen:
+    """Stop every thread and copy registers and stacks. The threads stay stopped: the
+    caller releases them (at once, or after writing a full dump); on failure they are
+    released here."""
     frozen = _Frozen()
     maps_text, maps = _read_maps(target)
     try:
@@ -312,8 +323,9 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader) 
         for r, data in zip(with_stack, datas):
             r.stack = data
         _testhooks.pause("frozen")
-    finally:
+    except BaseException:
         fz.release_all()
+        raise
     frozen.threads = raws
     frozen.maps_text, frozen.maps = maps_text, maps
     frozen.soft_errors.extend(fz.soft)
@@ -407,8 +419,14 @@ def _thread_name(pid: int, tid: int) -> Optional[str]:
     return raw.decode("utf-8", "replace").rstrip("\n") if raw else None
 
 
-def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
-    """Snapshot the live process ``pid``. Raises a DumpError subclass with a user message."""
+@contextmanager
+def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Iterator[Snapshot]:
+    """Snapshot the live process ``pid``; raises a DumpError subclass with a user message.
+
+    The process is frozen only while registers and stacks are copied, except for
+    ``memory="full"`` without ``-r``: then it stays frozen until the ``with`` block ends,
+    because the snapshot's memory is read while the dump is written (a consistent copy,
+    like a core file)."""
     options = options or CaptureOptions()
     arch = _host_arch()
     target = _open_target(pid)
@@ -416,6 +434,8 @@ def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
     reader = MemoryReader(target.mm_tid)
     gone = TargetGone(f"process {pid} exited during the dump (its PID now names another "
                       "process, or none); no dump was written")
+    fz = (options.freezer_factory or Freezer)(target, options)
+    hold = options.memory == "full" and options.suspend
     try:
         # While threads are stopped, SIGINT/SIGTERM/SIGHUP wait: the release always
         # completes, then the signal is handled (and the dump abandoned).
@@ -424,7 +444,9 @@ def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
             if not _still_same(target):
                 raise gone
             if options.suspend:
-                frozen = _freeze_all(target, options, reader)
+                frozen = _freeze_all(target, options, reader, fz)
+                if not hold:
+                    fz.release_all()
             else:
                 frozen = _capture_running(target, options, reader)
         except ProcessLookupError:
@@ -435,13 +457,42 @@ def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
             raise gone
         try:
             snapshot = _assemble(target, arch, frozen, options, reader)
+            snapshot = _add_memory(snapshot, target, frozen, options, reader)
         except ProcessLookupError:
             raise gone from None
-        if not _still_same(target):
+        if not hold and not _still_same(target):
             raise gone
-        return snapshot
+        yield snapshot
     finally:
+        fz.release_all()
         reader.close()
+
+
+def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
+    """Snapshot ``pid`` (everything copied before it returns; not for full dumps)."""
+    options = options or CaptureOptions()
+    if options.memory == "full" and options.suspend:
+        raise ValueError("full dumps need capture_session (memory is read while writing)")
+    with capture_session(pid, options) as snapshot:
+        return snapshot
+
+
+def _add_memory(snapshot: Snapshot, target: _Target, frozen: _Frozen, options: CaptureOptions,
+                reader: MemoryReader) -> Snapshot:
+    """Extra memory by the chosen preset: referenced windows (read now) or full (lazily)."""
+    if options.memory == "referenced":
+        ranges = referenced_ranges(snapshot.threads, snapshot.regions, options.max_referenced)
+        datas = reader.read_many([(a, b - a) for a, b in ranges])
+        memory = tuple(MemoryRange(a, d) for (a, _), d in zip(ranges, datas) if d)
+        return dataclasses.replace(snapshot, memory=memory)
+    if options.memory == "full":
+        from .fullmem import full_ranges
+
+        ranges = full_ranges(target.pid, frozen.maps, lambda addr: reader.read(addr, 4))
+        memory = tuple(LazyMemory(a, b - a, reader.read, options.on_short_read)
+                       for a, b in ranges)
+        return dataclasses.replace(snapshot, memory=memory)
+    return snapshot
 
 
 def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOptions,

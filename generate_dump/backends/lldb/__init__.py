@@ -1,5 +1,5 @@
 """LLDB backend (SB API): macOS processes, and Linux ones where LLDB is preferred."""
 
-from .capture import LldbOptions, capture, snapshot_from_process
+from .capture import LldbOptions, capture, capture_session, snapshot_from_process
 
-__all__ = ["LldbOptions", "capture", "snapshot_from_process"]
+__all__ = ["LldbOptions", "capture", "capture_session", "snapshot_from_process"]

@@ -8,12 +8,14 @@ backends name and identify modules alike; LLDB's own UUID is the fallback.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 from ...errors import DumpError, InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
 from ...snapshot import (
@@ -24,6 +26,7 @@ from ...snapshot import (
     CpuInfo,
     ElfBuildId,
     ExceptionInfo,
+    LazyMemory,
     MachOUuid,
     MemoryRange,
     MemoryRegion,
@@ -35,6 +38,7 @@ from ...snapshot import (
     SystemInfo,
     Thread,
 )
+from ..referenced import DEFAULT_BUDGET, referenced_ranges
 from ..stacks import blank, stack_range
 from .loader import ensure_debugserver, import_lldb
 
@@ -47,6 +51,9 @@ _AMD64_GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9
 class LldbOptions:
     suspend: bool = True
     include_environment: bool = False
+    memory: str = "referenced"  # stacks | referenced | full
+    max_referenced: int = DEFAULT_BUDGET
+    on_short_read: Optional[Callable[[int, int], None]] = None
 
 
 def _arch_and_os(triple: str) -> tuple[Arch, OS]:
@@ -303,9 +310,40 @@ def exception_of(lldb: Any, process: Any, os_: OS) -> Optional[ExceptionInfo]:
     return None
 
 
+_NEVER_DUMPED = ("[vvar]", "[vsyscall]", "[vvar_vclock]")
+
+
+def _with_memory(snapshot: Snapshot, proc: "_Process", memory: str, max_referenced: int,
+                 on_short_read: Optional[Callable[[int, int], None]]) -> Snapshot:
+    if memory == "referenced":
+        ranges = referenced_ranges(snapshot.threads, snapshot.regions, max_referenced)
+        extra = tuple(MemoryRange(a, d) for a, b in ranges if (d := proc.read(a, b - a)))
+    elif memory == "full":
+        pid = snapshot.process.pid
+        if snapshot.linux is not None and os.path.exists(f"/proc/{pid}/smaps"):
+            # On Linux, the same selection as the ptrace backend (and the kernel).
+            from ..linux.fullmem import full_ranges
+            from ..linux.procfs import parse_maps, read_file
+
+            maps = parse_maps(read_file(f"/proc/{pid}/maps") or b"")
+            ranges = full_ranges(pid, maps, lambda addr: proc.read(addr, 4))
+        else:
+            ranges = [(r.start, r.end) for r in snapshot.regions
+                      if r.readable and r.path not in _NEVER_DUMPED]
+        extra = tuple(LazyMemory(a, b - a, proc.read, on_short_read) for a, b in ranges)
+    else:
+        return snapshot
+    return dataclasses.replace(snapshot, memory=extra)
+
+
 def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool = False,
-                          with_exception: bool = False) -> Snapshot:
-    """Snapshot a process that LLDB holds stopped. Nothing here resumes it."""
+                          with_exception: bool = False, memory: str = "referenced",
+                          max_referenced: int = DEFAULT_BUDGET,
+                          on_short_read: Optional[Callable[[int, int], None]] = None
+                          ) -> Snapshot:
+    """Snapshot a process that LLDB holds stopped. Nothing here resumes it. With
+    ``memory="full"`` the memory is read while the snapshot is written, so the process
+    must stay stopped until then."""
     proc = _Process(lldb, process)
     pid = process.GetProcessID()
     arch, os_ = _arch_and_os(proc.target.GetTriple() or "")
@@ -370,15 +408,18 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
                             maps=procfs.read_file(f"/proc/{pid}/maps") or b"",
                             include_environment=include_environment,
                             dso=main_dso_debug(proc.read, main, debug_addr))
-    return Snapshot(
+    snapshot = Snapshot(
         process=process_info, system=system, threads=tuple(threads), modules=tuple(modules),
         regions=tuple(regions), exception=exception_of(lldb, process, os_) if with_exception else None,
         linux=linux, soft_errors=tuple(soft), time=int(time.time()),
     )
+    return _with_memory(snapshot, proc, memory, max_referenced, on_short_read)
 
 
-def capture(pid: int, options: Optional[LldbOptions] = None) -> Snapshot:
-    """Attach with LLDB, snapshot, detach (the process runs on)."""
+@contextmanager
+def capture_session(pid: int, options: Optional[LldbOptions] = None) -> Iterator[Snapshot]:
+    """Attach with LLDB and yield the snapshot; detach (the process runs on) when the
+    ``with`` block ends, so that a full dump's memory is read while still attached."""
     options = options or LldbOptions()
     if not options.suspend:
         raise DumpError("the LLDB backend cannot capture a process without stopping it "
@@ -399,12 +440,23 @@ def capture(pid: int, options: Optional[LldbOptions] = None) -> Snapshot:
         if not err.Success() or not process.IsValid():
             raise _attach_error(pid, err.GetCString() or "unknown error")
         try:
-            return snapshot_from_process(lldb, process,
-                                         include_environment=options.include_environment)
+            yield snapshot_from_process(
+                lldb, process, include_environment=options.include_environment,
+                memory=options.memory, max_referenced=options.max_referenced,
+                on_short_read=options.on_short_read)
         finally:
             process.Detach()
     finally:
         lldb.SBDebugger.Destroy(debugger)
+
+
+def capture(pid: int, options: Optional[LldbOptions] = None) -> Snapshot:
+    """Attach, snapshot, detach (not for full dumps: their memory is read while writing)."""
+    options = options or LldbOptions()
+    if options.memory == "full":
+        raise ValueError("full dumps need capture_session (memory is read while writing)")
+    with capture_session(pid, options) as snapshot:
+        return snapshot
 
 
 def _attach_error(pid: int, message: str) -> DumpError:
