@@ -7,8 +7,8 @@
  * process_vm_readv of each stack (SP-128 up to the end of the mapping that holds SP;
  * non-main threads stop at fs_base when it lies inside that range); PTRACE_DETACH every
  * thread, in the order they were stopped. With -o, writes one line of totals to FILE.
- * Prints "probe: N threads, B stack bytes, frozen U us" on stderr (first SEIZE to last
- * DETACH, as the probe sees it).
+ * Prints "probe: N threads, ..., frozen U us (...)" on stderr: first SEIZE to last DETACH as
+ * the probe sees it, and the time of each phase.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -109,11 +109,13 @@ int main(int argc, char **argv) {
     struct user_regs_struct *regs = calloc(n, sizeof *regs);
     char **bufs = calloc(n, sizeof *bufs);
     uint64_t t0 = now_ns();
+    uint64_t t_seized = t0;
     for (size_t i = 0; i < n; i++) {
         if (ptrace(PTRACE_SEIZE, tids[i], 0, 0) != 0) continue;
         stopped[i] = 1;
         ptrace(PTRACE_INTERRUPT, tids[i], 0, 0);
     }
+    t_seized = now_ns();
     for (size_t i = 0; i < n; i++) {
         if (!stopped[i]) continue;
         int status;
@@ -123,6 +125,7 @@ int main(int argc, char **argv) {
         }
         if (ptrace(PTRACE_GETREGS, tids[i], 0, &regs[i]) != 0) stopped[i] = 2;
     }
+    uint64_t t_regs = now_ns();
     uint64_t total = 0;
     size_t copied = 0;
     for (size_t i = 0; i < n; i++) {
@@ -143,6 +146,7 @@ int main(int argc, char **argv) {
             copied++;
         }
     }
+    uint64_t t_read = now_ns();
     size_t traced = 0;
     for (size_t i = 0; i < n; i++) {
         if (!stopped[i]) continue;
@@ -150,8 +154,14 @@ int main(int argc, char **argv) {
         traced++;
     }
     uint64_t t1 = now_ns();
-    fprintf(stderr, "probe: %zu threads, %zu stacks, %llu stack bytes, frozen %llu us\n", traced,
-            copied, (unsigned long long)total, (unsigned long long)((t1 - t0) / 1000));
+    fprintf(stderr,
+            "probe: %zu threads, %zu stacks, %llu stack bytes, frozen %llu us "
+            "(seize+interrupt %llu, wait+getregs %llu, stacks %llu, detach %llu)\n",
+            traced, copied, (unsigned long long)total, (unsigned long long)((t1 - t0) / 1000),
+            (unsigned long long)((t_seized - t0) / 1000),
+            (unsigned long long)((t_regs - t_seized) / 1000),
+            (unsigned long long)((t_read - t_regs) / 1000),
+            (unsigned long long)((t1 - t_read) / 1000));
     if (out) {
         FILE *f = fopen(out, "w");
         if (f) {

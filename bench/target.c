@@ -12,8 +12,9 @@
  *   stop phase, the copy, and lasts until the dumper lets the main thread go again.
  * - A control thread reads commands on stdin, one per line, and answers on stdout:
  *     reset  -> "ok"                 (max gap := 0, counters cleared)
- *     gap    -> "<max_gap_us> <ticks> <gaps_over_5ms>"  after the ticker has woken twice
- *               more, so a freeze that just ended is counted
+ *     gap    -> "<max_gap_us> <ticks> <gaps_over_5ms> <gap_start_us>"  after the ticker has
+ *               woken twice more, so a freeze that just ended is counted; gap_start_us is
+ *               when the longest gap began, CLOCK_MONOTONIC in microseconds
  *     quit   -> exits
  *   End of file on stdin also exits (the bench died: the target goes with it).
  * - Prints "READY <pid>" on stdout once every parked thread is asleep in the kernel.
@@ -40,6 +41,7 @@ static int parked;     /* threads about to block */
 static uint64_t max_gap_ns;
 static uint64_t ticks;
 static uint64_t long_gaps; /* gaps over 5 ms since reset */
+static uint64_t max_gap_at_ns; /* CLOCK_MONOTONIC time at which the longest gap began */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -114,10 +116,11 @@ static void *control_thread(void *arg) {
             struct timespec ms = {0, 500000};
             while (__atomic_load_n(&ticks, __ATOMIC_SEQ_CST) < t0 + 2 && now_ns() < deadline)
                 nanosleep(&ms, NULL);
-            printf("%llu %llu %llu\n",
+            printf("%llu %llu %llu %llu\n",
                    (unsigned long long)(__atomic_load_n(&max_gap_ns, __ATOMIC_SEQ_CST) / 1000),
                    (unsigned long long)__atomic_load_n(&ticks, __ATOMIC_SEQ_CST),
-                   (unsigned long long)__atomic_load_n(&long_gaps, __ATOMIC_SEQ_CST));
+                   (unsigned long long)__atomic_load_n(&long_gaps, __ATOMIC_SEQ_CST),
+                   (unsigned long long)(__atomic_load_n(&max_gap_at_ns, __ATOMIC_SEQ_CST) / 1000));
         } else if (!strncmp(line, "quit", 4)) {
             fflush(stdout);
             _exit(0);
@@ -183,8 +186,10 @@ int main(int argc, char **argv) {
         uint64_t t = now_ns();
         uint64_t gap = t - prev;
         prev = t;
-        if (gap > __atomic_load_n(&max_gap_ns, __ATOMIC_RELAXED))
+        if (gap > __atomic_load_n(&max_gap_ns, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&max_gap_at_ns, t - gap, __ATOMIC_SEQ_CST);
             __atomic_store_n(&max_gap_ns, gap, __ATOMIC_SEQ_CST);
+        }
         if (gap > 5000000ull) __atomic_add_fetch(&long_gaps, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&ticks, 1, __ATOMIC_SEQ_CST);
     }
