@@ -27,6 +27,8 @@ def _fail(message: str) -> NoReturn:
 
 
 def _pid_max() -> int:
+    if sys.platform == "win32":
+        return 0xFFFFFFFF  # a DWORD; Windows has no pid_max
     try:
         with open("/proc/sys/kernel/pid_max") as f:
             return int(f.read())
@@ -56,8 +58,10 @@ def _install_signal_handlers() -> None:
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}; the process was "
                           "resumed and no dump was written")
 
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, handler)
+    # SIGHUP does not exist on Windows, SIGBREAK (Ctrl+Break) only there.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
 
 
 def _summarize_soft_errors(soft_errors) -> None:
@@ -76,6 +80,8 @@ def _backend_for(name: str) -> str:
         return "ptrace"
     if sys.platform == "darwin":
         return "lldb"
+    if sys.platform == "win32":
+        return "windows"
     raise DumpError(f"no backend for {sys.platform} yet")
 
 
@@ -102,6 +108,12 @@ def capture_session(req: DumpRequest, on_short_read=None):
         from .backends.linux import CaptureOptions, capture_session as session
 
         return session(req.pid, CaptureOptions(**common))
+    if backend == "windows":
+        if sys.platform != "win32":
+            raise DumpError("the windows backend works on Windows only")
+        from .backends.windows import WindowsOptions, capture_session as session
+
+        return session(req.pid, WindowsOptions(**common))
     from .backends.lldb import LldbOptions, capture_session as session
 
     return session(req.pid, LldbOptions(**common))
@@ -201,10 +213,11 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 @click.option("--max-referenced", default="8M", show_default=True, metavar="SIZE",
               callback=lambda c, p, v: parse_size(v),
               help="Budget for --memory=referenced (e.g. 512K, 8M, 1G).")
-@click.option("--backend", type=click.Choice(["auto", "ptrace", "lldb"]), default="auto",
-              show_default=True,
+@click.option("--backend", type=click.Choice(["auto", "ptrace", "lldb", "windows"]),
+              default="auto", show_default=True,
               help="How to read the process: ptrace (Linux), lldb (LLDB's SB API; macOS, "
-                   "also works on Linux). auto picks ptrace on Linux and lldb on macOS.")
+                   "also works on Linux), windows (Win32 debug API). auto picks ptrace on "
+                   "Linux, lldb on macOS and windows on Windows.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 def command(pid: str, output: Optional[str], no_suspend: bool, include_environment: bool,
             memory: str, max_referenced: int, backend: str) -> None:
@@ -222,6 +235,9 @@ def command(pid: str, output: Optional[str], no_suspend: bool, include_environme
 def _run_subcommand(args: list[str]) -> None:
     """`generate_dump run ...`: its own exit codes, like timeout(1): the command's status,
     124 on timeout, 125 when run itself fails, 126/127 when the command cannot be run."""
+    if not sys.platform.startswith("linux"):
+        click.echo(f"{PROG} run: error: `{PROG} run` needs Linux (ptrace)", err=True)
+        sys.exit(125)
     from .run_command import run_command
 
     try:

@@ -58,8 +58,10 @@ def _open_named(directory: str, base: str) -> tuple[int, str]:
     for n in range(100):
         candidate = os.path.join(directory, f".{base}.{os.getpid()}.{n}.tmp")
         try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-                         | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            # O_CLOEXEC does not exist on Windows (Python's fds are non-inheritable anyway).
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_BINARY", 0), 0o600)
         except FileExistsError:
             continue
         except OSError as exc:
