@@ -94,6 +94,7 @@ class DumpRequest:
     backend: str = "auto"
     memory: str = "referenced"
     max_referenced: int = 8 * 1024 * 1024
+    print_stacks: bool = False  # print every thread's top frames after writing
 
 
 def capture_session(req: DumpRequest, on_short_read=None):
@@ -175,6 +176,10 @@ def dump(req: DumpRequest) -> str:
                    f"read and are zero in the dump (first at 0x{short[0][0]:x})", err=True)
     click.echo(f"{PROG}: wrote {out_path} ({len(snapshot.threads)} threads, "
                f"{len(snapshot.modules)} modules, {size // 1024} KiB)", err=True)
+    if req.print_stacks:
+        from .inspect_dump import print_stacks
+
+        click.echo(print_stacks(snapshot), err=True)
     return out_path
 
 
@@ -218,18 +223,25 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
               help="How to read the process: ptrace (Linux), lldb (LLDB's SB API; macOS, "
                    "also works on Linux), windows (Win32 debug API). auto picks ptrace on "
                    "Linux, lldb on macOS and windows on Windows.")
+@click.option("--print-stacks", is_flag=True,
+              help="After writing the dump, print the top frames of every thread (crashing "
+                   "thread first), symbolized from the module files, on standard error.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 def command(pid: str, output: Optional[str], no_suspend: bool, include_environment: bool,
-            memory: str, max_referenced: int, backend: str) -> None:
+            memory: str, max_referenced: int, backend: str, print_stacks: bool) -> None:
     """Write a minidump of the running process PID, then let it run on.
 
     The process is suspended while its threads' registers and stacks are copied
     (unless -r), then resumed; modules, memory map and system information are
     gathered after it runs again. Exit status: 0 on success, 1 on failure.
+
+    Other commands: `generate_dump run -- COMMAND` (crash and hang capture, see
+    `generate_dump run --help`) and `generate_dump inspect FILE` (threads and
+    stacks of a minidump).
     """
     dump(DumpRequest(pid=parse_pid(pid), output=output, suspend=not no_suspend,
                      include_environment=include_environment, backend=backend, memory=memory,
-                     max_referenced=max_referenced))
+                     max_referenced=max_referenced, print_stacks=print_stacks))
 
 
 def _run_subcommand(args: list[str]) -> None:
@@ -253,7 +265,22 @@ def _run_subcommand(args: list[str]) -> None:
     sys.exit(0)
 
 
-SUBCOMMANDS = {"run": _run_subcommand}
+def _inspect_subcommand(args: list[str]) -> None:
+    """`generate_dump inspect FILE ...`: print a minidump's threads with walked stacks."""
+    from .inspect_dump import inspect_command
+
+    try:
+        inspect_command.main(args=args, prog_name=f"{PROG} inspect", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        _fail(f"{exc.format_message()} (see '{PROG} inspect --help')")
+    except DumpError as exc:
+        _fail(str(exc))
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)
+
+
+SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand}
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -146,6 +146,18 @@ class _Watchdog:
         lines += [f"  failed: {e}" for e in self.errors]
         return "\n".join(lines)
 
+    def stacks(self) -> str:
+        """Where every thread was, per dump (for the report section)."""
+        from .inspect_dump import summarize_file
+
+        out = []
+        for path in self.paths:
+            try:
+                out.append(f"{path}:\n{summarize_file(path)}")
+            except Exception as exc:  # noqa: BLE001 - a summary must not break the report
+                out.append(f"{path}: no summary ({exc})")
+        return "\n\n".join(out)
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
@@ -168,7 +180,7 @@ def pytest_runtest_call(item):
         signal.signal(_INTERRUPT, old)
     if dog.fired.is_set():
         item.user_properties.append(("minidumps", dog.paths))
-        item.add_report_section("call", "minidumps", dog.message())
+        item.add_report_section("call", "minidumps", dog.message() + "\n\n" + dog.stacks())
         exc = outcome.excinfo[1] if outcome.excinfo else None
         if exc is None or isinstance(exc, _TestHung):
             outcome.force_exception(pytest.fail.Exception(dog.message(), pytrace=False))

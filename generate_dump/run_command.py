@@ -38,37 +38,21 @@ def dump_file_name(exe: str, pid: int, reason: str, when: Optional[float] = None
 
 
 def _describe(event) -> str:
+    from .inspect_dump import exception_names
+    from .snapshot import OS
+
     e = event.exception
     if event.reason == "timeout":
         what = "was still running at the timeout"
     elif e is not None:
-        what = f"got {event.reason}"
-        code = _si_code_name(e.code, e.flags)
-        if code:
-            what += f" ({code})"
+        _, code = exception_names(OS.LINUX, e.code, e.flags)
+        what = f"got {event.reason}" + (f" ({code})" if code else "")
         if e.address or e.code in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
             what += f" at 0x{e.address:x}"
         what += f" in thread {e.thread_id}"
     else:
         what = f"got {event.reason}"
     return f"process {event.pid} ({event.exe}) {what}"
-
-
-_SI_CODES = {
-    signal.SIGSEGV: {1: "SEGV_MAPERR", 2: "SEGV_ACCERR"},
-    signal.SIGBUS: {1: "BUS_ADRALN", 2: "BUS_ADRERR", 3: "BUS_OBJERR"},
-    signal.SIGFPE: {1: "FPE_INTDIV", 2: "FPE_INTOVF", 3: "FPE_FLTDIV"},
-    signal.SIGILL: {1: "ILL_ILLOPC", 2: "ILL_ILLOPN", 4: "ILL_ILLTRP"},
-}
-
-
-def _si_code_name(sig: int, code: int) -> str:
-    code = code - (1 << 32) if code & 0x80000000 else code
-    if code == -6:
-        return "SI_TKILL"
-    if code == 0:
-        return "SI_USER"
-    return _SI_CODES.get(sig, {}).get(code, "")
 
 
 class _Reporter:
@@ -104,10 +88,8 @@ def _stack_summary(event) -> str:
     """Top frames of each thread, crashing thread first (when the stack walker exists)."""
     if event.snapshot is None:
         return ""
-    try:
-        from .inspect_dump import summarize_snapshot  # issue 8: optional until present
-    except ImportError:
-        return ""
+    from .inspect_dump import summarize_snapshot
+
     try:
         return summarize_snapshot(event.snapshot)
     except Exception:  # noqa: BLE001 - a summary must never break the run

@@ -79,3 +79,12 @@ def test_cooperates_with_pytest_timeout(pytester, tmp_path):
     quick = pytester.runpytest_subprocess("--timeout=1", "-p", "no:cacheprovider", timeout=300)
     quick.assert_outcomes(passed=1, failed=1)
     assert "Timeout" in quick.stdout.str()
+
+
+def test_report_shows_where_the_hung_test_was(pytester, tmp_path):
+    pytester.makepyfile(test_hang=HANGING_TEST)
+    result = pytester.runpytest_subprocess("--dump-on-timeout=2", f"--dump-dir={tmp_path}",
+                                           "-p", "no:cacheprovider", "-rA", timeout=300)
+    out = result.stdout.str()
+    # The pytest process's main thread sleeps in time.sleep: the summary shows it.
+    assert "minidumps" in out and "nanosleep" in out, out[-4000:]

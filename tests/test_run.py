@@ -78,6 +78,10 @@ def test_crash_on_a_worker_thread(crashers, symbols, tmp_path):
     assert len(md.threads) == 2
     crash, frames = crash_report(path, symbols)
     assert frames[md.exception.thread_id][0] == "crash_in_worker"
+    # The stack summary on stderr: the crashing thread first, its frame 0 named.
+    summary = r.stderr.split("Crash: ", 1)[1]
+    assert f'Thread {md.exception.thread_id} "crashers" (crashed):' in summary
+    assert re.search(r"#0 0x[0-9a-f]+ crashers!crash_in_worker\+0x[0-9a-f]+", summary)
     # Breakpad names the crashing thread by its index in the thread list.
     index = [t.tid for t in md.threads].index(md.exception.thread_id)
     assert crash == ("SIGSEGV /SEGV_MAPERR", "0x0", index)

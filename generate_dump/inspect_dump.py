@@ -1,0 +1,442 @@
+"""`generate_dump inspect FILE`: what a minidump says, with every thread's stack walked.
+
+::
+
+    generate_dump inspect FILE [--symbols-path DIR ...] [--json] [--thread TID]
+                               [--no-system-debug] [--max-frames N]
+
+Prints the process, why it was dumped (the signal, its code, the fault address and the
+crashing thread; or "live snapshot"), the modules with where their symbols came from,
+then every thread (the crashing one first) as::
+
+    Thread 4242 "threads"
+      #0 0x00007f8ef1477df2 libc.so.6!pause+0x32 (pause.c:29) [context]
+      #1 0x0000564dbf90d51d threads!main_park+0xd (threads.c:39) [cfi]
+
+A frame reads ``#N PC module!function+0xOFF (file:line) [how]``; without a function name
+it is ``module+0xOFF`` (offset from the module base), outside every module just the
+address. ``how`` is ``context`` (the thread's registers), ``cfi`` (DWARF or Breakpad call
+frame information), ``fp`` (frame pointer chain) or ``scan`` (a return address found by
+scanning the stack: least certain). Caller frames show the return address; their names
+and lines are looked up at the call instruction (``pc - 1``). Modules are matched to files
+by build id (see :mod:`generate_dump.unwind.locate` for where files are looked for); a
+module without a matching file is never given a name from a file of another build.
+
+``--symbols-path DIR`` (repeatable) adds directories holding module files (by name or in
+``.build-id`` trees), debug files, or Breakpad symbol stores (``NAME/DEBUGID/NAME.sym``).
+``--no-system-debug`` ignores ``/usr/lib/debug``. ``--thread TID`` shows one thread.
+
+JSON output (``--json``), schema ``generate_dump.inspect/1``. Addresses are strings
+``"0x..."`` (lower-case hex, no padding) so that 64-bit values survive any JSON parser;
+keys are always present, with ``null`` when unknown::
+
+    {
+      "schema": "generate_dump.inspect/1",
+      "file": "/path/to/minidump" | null,
+      "process": {"pid": 4242, "name": "threads", "command_line": ["./threads"]},
+      "system": {"os": "linux", "arch": "amd64", "os_version": "...", "cpu_count": 2},
+      "reason": {"kind": "live"}
+              | {"kind": "exception", "thread": 4242, "code": 11, "name": "SIGSEGV",
+                 "flags": 1, "flags_name": "SEGV_MAPERR", "address": "0x0"},
+      "modules": [{"name": "libc.so.6", "path": "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                   "base": "0x7f...", "end": "0x7f...", "main": false,
+                   "debug_id": "EC61AC93...0", "code_id": "93ac61ec...",
+                   "symbols": "ok" | "missing" | "mismatch" | "no-id",
+                   "files": ["/usr/lib/x86_64-linux-gnu/libc.so.6", ...],
+                   "mismatched": ["/other/libc.so.6 (build id ...)"]}],
+      "threads": [{"tid": 4242, "name": "threads", "crashed": false, "note": null,
+                   "frames": [{"index": 0, "pc": "0x7f...", "sp": "0x7ffc...",
+                               "trust": "context" | "cfi" | "fp" | "scan",
+                               "module": "libc.so.6" | null, "module_offset": "0x..." | null,
+                               "function": "pause" | null, "function_offset": "0x32" | null,
+                               "file": "../sysdeps/unix/sysv/linux/pause.c" | null,
+                               "line": 29 | null}]}]
+    }
+
+``threads`` lists the crashing thread first, then the others in dump order (or only the
+``--thread``). ``symbols`` is ``ok`` when a file with the module's build id was found
+(``files`` lists them), ``mismatch`` when only files with another build id were found,
+``missing`` when none, ``no-id`` when the dump records no build id for the module.
+``note`` says why a thread's walk ended early (no context, a loop, the depth limit).
+
+For other code: :func:`summarize_snapshot` (a snapshot just captured, as ``generate_dump
+run`` and the pytest plugin report it), :func:`summarize_file` and :func:`print_stacks`
+give a short text: the top frames of every thread, crashing thread first, threads with
+identical top frames listed together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Iterable, Optional, Union
+
+import click
+
+from .errors import DumpError
+from .minidump.codeview import code_id, debug_id
+from .snapshot import OS, Snapshot
+from .unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
+from .unwind.locate import module_name
+from .unwind.modules import module_debug
+
+SCHEMA = "generate_dump.inspect/1"
+SUMMARY_FRAMES = 8
+SUMMARY_MAX_TIDS = 8
+
+# -- signals ---------------------------------------------------------------------------------
+
+_LINUX_SIGNALS = {
+    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
+    7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2",
+    13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 16: "SIGSTKFLT", 17: "SIGCHLD",
+    18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGURG",
+    24: "SIGXCPU", 25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 29: "SIGIO",
+    30: "SIGPWR", 31: "SIGSYS",
+}
+_BSD_SIGNALS = {
+    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
+    7: "SIGEMT", 8: "SIGFPE", 9: "SIGKILL", 10: "SIGBUS", 11: "SIGSEGV", 12: "SIGSYS",
+    13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 16: "SIGURG", 17: "SIGSTOP", 18: "SIGTSTP",
+    19: "SIGCONT", 20: "SIGCHLD", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGIO", 24: "SIGXCPU",
+    25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH", 29: "SIGINFO",
+    30: "SIGUSR1", 31: "SIGUSR2",
+}
+_SI_CODES = {
+    "SIGILL": ("ILL_ILLOPC", "ILL_ILLOPN", "ILL_ILLADR", "ILL_ILLTRP", "ILL_PRVOPC",
+               "ILL_PRVREG", "ILL_COPROC", "ILL_BADSTK"),
+    "SIGFPE": ("FPE_INTDIV", "FPE_INTOVF", "FPE_FLTDIV", "FPE_FLTOVF", "FPE_FLTUND",
+               "FPE_FLTRES", "FPE_FLTINV", "FPE_FLTSUB"),
+    "SIGSEGV": ("SEGV_MAPERR", "SEGV_ACCERR", "SEGV_BNDERR", "SEGV_PKUERR", "SEGV_ACCADI",
+                "SEGV_ADIDERR", "SEGV_ADIPERR", "SEGV_MTEAERR", "SEGV_MTESERR"),
+    "SIGBUS": ("BUS_ADRALN", "BUS_ADRERR", "BUS_OBJERR", "BUS_MCEERR_AR", "BUS_MCEERR_AO"),
+    "SIGTRAP": ("TRAP_BRKPT", "TRAP_TRACE", "TRAP_BRANCH", "TRAP_HWBKPT", "TRAP_UNK"),
+    "SIGSYS": ("SYS_SECCOMP",),
+}
+_GENERIC_SI = {0: "SI_USER", 0x80: "SI_KERNEL", -1: "SI_QUEUE", -2: "SI_TIMER",
+               -3: "SI_MESGQ", -4: "SI_ASYNCIO", -5: "SI_SIGIO", -6: "SI_TKILL"}
+_FAULT_SIGNALS = {"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGTRAP"}
+_WINDOWS_CODES = {
+    0xC0000005: "EXCEPTION_ACCESS_VIOLATION", 0x80000003: "EXCEPTION_BREAKPOINT",
+    0x80000004: "EXCEPTION_SINGLE_STEP", 0xC00000FD: "EXCEPTION_STACK_OVERFLOW",
+    0xC0000094: "EXCEPTION_INT_DIVIDE_BY_ZERO", 0xC000001D: "EXCEPTION_ILLEGAL_INSTRUCTION",
+    0xC0000409: "STATUS_STACK_BUFFER_OVERRUN", 0xC0000374: "STATUS_HEAP_CORRUPTION",
+    0xE06D7363: "EXCEPTION_CXX",
+}
+
+
+def exception_names(os_: Optional[OS], code: int, flags: int) -> tuple[str, Optional[str]]:
+    """(signal or exception name, si_code name or None)."""
+    if os_ == OS.WINDOWS:
+        return _WINDOWS_CODES.get(code, f"0x{code:08x}"), None
+    table = _BSD_SIGNALS if os_ in (OS.MACOS, OS.IOS) else _LINUX_SIGNALS
+    name = table.get(code, f"signal {code}")
+    si = flags - (1 << 32) if flags & 0x80000000 else flags
+    sub = None
+    if si > 0 and name in _SI_CODES and si <= len(_SI_CODES[name]):
+        sub = _SI_CODES[name][si - 1]
+    elif si in _GENERIC_SI and os_ in (OS.LINUX, OS.ANDROID, None):
+        sub = _GENERIC_SI[si]
+    return name, sub
+
+
+def describe_reason(view: ProcessView) -> str:
+    e = view.exception
+    if e is None:
+        return "live snapshot (no exception)"
+    name, sub = exception_names(view.os, e.code, e.flags)
+    text = name + (f" ({sub})" if sub else "")
+    si = e.flags - (1 << 32) if e.flags & 0x80000000 else e.flags
+    if e.address or (name in _FAULT_SIGNALS and si > 0) or view.os == OS.WINDOWS:
+        text += f" at 0x{e.address:x}"
+    return text + f" in thread {e.thread_id}"
+
+
+# -- formatting frames -----------------------------------------------------------------------
+
+
+def format_frame(f, width: int = 16, trust: bool = True) -> str:
+    text = f"#{f.index} 0x{f.pc:0{width}x} "
+    if f.module is not None:
+        if f.symbol is not None:
+            text += f"{f.module.name}!{f.symbol.name}+0x{f.function_offset:x}"
+        else:
+            text += f"{f.module.name}+0x{f.module_offset:x}"
+    else:
+        text = text.rstrip()
+    if f.file is not None and f.line is not None:
+        text += f" ({os.path.basename(f.file)}:{f.line})"
+    if trust:
+        text += f" [{f.trust}]"
+    return text
+
+
+def frame_json(f) -> dict:
+    return {
+        "index": f.index,
+        "pc": f"0x{f.pc:x}",
+        "sp": f"0x{f.sp:x}",
+        "trust": f.trust,
+        "module": f.module_name,
+        "module_offset": f"0x{f.module_offset:x}" if f.module is not None else None,
+        "function": f.function,
+        "function_offset": f"0x{f.function_offset:x}" if f.symbol is not None else None,
+        "file": f.file,
+        "line": f.line,
+    }
+
+
+def _thread_title(t: ThreadStack) -> str:
+    title = f"Thread {t.tid}"
+    if t.name:
+        title += f' "{t.name}"'
+    if t.crashed:
+        title += " (crashed)"
+    return title
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load_view(path: Union[str, os.PathLike]) -> ProcessView:
+    from .minidump.reader import MinidumpFormatError, read_minidump
+
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise DumpError(f"{p}: no such file; give the path of a minidump")
+    if os.path.isdir(p):
+        raise DumpError(f"{p} is a directory; give the path of a minidump file")
+    try:
+        md = read_minidump(p)
+    except MinidumpFormatError as exc:
+        raise DumpError(f"{p} is not a readable minidump: {exc}") from None
+    return ProcessView.from_minidump(md, p)
+
+
+def _options(symbols_paths: Iterable[str], system_debug: bool) -> SymbolOptions:
+    paths = []
+    for d in symbols_paths:
+        if not os.path.isdir(d):
+            raise DumpError(f"--symbols-path {d}: no such directory")
+        paths.append(os.path.abspath(d))
+    return SymbolOptions(tuple(paths), system_debug)
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] = None,
+                 max_frames: int = 512) -> dict:
+    """The whole report as the JSON document described in the module doc."""
+    if tid is not None and all(t.tid != tid for t in view.threads):
+        have = ", ".join(str(t.tid) for t in view.threads[:20])
+        raise DumpError(f"no thread {tid} in the dump (threads: {have}"
+                        f"{', ...' if len(view.threads) > 20 else ''})")
+    stacks = walk_process(view, options, {tid} if tid is not None else None, max_frames)
+    modules = []
+    for m in view.module_order:
+        md = module_debug(m, options)
+        modules.append({
+            "name": module_name(m.path),
+            "path": m.path,
+            "base": f"0x{m.base:x}",
+            "end": f"0x{m.base + m.size:x}",
+            "main": bool(m.is_main),
+            "debug_id": debug_id(m.identity) if m.identity is not None else None,
+            "code_id": (code_id(m.identity) or None) if m.identity is not None else None,
+            "symbols": md.status,
+            "files": md.files.sources(),
+            "mismatched": list(md.files.mismatched),
+        })
+    e = view.exception
+    if e is None:
+        reason: dict = {"kind": "live"}
+    else:
+        name, sub = exception_names(view.os, e.code, e.flags)
+        reason = {"kind": "exception", "thread": e.thread_id, "code": e.code, "name": name,
+                  "flags": e.flags, "flags_name": sub, "address": f"0x{e.address:x}"}
+    sysinfo = view.system
+    return {
+        "schema": SCHEMA,
+        "file": view.path,
+        "process": {"pid": view.pid, "name": view.process_name,
+                    "command_line": list(view.command_line)},
+        "system": {
+            "os": sysinfo.os.value if sysinfo else None,
+            "arch": sysinfo.arch.value if sysinfo else None,
+            "os_version": sysinfo.os_version if sysinfo else None,
+            "cpu_count": sysinfo.cpu.count if sysinfo else None,
+        },
+        "reason": reason,
+        "modules": modules,
+        "threads": [{
+            "tid": t.tid, "name": t.name, "crashed": t.crashed, "note": t.note or None,
+            "frames": [frame_json(f) for f in t.frames],
+            "_stack": t,
+        } for t in stacks],
+    }
+
+
+def report_json(report: dict) -> str:
+    doc = dict(report)
+    doc["threads"] = [{k: v for k, v in t.items() if k != "_stack"} for t in report["threads"]]
+    return json.dumps(doc, indent=2)
+
+
+def report_text(report: dict, view: ProcessView) -> str:
+    lines = []
+    proc = report["process"]
+    title = f"Process {proc['pid']}"
+    if proc["command_line"]:
+        title += ": " + " ".join(proc["command_line"])
+    elif proc["name"]:
+        title += f" ({proc['name']})"
+    lines.append(title)
+    if report["file"]:
+        lines.append(f"Dump: {report['file']}")
+    s = report["system"]
+    if s["os"]:
+        lines.append(f"System: {s['os']} {s['arch']}, {s['cpu_count']} CPUs"
+                     + (f", {s['os_version']}" if s["os_version"] else ""))
+    lines.append("Reason: " + describe_reason(view))
+    lines.append("")
+    lines.append(f"Modules ({len(report['modules'])}):")
+    for m in report["modules"]:
+        base, end = int(m["base"], 16), int(m["end"], 16)
+        line = f"  0x{base:016x}-0x{end:016x} {m['name']}"
+        if m["debug_id"]:
+            line += f" {m['debug_id']}"
+        if m["main"]:
+            line += " (main)"
+        if m["symbols"] == "ok":
+            line += "  symbols: " + ", ".join(m["files"])
+        elif m["symbols"] == "mismatch":
+            line += "  symbols: none (build id differs: " + "; ".join(m["mismatched"]) + ")"
+        elif m["symbols"] == "no-id":
+            line += "  symbols: none (no build id in the dump)"
+        else:
+            line += "  symbols: none (no file with this build id)"
+        lines.append(line)
+    for t in report["threads"]:
+        st: ThreadStack = t["_stack"]
+        lines.append("")
+        lines.append(_thread_title(st))
+        for f in st.frames:
+            lines.append("  " + format_frame(f))
+        if st.note:
+            lines.append(f"  ({st.note})")
+    return "\n".join(lines)
+
+
+# -- summaries -------------------------------------------------------------------------------
+
+
+def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
+                   frames: int = SUMMARY_FRAMES) -> str:
+    """Top ``frames`` frames per thread, crashing thread first; identical stacks grouped."""
+    options = options or SymbolOptions()
+    stacks = walk_process(view, options, max_frames=frames + 1)
+    groups: dict[tuple, list[ThreadStack]] = {}
+    order: list[tuple] = []
+    for t in stacks:
+        body = tuple(format_frame(f, trust=f.trust in ("fp", "scan")) for f in t.frames[:frames])
+        more = len(t.frames) > frames
+        key = ("crashed", t.tid) if t.crashed else (body, more, t.note, t.name)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(t)
+    out = []
+    if view.exception is not None:
+        out.append(f"Crash: {describe_reason(view)}")
+    for key in order:
+        members = groups[key]
+        t = members[0]
+        if len(members) == 1:
+            head = _thread_title(t)
+        else:
+            tids = ", ".join(str(m.tid) for m in members[:SUMMARY_MAX_TIDS])
+            if len(members) > SUMMARY_MAX_TIDS:
+                tids += f" and {len(members) - SUMMARY_MAX_TIDS} more"
+            head = f"{len(members)} threads" + (f' "{t.name}"' if t.name else "") + f": {tids}"
+        out.append(head + ":")
+        for f in t.frames[:frames]:
+            out.append("  " + format_frame(f, trust=f.trust in ("fp", "scan")))
+        if len(t.frames) > frames:
+            out.append("  ...")
+        if not t.frames:
+            out.append(f"  (no frames: {t.note or 'unknown'})")
+    return "\n".join(out)
+
+
+def summarize_snapshot(snapshot: Snapshot, frames: int = SUMMARY_FRAMES) -> str:
+    """Short text for `generate_dump run` and the pytest plugin: top frames of each thread,
+    crashing thread first."""
+    return summarize_view(ProcessView.from_snapshot(snapshot), frames=frames)
+
+
+def summarize_file(path: Union[str, os.PathLike], frames: int = SUMMARY_FRAMES,
+                   symbols_paths: Iterable[str] = ()) -> str:
+    view = load_view(path)
+    return summarize_view(view, _options(symbols_paths, True), frames=frames)
+
+
+def print_stacks(path_or_snapshot: Union[str, os.PathLike, Snapshot]) -> str:
+    """The summary `generate_dump PID --print-stacks` prints after writing the dump."""
+    if isinstance(path_or_snapshot, Snapshot):
+        return summarize_snapshot(path_or_snapshot)
+    return summarize_file(path_or_snapshot)
+
+
+def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (),
+                 as_json: bool = False, thread: Optional[int] = None,
+                 system_debug: bool = True, max_frames: int = 512) -> str:
+    options = _options(symbols_paths, system_debug)
+    view = load_view(path)
+    report = inspect_view(view, options, thread, max_frames)
+    return report_json(report) if as_json else report_text(report, view)
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+@click.command(name="inspect", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("file", metavar="FILE")
+@click.option("--symbols-path", "symbols_paths", multiple=True, metavar="DIR",
+              help="Also look for module files, debug files (by name or .build-id tree) "
+                   "and Breakpad symbols (NAME/DEBUGID/NAME.sym) in DIR. Repeatable.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (schema generate_dump.inspect/1) instead of text.")
+@click.option("--thread", "thread", type=int, metavar="TID", help="Show only thread TID.")
+@click.option("--system-debug/--no-system-debug", default=True, show_default=True,
+              help="Look for debug files under /usr/lib/debug.")
+@click.option("--max-frames", default=512, show_default=True, type=click.IntRange(1, 100000),
+              help="Stop each thread's walk after this many frames.")
+def inspect_command(file: str, symbols_paths: tuple[str, ...], as_json: bool,
+                    thread: Optional[int], system_debug: bool, max_frames: int) -> None:
+    """Print what the minidump FILE says: process, reason, modules, and every thread's
+    stack walked with CFI, frame pointers or stack scanning, symbolized from the module
+    files (matched by build id) and the symbol paths."""
+    click.echo(inspect_file(file, symbols_paths, as_json, thread, system_debug, max_frames))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """`python -m generate_dump.inspect_dump ...` (what `generate_dump inspect` runs)."""
+    prog = "generate_dump inspect"
+    try:
+        inspect_command.main(args=sys.argv[1:] if argv is None else argv, prog_name=prog,
+                             standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        click.echo(f"{prog}: error: {exc.format_message()} (see '{prog} --help')", err=True)
+        sys.exit(1)
+    except DumpError as exc:
+        click.echo(f"{prog}: error: {exc}", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

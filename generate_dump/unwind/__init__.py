@@ -1,0 +1,18 @@
+"""Stack walking for minidumps and snapshots: find each module's files by build id, read
+their call frame information and symbols, and unwind every thread.
+
+- :mod:`.locate`   which files belong to a module (dump path, /usr/lib/debug, --symbols-path,
+  Breakpad symbol stores), checked by build id
+- :mod:`.elfimage` ELF files: load segments, code bytes, .symtab/.dynsym, DWARF lines
+- :mod:`.cfi`      .eh_frame/.debug_frame parsing and CFA rule evaluation
+- :mod:`.breakpad` Breakpad .sym files: FUNC/PUBLIC/line and STACK CFI records
+- :mod:`.symbols`  address -> function name tables (Breakpad-compatible alias choice)
+- :mod:`.modules`  one module's debug information, cached per build id and files
+- :mod:`.walker`   the unwinder: context, CFI, frame pointer, stack scan (x86-64, ARM64)
+"""
+
+from .locate import SymbolOptions
+from .view import ProcessView
+from .walker import Frame, ThreadStack, walk_process
+
+__all__ = ["Frame", "ProcessView", "SymbolOptions", "ThreadStack", "walk_process"]
