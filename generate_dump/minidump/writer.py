@@ -9,6 +9,7 @@ bytes are never concatenated in memory: they are streamed from the snapshot to t
 
 from __future__ import annotations
 
+import bisect
 import json
 import struct
 from dataclasses import dataclass
@@ -96,29 +97,30 @@ def _disjoint_memory(snapshot: Snapshot) -> tuple[list[MemoryRange], list[Memory
     """Thread stacks, and the extra memory clipped so that no two ranges overlap.
 
     Readers drop overlapping memory, so a stack always wins over extra memory, and
-    among extra ranges the first one given wins.
+    among extra ranges the first one given wins. O(n log n) in the number of ranges.
     """
-    stacks: list[MemoryRange] = []
-    taken: list[tuple[int, int]] = []
-    for t in snapshot.threads:
-        if t.stack is None or not t.stack.data:
-            continue
-        s = (t.stack.start, t.stack.end)
-        if any(a < s[1] and s[0] < b for a, b in taken):
+    stacks = [t.stack for t in snapshot.threads if t.stack is not None and t.stack.size]
+    by_start = sorted(stacks, key=lambda m: m.start)
+    for prev, cur in zip(by_start, by_start[1:]):
+        if cur.start < prev.end:
             raise MinidumpWriteError(
-                f"stack of thread {t.tid} at 0x{s[0]:x} overlaps another thread's stack")
-        stacks.append(t.stack)
-        taken.append(s)
-    taken.sort()
+                f"stacks at 0x{prev.start:x} and 0x{cur.start:x} overlap")
+    starts = [m.start for m in by_start]  # taken intervals, sorted and disjoint
+    ends = [m.end for m in by_start]
     extra: list[Memory] = []
     for m in snapshot.memory:
         if not m.size:
             continue
-        for a, b in subtract([(m.start, m.end)], taken):
+        # Taken intervals that can overlap [m.start, m.end): from the one before m.start.
+        i = max(0, bisect.bisect_right(starts, m.start) - 1)
+        j = bisect.bisect_left(starts, m.end)
+        pieces = subtract([(m.start, m.end)], list(zip(starts[i:j], ends[i:j])))
+        for a, b in pieces:
             for lo in range(a, b, fmt.BREAKPAD_MAX_REGION):
                 extra.append(m.slice(lo, min(b, lo + fmt.BREAKPAD_MAX_REGION)))
-            taken.append((a, b))
-        taken.sort()
+            k = bisect.bisect_left(starts, a)
+            starts.insert(k, a)
+            ends.insert(k, b)
     return stacks, extra
 
 
