@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -32,7 +33,6 @@ ROOT = os.path.dirname(BENCH)
 ALL_TOOLS = ["generate_dump", "generate_dump-r", "probe", "gcore", "lldb"]
 LLDB = "lldb-22"
 LLDB_SERVER = "/usr/lib/llvm-22/bin/lldb-server"
-TICK_MS = 1.0
 
 # Numbers quoted in the project issue (2-core machines, medians), in ms, by thread count.
 CRASHPAD_FREEZE = {100: 12.0, 1000: 177.0}
@@ -71,9 +71,12 @@ def build(workdir: str) -> tuple[str, str]:
 class Target:
     """A running bench/target with its control pipe."""
 
-    def __init__(self, exe: str, nthreads: int, heap_mb: int):
+    def __init__(self, exe: str, nthreads: int, heap_mb: int = 0, stack_kb: int = 0,
+                 tick_us: int = 1000):
         self.exe, self.nthreads, self.heap_mb = exe, nthreads, heap_mb
-        self.proc = subprocess.Popen([exe, str(nthreads), str(heap_mb)], stdin=subprocess.PIPE,
+        self.tick_ms = tick_us / 1000.0
+        self.proc = subprocess.Popen([exe, str(nthreads), str(heap_mb), str(stack_kb),
+                                      str(tick_us)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self._readline(120.0)
         if not line.startswith("READY "):
@@ -149,6 +152,18 @@ def proc_state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "?"
+
+
+def main_thread_free(pid: int) -> bool:
+    """The main thread (the ticker) is neither traced nor stopped: one cheap /proc read."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/status") as f:
+            text = f.read()
+    except OSError:
+        return False
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return (fields.get("TracerPid", "0").strip() == "0"
+            and not fields.get("State", "").strip().startswith(("T", "t")))
 
 
 def make_untraced(target: Target, tool_sid: Optional[int]) -> list[str]:
@@ -239,6 +254,7 @@ class Run:
     file_kib: Optional[float] = None
     ticks: Optional[int] = None
     gap_offset_ms: Optional[float] = None  # when the longest gap began, from the tool's spawn
+    self_window_ms: Optional[float] = None  # the probe's own first-SEIZE-to-last-DETACH
     exit_code: Optional[int] = None
     message: str = ""
     notes: list = field(default_factory=list)
@@ -290,6 +306,14 @@ def run_tool(tool: str, target: Target, rnd: int, workdir: str, probe: str,
                 os.killpg(proc.pid, signal.SIGKILL)
             _, status, rusage = os.wait4(proc.pid, 0)
             t1 = time.monotonic()
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): the tool and whatever it started go first.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            os.wait4(proc.pid, 0)
+            raise
         finally:
             os.close(pidfd)
             proc.returncode = 0  # reaped above; keep Popen from trying again
@@ -299,13 +323,19 @@ def run_tool(tool: str, target: Target, rnd: int, workdir: str, probe: str,
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    run.notes.extend(make_untraced(target, proc.pid))
-    if not target.alive():
-        run.status = "error"
-        run.message = "the target died"
-        shutil.rmtree(outdir, ignore_errors=True)
-        return run
-    gap_ms, ticks, gap_at = target.gap()
+    # Read the ticker first when its thread is free, so that the bench's own checks (reading
+    # the status of every thread) are not part of the gap; then make sure no tracer is left.
+    if target.alive() and main_thread_free(target.pid):
+        gap_ms, ticks, gap_at = target.gap()
+        run.notes.extend(make_untraced(target, proc.pid))
+    else:
+        run.notes.extend(make_untraced(target, proc.pid))
+        if not target.alive():
+            run.status = "error"
+            run.message = "the target died"
+            shutil.rmtree(outdir, ignore_errors=True)
+            return run
+        gap_ms, ticks, gap_at = target.gap()
     run.ticks = ticks
     run.gap_offset_ms = (gap_at - t0) * 1000.0
     run.wall_ms = (t1 - t0) * 1000.0
@@ -316,11 +346,15 @@ def run_tool(tool: str, target: Target, rnd: int, workdir: str, probe: str,
     if run.status == "timeout":
         run.message = f"no exit within {timeout:g} s; killed"
     else:
-        run.freeze_ms = max(0.0, gap_ms - TICK_MS)
+        run.freeze_ms = max(0.0, gap_ms - target.tick_ms)
         if run.exit_code != 0:
             run.status = "error"
             tail = [ln for ln in text.strip().splitlines() if ln.strip()][-3:]
             run.message = f"exit {run.exit_code}: " + " | ".join(tail)
+        elif tool == "probe":
+            m = re.search(r"frozen (\d+) us", text)
+            if m:
+                run.self_window_ms = int(m.group(1)) / 1000.0
         elif tool.startswith("generate_dump"):
             warnings = [ln for ln in text.splitlines() if "warning:" in ln]
             if warnings:
@@ -344,7 +378,7 @@ def idle_floor(target: Target) -> float:
     target.reset()
     time.sleep(BUSY_SECONDS)
     gap_ms, _, _ = target.gap()
-    return max(0.0, gap_ms - TICK_MS)
+    return max(0.0, gap_ms - target.tick_ms)
 
 
 def busy_floor(target: Target) -> float:
@@ -357,7 +391,7 @@ def busy_floor(target: Target) -> float:
     subprocess.run([sys.executable, "-c", "import time\nt = time.monotonic()\n"
                     f"while time.monotonic() - t < {BUSY_SECONDS}: pass"], check=False)
     gap_ms, _, _ = target.gap()
-    return max(0.0, gap_ms - TICK_MS)
+    return max(0.0, gap_ms - target.tick_ms)
 
 
 # --- reporting ------------------------------------------------------------------------------
@@ -419,7 +453,8 @@ def summarize(tool: str, runs: list[Run]) -> Summary:
 
 
 def table_for(n: int, summaries: dict[str, Summary], floor: Optional[float],
-              busy: Optional[float], skipped_notes: list[str]) -> list[str]:
+              busy: Optional[float], skipped_notes: list[str],
+              probe_window: Optional[float] = None) -> list[str]:
     probe = summaries.get("probe")
     probe_f = probe.freeze if probe and probe.status == "ok" else None
     crash, crash_interp = interp(CRASHPAD_FREEZE, n)
@@ -446,6 +481,10 @@ def table_for(n: int, summaries: dict[str, Summary], floor: Optional[float],
         lines.append(f"Ticker noise floor (median of the rounds): {floor:.2f} ms idle, "
                      f"{fmt(busy, 2)} ms while another process keeps one CPU busy for "
                      f"{BUSY_SECONDS:g} s.")
+    if probe_window is not None:
+        lines.append(f"The probe's own window, first SEIZE to last DETACH: {probe_window:.1f} ms "
+                     "(the ticker sees less: not the other threads' detach, and up to one tick "
+                     "of its sleep had already passed when it was stopped).")
     lines.extend(skipped_notes)
     lines.extend(goal_lines(n, summaries, probe_f, crash, crash_interp, busy))
     lines.append("")
@@ -525,6 +564,12 @@ def parse_args(argv):
                    help="comma-separated parked-thread counts (default 1,10,100,1000)")
     p.add_argument("--rounds", type=int, default=5, help="runs of each tool per size (default 5)")
     p.add_argument("--heap-mb", type=int, default=0, help="touched heap in the target, MiB")
+    p.add_argument("--stack-kb", type=int, default=0,
+                   help="extra KiB of live, written stack in every parked thread (default 0: "
+                        "about 6 KiB each)")
+    p.add_argument("--tick-us", type=int, default=1000,
+                   help="the ticker's sleep in microseconds (default 1000); freeze = longest "
+                        "gap minus one tick, so a shorter tick resolves short freezes better")
     p.add_argument("--tools", default=",".join(ALL_TOOLS),
                    help=f"comma-separated, from {','.join(ALL_TOOLS)}")
     p.add_argument("--timeout", type=float, default=60.0,
@@ -600,7 +645,7 @@ def main(argv=None) -> int:
         target_exe, probe_exe = build(workdir)
         for n in args.sizes:
             log(f"== {n} threads: starting target")
-            target = Target(target_exe, n, args.heap_mb)
+            target = Target(target_exe, n, args.heap_mb, args.stack_kb, args.tick_us)
             targets.append(target)
             runs: dict[str, list[Run]] = {t: [] for t in tools}
             gave_up: set[str] = set()
@@ -625,7 +670,7 @@ def main(argv=None) -> int:
                         problems.append(f"{n} threads: the target died before {tool}, "
                                         f"round {rnd + 1}")
                         target.kill()
-                        target = Target(target_exe, n, args.heap_mb)
+                        target = Target(target_exe, n, args.heap_mb, args.stack_kb, args.tick_us)
                         targets.append(target)
                     idle.wait()
                     run = run_tool(tool, target, rnd, workdir, probe_exe, args.timeout)
@@ -660,7 +705,10 @@ def main(argv=None) -> int:
                         problems.append(f"{t} at {n} threads, round {r.round + 1}: {r.message}")
                     for note in r.notes:
                         problems.append(f"{t} at {n} threads, round {r.round + 1}: {note}")
-            table = table_for(n, summaries, floors_all[n], busy_all[n], skipped_notes)
+            probe_window = median([r.self_window_ms for r in runs.get("probe", [])
+                                   if r.status == "ok"])
+            table = table_for(n, summaries, floors_all[n], busy_all[n], skipped_notes,
+                              probe_window)
             output.extend(table)
             log("\n".join(table))
     except KeyboardInterrupt:
@@ -683,9 +731,10 @@ def main(argv=None) -> int:
           f"{os.uname().release}, Python {sys.version.split()[0]})")
     print()
     print(f"Sizes {','.join(map(str, args.sizes))} parked threads; {args.rounds} rounds; "
-          f"heap {args.heap_mb} MiB; tools {', '.join(tools)}; per-run timeout "
-          f"{args.timeout:g} s. Medians. freeze = longest gap between the target's 1 ms "
-          "ticks minus 1 ms (for generate_dump-r: the longest single pause).")
+          f"heap {args.heap_mb} MiB; extra stack {args.stack_kb} KiB per thread; "
+          f"tick {args.tick_us} µs; tools {', '.join(tools)}; per-run timeout "
+          f"{args.timeout:g} s. Medians. freeze = longest gap between the target's ticks minus "
+          "one tick (for generate_dump-r: the longest single pause).")
     print()
     print(f"Load average (1 min): {load_start:.2f} at the start, {load_end:.2f} at the end. "
           f"Waited {idle.waited:.0f} s in all for idle CPUs before runs"
@@ -715,6 +764,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"sizes": args.sizes, "rounds": args.rounds, "heap_mb": args.heap_mb,
+                       "stack_kb": args.stack_kb, "tick_us": args.tick_us,
                        "noise_floor_ms": floors_all, "busy_floor_ms": busy_all,
                        "runs": [asdict(r) for r in all_runs],
                        "summaries": {n: {t: asdict(s) for t, s in sm.items()}

@@ -1,12 +1,14 @@
 /* Benchmark target: N parked threads, optional touched heap, and a ticker that measures
  * how long the process was frozen.
  *
- *   target N_THREADS [HEAP_MB]
+ *   target N_THREADS [HEAP_MB [STACK_KB [TICK_US]]]
  *
- * - N_THREADS parked threads (default 8 MiB glibc stacks, a few KiB of stack in use),
+ * - N_THREADS parked threads (default 8 MiB glibc stacks, about 6 KiB of stack in use, or
+ *   STACK_KB KiB more: a written frame that stays live below the parking call),
  *   alternately blocked in futex(FUTEX_WAIT) and nanosleep.
  * - HEAP_MB MiB of anonymous memory, every page written (resident, not zero pages).
- * - The main thread is the ticker: clock_nanosleep(CLOCK_MONOTONIC, 1 ms) in a loop,
+ * - The main thread is the ticker: clock_nanosleep(CLOCK_MONOTONIC, TICK_US, default
+ *   1000 us) in a loop,
  *   recording the longest gap between two wakeups. The main thread is the first entry of
  *   /proc/PID/task, so every dumper stops it first: its gap spans the dumper's whole
  *   stop phase, the copy, and lasts until the dumper lets the main thread go again.
@@ -41,7 +43,8 @@ static int parked;     /* threads about to block */
 static uint64_t max_gap_ns;
 static uint64_t ticks;
 static uint64_t long_gaps; /* gaps over 5 ms since reset */
-static uint64_t max_gap_at_ns; /* CLOCK_MONOTONIC time at which the longest gap began */
+static uint64_t max_gap_at_ns;
+static size_t stack_bytes; /* extra stack each parked thread keeps in use */ /* CLOCK_MONOTONIC time at which the longest gap began */
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -73,7 +76,16 @@ __attribute__((noinline)) static void descend(int depth, int kind) {
 }
 
 static void *parked_thread(void *arg) {
-    descend(6, (int)(intptr_t)arg & 1);
+    if (stack_bytes) {
+        /* A big live frame above the parking frames: all of it lies between SP and the
+         * stack top, so a dumper copies it. Written so that the pages are resident. */
+        volatile char *big = __builtin_alloca(stack_bytes);
+        memset((char *)big, 0x5a, stack_bytes);
+        descend(6, (int)(intptr_t)arg & 1);
+        big[0]++;
+    } else {
+        descend(6, (int)(intptr_t)arg & 1);
+    }
     return NULL;
 }
 
@@ -134,11 +146,14 @@ static void *control_thread(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s N_THREADS [HEAP_MB]\n", argv[0]);
+        fprintf(stderr, "usage: %s N_THREADS [HEAP_MB [STACK_KB [TICK_US]]]\n", argv[0]);
         return 2;
     }
     int n = atoi(argv[1]);
     long heap_mb = argc > 2 ? atol(argv[2]) : 0;
+    stack_bytes = argc > 3 ? (size_t)atol(argv[3]) * 1024 : 0;
+    long tick_us = argc > 4 ? atol(argv[4]) : 1000;
+    if (tick_us <= 0) tick_us = 1000;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
@@ -152,9 +167,16 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < len; i += 4096) heap[i] = (char)(i >> 12) | 1;
     }
 
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    if (stack_bytes) {
+        size_t size = 8u << 20; /* glibc's default, unless the frame needs more */
+        if (stack_bytes + (1u << 20) > size) size = stack_bytes + (1u << 20);
+        pthread_attr_setstacksize(&attr, size);
+    }
     for (int i = 0; i < n; i++) {
         pthread_t t;
-        int rc = pthread_create(&t, NULL, parked_thread, (void *)(intptr_t)i);
+        int rc = pthread_create(&t, &attr, parked_thread, (void *)(intptr_t)i);
         if (rc) {
             fprintf(stderr, "pthread_create %d: %s\n", i, strerror(rc));
             return 1;
@@ -178,7 +200,7 @@ int main(int argc, char **argv) {
     printf("READY %d\n", (int)getpid());
 
     /* The ticker. */
-    struct timespec tick = {0, 1000000};
+    struct timespec tick = {tick_us / 1000000, (tick_us % 1000000) * 1000};
     uint64_t prev = now_ns();
     for (;;) {
         while (clock_nanosleep(CLOCK_MONOTONIC, 0, &tick, NULL) == EINTR) {
