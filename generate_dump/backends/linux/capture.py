@@ -11,6 +11,7 @@ since no SIGSTOP was ever sent, the target simply runs on.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import platform
 import signal
@@ -61,11 +62,17 @@ class CaptureOptions:
 
 @dataclass
 class _RawThread:
-    """What is copied from a stopped thread; converted to the snapshot after resume."""
+    """What is copied from a stopped thread; converted to the snapshot after resume.
+
+    While frozen only ``slot`` (where its registers sit in the freezer's RegisterBank),
+    ``sp`` and ``tp`` are known; ``regs``/``fpregs``/``tls`` are filled after release."""
 
     tid: int
-    regs: object  # python-ptrace user_regs_struct (a ctypes copy)
-    fpregs: Optional[bytes]
+    slot: int
+    sp: int
+    tp: int
+    regs: object = None  # python-ptrace user_regs_struct
+    fpregs: Optional[bytes] = None
     tls: int = 0
     stack_range: Optional[tuple[int, int]] = None
     stack: bytes = b""
@@ -146,6 +153,15 @@ def _check_arch(pid: int) -> None:
                             f"{machine}, class {ident[4]}); 32-bit processes are not supported")
 
 
+def _thread_count(pid: int) -> int:
+    """num_threads from /proc/PID/stat (-1 if unreadable)."""
+    raw = procfs.read_file(f"/proc/{pid}/stat")
+    if not raw:
+        return -1
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return int(fields[17]) if len(fields) > 17 else -1
+
+
 def _live_tids(pid: int) -> list[int]:
     """Threads of ``pid`` that are neither zombies nor dead."""
     live = []
@@ -194,16 +210,12 @@ class Freezer:
         self.skip: set[int] = set()  # zombies, vanished, unstoppable
         self.soft: list[SoftError] = []
         self.group_stopped = False
+        self.bank = ptrace_ops.RegisterBank()
 
     def seize(self, tid: int) -> bool:
-        from ptrace import PtraceError
-
-        try:
-            self.pt.seize(tid)
-        except PtraceError as exc:
-            import errno
-
-            if exc.errno == errno.EPERM:
+        err = self.pt.call(self.pt.PTRACE_SEIZE, tid)
+        if err:
+            if err == errno.EPERM:
                 if not self.seized:
                     tracer = tracer_of(self.target.pid)
                     if tracer:
@@ -214,13 +226,10 @@ class Freezer:
                     raise TargetPermissionError(tracer_message(self.target.pid, tracer))
             self.skip.add(tid)
             self.soft.append(SoftError("thread-vanished", f"thread {tid} could not be traced: "
-                                       f"{os.strerror(exc.errno or 0)}"))
+                                       f"{os.strerror(err)}"))
             return False
         self.seized[tid] = 0
-        try:
-            self.pt.interrupt(tid)
-        except PtraceError:
-            pass  # it exited; wait_stop will tell
+        self.pt.call(self.pt.PTRACE_INTERRUPT, tid)  # if it exited, wait_stop will tell
         return True
 
     def wait(self, tid: int, deadline: float) -> bool:
@@ -244,43 +253,36 @@ class Freezer:
         return True
 
     def copy_registers(self, tid: int) -> Optional[_RawThread]:
-        from ptrace import PtraceError
-
-        try:
-            regs = self.pt.get_regs(tid)
-            fp = self.pt.get_fpregs_raw(tid)
-            tls = self.pt.get_arm64_tls(tid) if self.pt.IS_AARCH64 else 0
-        except (PtraceError, self.pt.ThreadGone):
+        slot = self.bank.fill(tid)
+        if slot < 0:
             self.soft.append(SoftError("thread-vanished", f"thread {tid} exited during the dump"))
             return None
-        return _RawThread(tid, regs, fp, tls)
+        sp, tp = self.bank.sp_and_tp(slot)
+        return _RawThread(tid, slot, sp, tp)
+
+    def materialize(self, raws: list[_RawThread]) -> None:
+        """Turn the copied register bytes into register structures (after release)."""
+        for raw in raws:
+            raw.regs = self.bank.regs(raw.slot)
+            raw.fpregs = self.bank.fpregs(raw.slot)
+            raw.tls = self.bank.tls(raw.slot)
 
     def release(self, tid: int) -> None:
         sig = self.seized.pop(tid, None)
         if sig is None:
             return
-        try:
-            self.pt.detach(tid, sig)
-        except Exception:  # noqa: BLE001 - the thread may be gone; the kernel cleans up
-            pass
+        # An error means the thread is gone; the kernel has cleaned up.
+        self.pt.call(self.pt.PTRACE_DETACH, tid, 0, sig)
 
     def release_all(self) -> None:
         for tid in list(self.seized):
             self.release(tid)
 
 
-def _sp_and_tp(raw: _RawThread) -> tuple[int, int]:
-    r = raw.regs
-    if hasattr(r, "rsp"):
-        return r.rsp, r.fs_base
-    return r.sp, raw.tls
-
-
 def _assign_stacks(raws: list[_RawThread], maps: list[Mapping], main_tid: int) -> None:
     starts = [m.start for m in maps]
     for raw in raws:
-        sp, tp = _sp_and_tp(raw)
-        raw.stack_range = stack_range(sp, maps, starts, raw.tid == main_tid, tp)
+        raw.stack_range = stack_range(raw.sp, maps, starts, raw.tid == main_tid, raw.tp)
 
 
 def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
@@ -310,6 +312,11 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
                     raw = fz.copy_registers(tid)
                     if raw is not None:
                         raws.append(raw)
+            # Listing a thousand tasks costs a millisecond: when the kernel's thread count
+            # equals the threads we hold stopped (and they can no longer start any), no new
+            # thread can exist. Otherwise list again.
+            if _thread_count(target.pid) == len(fz.seized):
+                break
         if not raws:
             raise TargetGone(f"process {target.pid} exited during the dump")
         frozen.time = int(time.time())
@@ -319,7 +326,8 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
             maps_text, maps = _read_maps(target)
             _assign_stacks(raws, maps, target.pid)
         with_stack = [r for r in raws if r.stack_range]
-        datas = reader.read_many([(a, b - a) for a, b in (r.stack_range for r in with_stack)])
+        datas = reader.read_many([(a, b - a) for a, b in (r.stack_range for r in with_stack)],
+                                 views=True)
         for r, data in zip(with_stack, datas):
             r.stack = data
         _testhooks.pause("frozen")
@@ -362,7 +370,7 @@ def _capture_running(target: _Target, options: CaptureOptions, reader: MemoryRea
                     raw = fz.copy_registers(tid)
                     if raw is None:
                         continue
-                    sp, tp = _sp_and_tp(raw)
+                    sp, tp = raw.sp, raw.tp
                     raw.stack_range = stack_range(sp, maps, starts, tid == target.pid, tp)
                     if raw.stack_range is None:
                         maps_text, maps = _read_maps(target)
@@ -378,6 +386,7 @@ def _capture_running(target: _Target, options: CaptureOptions, reader: MemoryRea
         fz.release_all()
     if not frozen.threads:
         raise TargetGone(f"process {target.pid} exited during the dump")
+    fz.materialize(frozen.threads)
     frozen.time = int(time.time())
     frozen.maps_text, frozen.maps = maps_text, maps
     frozen.soft_errors.extend(fz.soft)
@@ -447,6 +456,7 @@ def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Itera
                 frozen = _freeze_all(target, options, reader, fz)
                 if not hold:
                     fz.release_all()
+                fz.materialize(frozen.threads)
             else:
                 frozen = _capture_running(target, options, reader)
         except ProcessLookupError:
@@ -507,7 +517,7 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
     for raw in sorted(frozen.threads, key=lambda r: (r.tid != pid, r.tid)):
         stack = None
         if raw.stack_range and raw.stack:
-            data = raw.stack
+            data = bytes(raw.stack)  # a view into the freeze's read buffer until now
             if raw.tid == pid and not options.include_environment and stat.env_end > stat.env_start:
                 data = blank(data, raw.stack_range[0], stat.env_start, stat.env_end)
             stack = MemoryRange(raw.stack_range[0], data)
@@ -517,11 +527,11 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
                                   "could not be read"))
         else:
             soft.append(SoftError("stack-unreadable",
-                                  f"thread {raw.tid}: stack pointer 0x{_sp_and_tp(raw)[0]:x} "
+                                  f"thread {raw.tid}: stack pointer 0x{raw.sp:x} "
                                   "is in no mapping"))
         threads.append(Thread(
             tid=raw.tid, context=_context(arch, raw), stack=stack,
-            name=thread_name(pid, raw.tid), thread_pointer=_sp_and_tp(raw)[1],
+            name=thread_name(pid, raw.tid), thread_pointer=raw.tp,
         ))
 
     proc_dir = f"/proc/{pid}/task/{target.mm_tid}" if target.mm_tid != pid else f"/proc/{pid}"

@@ -8,6 +8,7 @@ through /proc/PID/mem, keeping whatever is readable from its start.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import os
@@ -18,15 +19,11 @@ _IOV_MAX = 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
 try:
     _process_vm_readv = _libc.process_vm_readv
     _process_vm_readv.restype = ctypes.c_ssize_t
-    _process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
-                                  ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong]
+    _process_vm_readv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
+                                  ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
 except AttributeError:  # very old libc
     _process_vm_readv = None
 
@@ -44,31 +41,57 @@ class MemoryReader:
             os.close(self._mem_fd)
             self._mem_fd = None
 
-    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Read each (address, size); a result may be shorter than asked (unreadable tail)."""
-        results: list[Optional[bytes]] = [None] * len(ranges)
-        if self._vm_ok:
+    def read_many(self, ranges: Sequence[tuple[int, int]], views: bool = False) -> list:
+        """Read each (address, size); a result may be shorter than asked (unreadable tail).
+
+        Everything lands in one buffer through as few process_vm_readv calls as possible.
+        With ``views``, results are memoryviews into that buffer (no copy: for use while
+        the target is frozen; turn them into bytes afterwards); else bytes.
+        """
+        results: list = [None] * len(ranges)
+        if self._vm_ok and ranges:
+            sizes = [max(0, size) for _, size in ranges]
+            buf = ctypes.create_string_buffer(sum(sizes) or 1)
+            base = ctypes.addressof(buf)
+            local, remote = array.array("Q"), array.array("Q")
+            offsets = []
+            off = 0
+            for (addr, _), size in zip(ranges, sizes):
+                offsets.append(off)
+                local.append(base + off)
+                local.append(size)
+                remote.append(addr)
+                remote.append(size)
+                off += size
+            view = memoryview(buf).cast("B")
             for lo in range(0, len(ranges), _IOV_MAX):
-                self._vm_batch(ranges, lo, min(lo + _IOV_MAX, len(ranges)), results)
+                self._vm_batch(local, remote, sizes, lo, min(lo + _IOV_MAX, len(ranges)),
+                               results)
+                if not self._vm_ok:
+                    break
+            for i, ok in enumerate(results):
+                if ok:
+                    results[i] = view[offsets[i] : offsets[i] + sizes[i]]
+                    if not views:
+                        results[i] = bytes(results[i])
+                else:
+                    results[i] = None
         for i, r in enumerate(results):
             if r is None:
                 results[i] = self._read_mem(*ranges[i])
-        return results  # type: ignore[return-value]
+        return results
 
     def read(self, address: int, size: int) -> bytes:
         return self.read_many([(address, size)])[0]
 
-    def _vm_batch(self, ranges, lo: int, hi: int, results: list) -> None:
-        bufs = [ctypes.create_string_buffer(ranges[i][1]) for i in range(lo, hi)]
-        local_all = [_IoVec(ctypes.addressof(b), len(b)) for b in bufs]
-        remote_all = [_IoVec(a, s) for a, s in ranges[lo:hi]]
-        first = lo
+    def _vm_batch(self, local: array.array, remote: array.array, sizes: list[int], lo: int,
+                  hi: int, done: list) -> None:
+        """Read ranges lo..hi; mark ``done[i] = True`` for each one read whole."""
+        local_base = local.buffer_info()[0]
+        remote_base = remote.buffer_info()[0]
         while lo < hi:
             n = hi - lo
-            k = lo - first
-            local = (_IoVec * n)(*local_all[k:])
-            remote = (_IoVec * n)(*remote_all[k:])
-            got = _process_vm_readv(self.pid, local, n, remote, n, 0)
+            got = _process_vm_readv(self.pid, local_base + 16 * lo, n, remote_base + 16 * lo, n, 0)
             if got < 0:
                 e = ctypes.get_errno()
                 if e == errno.ESRCH:
@@ -78,13 +101,13 @@ class MemoryReader:
                     return
                 lo += 1  # the first range is unreadable: the fallback takes it
                 continue
-            j = 0
-            while j < n and got >= ranges[lo + j][1]:
-                results[lo + j] = bufs[k + j].raw
-                got -= ranges[lo + j][1]
+            j = lo
+            while j < hi and got >= sizes[j]:
+                done[j] = True
+                got -= sizes[j]
                 j += 1
-            # ranges[lo + j] (if any) was cut short: the fallback reads what it can of it.
-            lo += j + 1
+            # Range j (if any) was cut short: the fallback reads what it can of it.
+            lo = j + 1
 
     def _mem_fd_open(self) -> Optional[int]:
         if self._mem_fd is None:

@@ -127,3 +127,93 @@ def get_arm64_tls(tid: int) -> int:
 
 IS_X86_64 = CPU_X86_64
 IS_AARCH64 = CPU_AARCH64
+
+
+# --- the fast path used while a process is frozen ---------------------------------------------
+#
+# python-ptrace's ptrace() wrapper formats an error message for every call and allocates a
+# structure per register read. While every thread of the target is stopped, each
+# microsecond per thread counts, so the freezer calls python-ptrace's own ctypes binding of
+# ptrace(2) directly, and register sets go into one preallocated buffer; they become
+# python-ptrace user_regs_struct objects after the process runs again.
+
+_raw_ptrace = _pt._ptrace
+_FAILED = ctypes.c_ulong(-1).value
+
+
+def call(request: int, tid: int, addr: int = 0, data: int = 0) -> int:
+    """ptrace(2) without exceptions: returns 0 or the errno."""
+    if _raw_ptrace(request, tid, addr, data) == _FAILED:
+        return ctypes.get_errno()
+    return 0
+
+
+PTRACE_DETACH = _pt.PTRACE_DETACH
+PTRACE_GETREGSET = 0x4204
+GPR_SIZE = ctypes.sizeof(user_regs_struct)
+FPR_SIZE = 512 if CPU_X86_64 else 528
+TLS_SIZE = 8 if CPU_AARCH64 else 0
+SLOT = GPR_SIZE + FPR_SIZE + TLS_SIZE
+_SP_OFFSET = (user_regs_struct.rsp if CPU_X86_64 else user_regs_struct.sp).offset
+_TP_OFFSET = user_regs_struct.fs_base.offset if CPU_X86_64 else GPR_SIZE + FPR_SIZE
+
+
+class RegisterBank:
+    """Register sets of many threads in one buffer: GPRs, the FP set, (arm64) TPIDR_EL0."""
+
+    def __init__(self, capacity: int = 64):
+        self.buf = ctypes.create_string_buffer(SLOT * capacity)
+        self.capacity = capacity
+        self.used = 0
+        self.fp_ok: list[bool] = []
+        self.iov = iovec_struct()
+        self.iov_addr = ctypes.addressof(self.iov)
+
+    def _grow(self) -> None:
+        bigger = ctypes.create_string_buffer(SLOT * self.capacity * 2)
+        ctypes.memmove(bigger, self.buf, SLOT * self.used)
+        self.buf = bigger
+        self.capacity *= 2
+
+    def _regset(self, tid: int, note: int, addr: int, size: int) -> int:
+        iov = self.iov
+        iov.buf = addr
+        iov.len = size
+        err = call(PTRACE_GETREGSET, tid, note, self.iov_addr)
+        return err if err or iov.len == size else errno.EIO
+
+    def fill(self, tid: int) -> int:
+        """Copy ``tid``'s registers into the next slot: its index, or -1 if it is gone."""
+        if self.used == self.capacity:
+            self._grow()
+        slot = self.used
+        base = ctypes.addressof(self.buf) + slot * SLOT
+        if self._regset(tid, NT_PRSTATUS, base, GPR_SIZE):
+            return -1
+        fp_ok = self._regset(tid, NT_PRFPREG, base + GPR_SIZE, FPR_SIZE) == 0
+        if TLS_SIZE:
+            self._regset(tid, NT_ARM_TLS, base + GPR_SIZE + FPR_SIZE, TLS_SIZE)
+        self.fp_ok.append(fp_ok)
+        self.used += 1
+        return slot
+
+    def sp_and_tp(self, slot: int) -> tuple[int, int]:
+        off = slot * SLOT
+        view = memoryview(self.buf)
+        return (int.from_bytes(view[off + _SP_OFFSET : off + _SP_OFFSET + 8], "little"),
+                int.from_bytes(view[off + _TP_OFFSET : off + _TP_OFFSET + 8], "little"))
+
+    def regs(self, slot: int) -> user_regs_struct:
+        return user_regs_struct.from_buffer_copy(self.buf, slot * SLOT)
+
+    def fpregs(self, slot: int) -> Optional[bytes]:
+        if not self.fp_ok[slot]:
+            return None
+        off = slot * SLOT + GPR_SIZE
+        return bytes(memoryview(self.buf)[off : off + FPR_SIZE])
+
+    def tls(self, slot: int) -> int:
+        if not TLS_SIZE:
+            return 0
+        off = slot * SLOT + GPR_SIZE + FPR_SIZE
+        return int.from_bytes(memoryview(self.buf)[off : off + 8], "little")
