@@ -643,6 +643,13 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGHUP, on_signal)
     try:
         target_exe, probe_exe = build(workdir)
+        # Measure generate_dump as installed: pip compiles the package to bytecode, so do
+        # that here too (this machine sets PYTHONDONTWRITEBYTECODE, which only stops
+        # Python from writing .pyc files, not from reading them).
+        import generate_dump
+
+        subprocess.run([sys.executable, "-m", "compileall", "-q",
+                        os.path.dirname(generate_dump.__file__)], check=False)
         for n in args.sizes:
             log(f"== {n} threads: starting target")
             target = Target(target_exe, n, args.heap_mb, args.stack_kb, args.tick_us)

@@ -28,12 +28,19 @@ class Record:
             pos += struct.calcsize("<" + f)
             items = len(struct.unpack("<" + f, bytes(struct.calcsize("<" + f))))
             self._counts.append((fname, items))
+        self._has_arrays = any(items != 1 for _, items in self._counts)
+        self._defaults = [(n, b"" if f.endswith("s") else 0) for n, f in self.fields]
+        self._names = frozenset(self._offsets)
 
     def offset(self, field_name: str) -> int:
         return self._offsets[field_name]
 
     def pack(self, **values: Any) -> bytes:
         """Pack named values; missing fields are zero. Tuple-valued fields take sequences."""
+        if not self._has_arrays and values.keys() <= self._names:
+            # The common case, kept fast: the writer packs thousands of records.
+            return self._struct.pack(*[values[n] if n in values else d
+                                       for n, d in self._defaults])
         unknown = set(values) - set(self._offsets)
         if unknown:
             raise TypeError(f"{self.name}: unknown fields {sorted(unknown)}")

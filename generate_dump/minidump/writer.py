@@ -129,6 +129,7 @@ class _Writer:
         self.s = snapshot
         self.options = options
         self.stacks, self.extra = _disjoint_memory(snapshot)
+        self._context_bytes: dict[int, bytes] = {}
 
     def stream_builders(self) -> list[tuple[int, Callable[[_Layout], tuple[int, int]]]]:
         s = self.s
@@ -266,7 +267,11 @@ class _Writer:
 
     def _thread_context(self, lay: _Layout, t: Thread) -> tuple[int, int]:
         if t.tid not in self._context_rvas:
-            self._context_rvas[t.tid] = lay.place(encode_context(t.context), 16)
+            # Encoded once for both layout passes.
+            data = self._context_bytes.get(t.tid)
+            if data is None:
+                data = self._context_bytes[t.tid] = encode_context(t.context)
+            self._context_rvas[t.tid] = lay.place(data, 16)
         return self._context_rvas[t.tid]
 
     def thread_list(self, lay: _Layout) -> tuple[int, int]:

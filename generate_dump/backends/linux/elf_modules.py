@@ -52,7 +52,8 @@ def modules_from_maps(pid: int, maps: list[Mapping], auxv: dict[int, int],
         if any(a < img.base + img.size and img.base < b for a, b in taken):
             continue  # an overlapping image (e.g. a file mapped twice): readers drop overlaps
         build_id, from_hash, soname = img.build_id, False, img.soname
-        if build_id is None or soname is None and not is_vdso:
+        # The file is read (pyelftools: slow) only when memory lacks the build id.
+        if build_id is None and not is_vdso:
             for candidate in ([] if is_vdso else _file_for(pid, m)):
                 try:
                     fid = file_identity(candidate)
