@@ -10,12 +10,13 @@ import re
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NoReturn, Optional
 
 import click
 
-from . import __version__
+from . import __version__, _testhooks
 from .errors import DumpError, Interrupted
 
 PROG = "generate_dump"
@@ -146,7 +147,7 @@ class _Progress:
 def dump(req: DumpRequest) -> str:
     """Capture and write one minidump; returns where it went."""
     from .minidump.writer import WriteOptions, write_minidump
-    from .output import check_output_path, write_snapshot
+    from .output import atomic_output, check_output_path
 
     to_stdout = req.output == "-"
     if to_stdout:
@@ -159,16 +160,17 @@ def dump(req: DumpRequest) -> str:
     short: list[tuple[int, int]] = []
     options = WriteOptions(memory64=req.memory == "full")
     progress = _Progress() if sys.stderr.isatty() and req.memory == "full" else None
-    with capture_session(req, lambda at, n: short.append((at, n))) as snapshot:
-        try:
-            if to_stdout:
-                size = write_minidump(snapshot, sys.stdout.buffer, options, progress)
-                sys.stdout.buffer.flush()
-            else:
-                size = write_snapshot(snapshot, out_path, options, progress)
-        finally:
-            if progress is not None:
-                progress.close()
+    # The output is opened first and committed (fsync, rename) last, after the capture
+    # session has let the process go: a full dump's freeze does not include the fsync.
+    with (nullcontext(sys.stdout.buffer) if to_stdout else atomic_output(out_path)) as out:
+        with capture_session(req, lambda at, n: short.append((at, n))) as snapshot:
+            try:
+                size = write_minidump(snapshot, out, options, progress)
+                out.flush()
+                _testhooks.pause("writing")
+            finally:
+                if progress is not None:
+                    progress.close()
     _summarize_soft_errors(snapshot.soft_errors)
     if short:
         total = sum(n for _, n in short)

@@ -178,15 +178,35 @@ class LazyMemory:
     read: Callable[[int, int], bytes] = field(compare=False, repr=False)
     on_short: Optional[Callable[[int, int], None]] = field(default=None, compare=False,
                                                            repr=False)
+    # Optional fast path: readinto(address, ctypes buffer) -> bytes read.
+    readinto: Optional[Callable[[int, object], int]] = field(default=None, compare=False,
+                                                             repr=False)
 
     @property
     def end(self) -> int:
         return self.start + self.size
 
     def slice(self, lo: int, hi: int) -> "LazyMemory":
-        return LazyMemory(lo, hi - lo, self.read, self.on_short)
+        return LazyMemory(lo, hi - lo, self.read, self.on_short, self.readinto)
 
-    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+    def chunks(self, size: int = 4 << 20) -> Iterator[bytes]:
+        """The bytes, piece by piece. With ``readinto`` the pieces are views of one reused
+        buffer: each is valid only until the next one is asked for."""
+        if self.readinto is not None:
+            import ctypes
+
+            buf = ctypes.create_string_buffer(min(size, self.size) or 1)
+            view = memoryview(buf).cast("B")
+            for addr in range(self.start, self.end, size):
+                n = min(size, self.end - addr)
+                chunk_buf = buf if n == len(view) else (ctypes.c_char * n).from_buffer(buf)
+                got = self.readinto(addr, chunk_buf)
+                if got < n:
+                    if self.on_short is not None:
+                        self.on_short(addr + got, n - got)
+                    ctypes.memset(ctypes.addressof(buf) + got, 0, n - got)
+                yield view[:n]
+            return
         for addr in range(self.start, self.end, size):
             n = min(size, self.end - addr)
             data = self.read(addr, n)

@@ -499,7 +499,7 @@ def _add_memory(snapshot: Snapshot, target: _Target, frozen: _Frozen, options: C
         from .fullmem import full_ranges
 
         ranges = full_ranges(target.pid, frozen.maps, lambda addr: reader.read(addr, 4))
-        memory = tuple(LazyMemory(a, b - a, reader.read, options.on_short_read)
+        memory = tuple(LazyMemory(a, b - a, reader.read, options.on_short_read, reader.readinto)
                        for a, b in ranges)
         return dataclasses.replace(snapshot, memory=memory)
     return snapshot

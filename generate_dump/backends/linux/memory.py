@@ -84,6 +84,24 @@ class MemoryReader:
     def read(self, address: int, size: int) -> bytes:
         return self.read_many([(address, size)])[0]
 
+    def readinto(self, address: int, buf) -> int:
+        """Fill the writable buffer ``buf`` (a ctypes buffer) from ``address``; returns
+        how many bytes came (the readable prefix). For streaming big ranges: no new
+        allocation per chunk."""
+        size = ctypes.sizeof(buf)
+        if self._vm_ok:
+            iov = (ctypes.c_uint64 * 4)(ctypes.addressof(buf), size, address, size)
+            got = _process_vm_readv(self.pid, ctypes.addressof(iov), 1,
+                                    ctypes.addressof(iov) + 16, 1, 0)
+            if got == size:
+                return size
+            if got < 0 and ctypes.get_errno() == errno.ESRCH:
+                e = errno.ESRCH
+                raise ProcessLookupError(e, os.strerror(e))
+        data = self._read_mem(address, size)
+        ctypes.memmove(buf, data, len(data))
+        return len(data)
+
     def _vm_batch(self, local: array.array, remote: array.array, sizes: list[int], lo: int,
                   hi: int, done: list) -> None:
         """Read ranges lo..hi; mark ``done[i] = True`` for each one read whole."""
