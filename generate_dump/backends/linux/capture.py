@@ -36,7 +36,7 @@ from ...snapshot import (
 from . import procfs
 from .diagnose import explain_eperm, tracer_message, tracer_of
 from ..referenced import DEFAULT_BUDGET, referenced_ranges
-from ..stacks import blank, stack_range
+from ..stacks import StackMap, blank
 from .elf_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
 from .procfs import Mapping
@@ -211,6 +211,7 @@ class Freezer:
         self.soft: list[SoftError] = []
         self.group_stopped = False
         self.bank = ptrace_ops.RegisterBank()
+        self._early_status: Optional[tuple[int, int]] = None
 
     def seize(self, tid: int) -> bool:
         err = self.pt.call(self.pt.PTRACE_SEIZE, tid)
@@ -233,8 +234,19 @@ class Freezer:
         return True
 
     def wait(self, tid: int, deadline: float) -> bool:
+        # Usually the thread has stopped already: one waitpid, no helper objects.
         try:
-            res = self.pt.wait_stop(tid, deadline)
+            got, status = os.waitpid(tid, os.WNOHANG | self.pt.WALL)
+        except ChildProcessError:
+            got, status = 0, 0
+        if got == tid and os.WIFSTOPPED(status) and status >> 16 == self.pt.PTRACE_EVENT_STOP:
+            if os.WSTOPSIG(status) in self.pt.STOP_SIGNALS:
+                self.group_stopped = True
+            return True
+        if got == tid:  # another kind of stop, or an exit: let the careful path decide
+            self._early_status = (tid, status)
+        try:
+            res = self.pt.wait_stop(tid, deadline, self._take_early(tid))
         except self.pt.ThreadGone:
             self.seized.pop(tid, None)
             self.skip.add(tid)
@@ -251,6 +263,10 @@ class Freezer:
         if res.group_stop:
             self.group_stopped = True
         return True
+
+    def _take_early(self, tid: int):
+        early, self._early_status = self._early_status, None
+        return early[1] if early and early[0] == tid else None
 
     def copy_registers(self, tid: int) -> Optional[_RawThread]:
         slot = self.bank.fill(tid)
@@ -279,10 +295,9 @@ class Freezer:
             self.release(tid)
 
 
-def _assign_stacks(raws: list[_RawThread], maps: list[Mapping], main_tid: int) -> None:
-    starts = [m.start for m in maps]
+def _assign_stacks(raws: list[_RawThread], stack_map: StackMap, main_tid: int) -> None:
     for raw in raws:
-        raw.stack_range = stack_range(raw.sp, maps, starts, raw.tid == main_tid, raw.tp)
+        raw.stack_range = stack_map.range(raw.sp, raw.tid == main_tid, raw.tp)
 
 
 def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
@@ -292,6 +307,7 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
     released here."""
     frozen = _Frozen()
     maps_text, maps = _read_maps(target)
+    stack_map = StackMap(maps)
     try:
         raws: list[_RawThread] = []
         while True:
@@ -321,10 +337,10 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
             raise TargetGone(f"process {target.pid} exited during the dump")
         frozen.time = int(time.time())
         # Stacks: the map read before the freeze serves unless a thread is new to it.
-        _assign_stacks(raws, maps, target.pid)
+        _assign_stacks(raws, stack_map, target.pid)
         if any(r.stack_range is None for r in raws):
             maps_text, maps = _read_maps(target)
-            _assign_stacks(raws, maps, target.pid)
+            _assign_stacks(raws, StackMap(maps), target.pid)
         with_stack = [r for r in raws if r.stack_range]
         datas = reader.read_many([(a, b - a) for a, b in (r.stack_range for r in with_stack)],
                                  views=True)
@@ -346,7 +362,7 @@ def _capture_running(target: _Target, options: CaptureOptions, reader: MemoryRea
     fz = Freezer(target, options)
     frozen = _Frozen()
     maps_text, maps = _read_maps(target)
-    starts = [m.start for m in maps]
+    stack_map = StackMap(maps)
     done: set[int] = set()
     try:
         while True:
@@ -371,11 +387,11 @@ def _capture_running(target: _Target, options: CaptureOptions, reader: MemoryRea
                     if raw is None:
                         continue
                     sp, tp = raw.sp, raw.tp
-                    raw.stack_range = stack_range(sp, maps, starts, tid == target.pid, tp)
+                    raw.stack_range = stack_map.range(sp, tid == target.pid, tp)
                     if raw.stack_range is None:
                         maps_text, maps = _read_maps(target)
-                        starts = [m.start for m in maps]
-                        raw.stack_range = stack_range(sp, maps, starts, tid == target.pid, tp)
+                        stack_map = StackMap(maps)
+                        raw.stack_range = stack_map.range(sp, tid == target.pid, tp)
                     if raw.stack_range:
                         a, b = raw.stack_range
                         raw.stack = reader.read(a, b - a)

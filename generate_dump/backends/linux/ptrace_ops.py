@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -59,18 +60,25 @@ class StopResult:
 _STOP_SIGNALS = {19, 20, 21, 22}  # SIGSTOP SIGTSTP SIGTTIN SIGTTOU
 
 
-def wait_stop(tid: int, deadline: float) -> StopResult:
+STOP_SIGNALS = _STOP_SIGNALS
+
+
+def wait_stop(tid: int, deadline: float, status: Optional[int] = None) -> StopResult:
     """Wait until the seized and interrupted thread is in a ptrace-stop.
 
-    Returns ``stopped=False`` if it did not stop before ``deadline`` (for example a thread
-    in uninterruptible sleep). Raises ThreadGone if it exited.
+    ``status``: a wait status already collected for it. Returns ``stopped=False`` if it
+    did not stop before ``deadline`` (for example a thread in uninterruptible sleep).
+    Raises ThreadGone if it exited.
     """
     delay = 0.00005
     while True:
-        try:
-            got, status = os.waitpid(tid, os.WNOHANG | WALL)
-        except ChildProcessError:
-            raise ThreadGone(tid) from None
+        if status is not None:
+            got, status = tid, status
+        else:
+            try:
+                got, status = os.waitpid(tid, os.WNOHANG | WALL)
+            except ChildProcessError:
+                raise ThreadGone(tid) from None
         if got == tid:
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 raise ThreadGone(tid)
@@ -84,6 +92,7 @@ def wait_stop(tid: int, deadline: float) -> StopResult:
                     return StopResult(True, 0)
                 # Signal-delivery-stop: we intercepted a signal; hand it back on detach.
                 return StopResult(True, sig)
+        status = None
         if time.monotonic() >= deadline:
             return StopResult(False)
         time.sleep(delay)
@@ -138,6 +147,7 @@ IS_AARCH64 = CPU_AARCH64
 # python-ptrace user_regs_struct objects after the process runs again.
 
 _raw_ptrace = _pt._ptrace
+_U64 = struct.Struct("<Q")
 _FAILED = ctypes.c_ulong(-1).value
 
 
@@ -199,9 +209,8 @@ class RegisterBank:
 
     def sp_and_tp(self, slot: int) -> tuple[int, int]:
         off = slot * SLOT
-        view = memoryview(self.buf)
-        return (int.from_bytes(view[off + _SP_OFFSET : off + _SP_OFFSET + 8], "little"),
-                int.from_bytes(view[off + _TP_OFFSET : off + _TP_OFFSET + 8], "little"))
+        return (_U64.unpack_from(self.buf, off + _SP_OFFSET)[0],
+                _U64.unpack_from(self.buf, off + _TP_OFFSET)[0])
 
     def regs(self, slot: int) -> user_regs_struct:
         return user_regs_struct.from_buffer_copy(self.buf, slot * SLOT)

@@ -39,7 +39,7 @@ from ...snapshot import (
     Thread,
 )
 from ..referenced import DEFAULT_BUDGET, referenced_ranges
-from ..stacks import blank, stack_range
+from ..stacks import StackMap, blank
 from .loader import ensure_debugserver, import_lldb
 
 _INVALID_ADDRESS = 0xFFFFFFFFFFFFFFFF
@@ -349,7 +349,7 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
     arch, os_ = _arch_and_os(proc.target.GetTriple() or "")
     soft: list[SoftError] = []
     regions = proc.regions()
-    starts = [r.start for r in regions]
+    stack_map = StackMap(regions)
     on_linux = os_ in (OS.LINUX, OS.ANDROID) and os.path.exists(f"/proc/{pid}")
     env_range = (0, 0)
     stat = None
@@ -368,7 +368,7 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
                                else _arm64_context(lldb, regs))
         tp = _thread_pointer(arch, regs)
         is_main = tid == pid if on_linux else index == 0
-        rng = stack_range(context.sp, regions, starts, is_main, tp)
+        rng = stack_map.range(context.sp, is_main, tp)
         stack = None
         if rng:
             data = proc.read(rng[0], rng[1] - rng[0])
