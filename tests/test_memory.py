@@ -185,3 +185,36 @@ def test_full_dump_freezes_the_process_while_writing(threads_bin, tmp_path):
         assert p.returncode == 0
         assert states == {"t"}, states
         assert_running_untraced(target.pid)
+
+
+def test_progress_on_a_terminal(markers_bin, tmp_path):
+    """A full dump shows progress on stderr when stderr is a terminal (a real pty here),
+    and nothing of the kind when it is not."""
+    import pty
+    import select as select_mod
+
+    with Target([markers_bin, "markers", "p"], wait_parked=False) as target:
+        out = tmp_path / "full.dmp"
+        master, slave = pty.openpty()
+        p = subprocess.Popen([sys.executable, "-m", "generate_dump", "--memory", "full",
+                              str(target.pid), "-o", str(out)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        seen = b""
+        while True:
+            r, _, _ = select_mod.select([master], [], [], 60)
+            if not r:
+                break
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(master)
+        assert p.wait(timeout=60) == 0
+        assert re.search(rb"writing [0-9,]+ of [0-9,]+ MiB \(100%\)", seen), seen[-500:]
+        quiet = run_dumper(target.pid, "--memory", "full", "-o", tmp_path / "quiet.dmp")
+        assert "writing" not in quiet.stderr
+        assert_running_untraced(target.pid)
