@@ -22,6 +22,8 @@ from typing import Optional, Sequence
 
 import pytest
 
+import live
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 PROGRAMS = TESTS / "programs"
@@ -266,38 +268,16 @@ def tracer_pid(pid: int) -> int:
 
 
 def thread_states(pid: int) -> dict[int, str]:
-    states = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            states[int(tid)] = stat_fields(f"/proc/{pid}/task/{tid}/stat")[0]
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return states
+    return {int(t): live.thread_state(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task")}
 
 
-def assert_target_intact(target: Target, settle: float = 2.0) -> None:
-    """The target lives, nobody traces it and none of its threads is stopped.
-
-    A thread just detached can show 't' for an instant until the scheduler wakes it, so
-    the check is retried for up to ``settle`` seconds; a thread left stopped stays stopped.
-    """
+def assert_target_intact(target: Target) -> None:
+    """The target lives, nobody traces it and none of its threads is stopped (the checks
+    of live.assert_running_untraced, plus: it is our child and has not exited)."""
     assert target.proc.poll() is None, f"target {target.pid} died ({target.proc.returncode})"
-    deadline = time.monotonic() + settle
-    while True:
-        with open(f"/proc/{target.pid}/status") as f:
-            status = f.read()
-        states = thread_states(target.pid)
-        stopped = {t: s for t, s in states.items() if s in ("t", "T")}
-        state = stat_fields(f"/proc/{target.pid}/stat")[0]
-        ok = "TracerPid:\t0\n" in status and not stopped and state not in ("Z", "X")
-        if ok or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert "TracerPid:\t0\n" in status, f"target {target.pid} still traced: " + \
-        next(l for l in status.splitlines() if l.startswith("TracerPid"))
-    assert not stopped, f"threads of {target.pid} left stopped: {stopped}"
+    live.assert_running_untraced(target.pid)
+    state = stat_fields(f"/proc/{target.pid}/stat")[0]
     assert state not in ("Z", "X"), f"target {target.pid} is {state}"
-    assert target.proc.poll() is None
 
 
 def leftover_temp_files(directory) -> list[str]:
