@@ -35,7 +35,8 @@ from ...snapshot import (
 )
 from . import procfs
 from .diagnose import explain_eperm, tracer_message, tracer_of
-from ..referenced import DEFAULT_BUDGET, referenced_ranges
+from ..options import CaptureOptions as BaseOptions
+from ..referenced import referenced_ranges
 from ..stacks import StackMap, blank
 from .elf_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
@@ -47,17 +48,11 @@ _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 @dataclass
-class CaptureOptions:
-    suspend: bool = True
-    include_environment: bool = False
+class CaptureOptions(BaseOptions):
     stop_timeout: float = STOP_TIMEOUT
     # For a process we already trace (generate_dump run): makes the freezer that borrows
     # our own tracees instead of seizing them.
     freezer_factory: Optional[Callable[..., "Freezer"]] = None
-    memory: str = "referenced"  # stacks | referenced | full
-    max_referenced: int = DEFAULT_BUDGET
-    # Full dumps: told about bytes that could not be read while writing (zero-filled).
-    on_short_read: Optional[Callable[[int, int], None]] = None
 
 
 @dataclass

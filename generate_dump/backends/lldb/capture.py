@@ -38,6 +38,7 @@ from ...snapshot import (
     SystemInfo,
     Thread,
 )
+from ..options import CaptureOptions
 from ..referenced import DEFAULT_BUDGET, referenced_ranges
 from ..stacks import StackMap, blank
 from .loader import ensure_debugserver, import_lldb
@@ -48,12 +49,8 @@ _AMD64_GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9
 
 
 @dataclass
-class LldbOptions:
-    suspend: bool = True
-    include_environment: bool = False
-    memory: str = "referenced"  # stacks | referenced | full
-    max_referenced: int = DEFAULT_BUDGET
-    on_short_read: Optional[Callable[[int, int], None]] = None
+class LldbOptions(CaptureOptions):
+    pass
 
 
 def _arch_and_os(triple: str) -> tuple[Arch, OS]:

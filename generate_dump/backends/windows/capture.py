@@ -43,7 +43,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 from ... import _testhooks
 from ...errors import DumpError, InvalidTarget, TargetGone
@@ -59,7 +59,8 @@ from ...snapshot import (
     SoftError,
     Thread,
 )
-from ..referenced import DEFAULT_BUDGET, referenced_ranges
+from ..options import CaptureOptions
+from ..referenced import referenced_ranges
 from . import convert as cv
 
 DEFAULT_ATTACH_TIMEOUT = 10.0
@@ -68,13 +69,7 @@ _PAGE = 4096
 
 
 @dataclass
-class WindowsOptions:
-    suspend: bool = True
-    include_environment: bool = False
-    memory: str = "referenced"  # stacks | referenced | full
-    max_referenced: int = DEFAULT_BUDGET
-    # Full dumps: told about bytes that could not be read while writing (zero-filled).
-    on_short_read: Optional[Callable[[int, int], None]] = None
+class WindowsOptions(CaptureOptions):
     # How long to wait for the attach breakpoint. A process whose loader lock is held can
     # keep the injected thread from running; then threads are suspended one by one.
     attach_timeout: float = DEFAULT_ATTACH_TIMEOUT
