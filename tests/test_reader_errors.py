@@ -348,3 +348,31 @@ def test_mutation_fuzz_of_a_real_dump(tmp_path):
     assert outcomes["ok"] > 10 and outcomes["error"] > 10, outcomes
     # The file is a few hundred KiB; parsing it must not blow up on lying counts.
     assert peak < 64 * 1024 * 1024, f"peak {peak} bytes"
+
+
+def test_breakpad_old_arm64_context_is_read():
+    """Breakpad's Linux client writes arm64 dumps with architecture 0x8003 and its old
+    796-byte context; the reader understands them (rust-minidump agrees)."""
+    from synthetic import arm64_snapshot
+    from generate_dump.minidump.format import CONTEXT_ARM64_OLD_RECORD, SYSTEM_INFO, THREAD
+
+    snap = arm64_snapshot()
+    data = bytearray(minidump_bytes(snap))
+    rva, _ = _stream(bytes(data), fmt.StreamType.SYSTEM_INFO)
+    struct.pack_into("<H", data, rva + SYSTEM_INFO.offset("processor_architecture"), 0x8003)
+    trva, _ = _stream(bytes(data), fmt.StreamType.THREAD_LIST)
+    for i, t in enumerate(snap.threads):
+        c = t.context
+        old = CONTEXT_ARM64_OLD_RECORD.pack(
+            context_flags=0x80000007, iregs=list(c.x) + [c.fp, c.lr, c.sp], pc=c.pc,
+            cpsr=c.cpsr, fpsr=c.fpsr, fpcr=c.fpcr,
+            v=b"".join(q.to_bytes(16, "little") for q in c.v))
+        assert len(old) == 796
+        while len(data) % 16:
+            data.append(0)
+        at = len(data)
+        data += old
+        rec = trva + 4 + i * THREAD.size
+        struct.pack_into("<II", data, rec + THREAD.offset("context_size"), len(old), at)
+    md = parse(bytes(data))
+    assert [t.context for t in md.threads] == [t.context for t in snap.threads]

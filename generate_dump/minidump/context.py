@@ -39,7 +39,10 @@ def encode_context(ctx: CpuContext) -> bytes:
     raise ContextError(f"unsupported context type {type(ctx).__name__}")
 
 
-def decode_context(arch: Arch, data: bytes) -> CpuContext:
+def decode_context(arch: Arch, data: bytes, old_arm64: bool = False) -> CpuContext:
+    """Decode a CONTEXT record; ``old_arm64`` for Breakpad's 796-byte arm64 layout."""
+    if old_arm64:
+        return _decode_arm64_old(data)
     record = _RECORDS[arch]
     if len(data) < record.size:
         raise ContextError(f"{record.name} needs {record.size} bytes, got {len(data)}")
@@ -116,6 +119,20 @@ def _decode_arm64(v: dict) -> Arm64Context:
         x=tuple(v["x"]), fp=v["fp"], lr=v["lr"], sp=v["sp"], pc=v["pc"], cpsr=v["cpsr"],
         v=vregs, fpsr=v["fpsr"], fpcr=v["fpcr"],
     )
+
+
+def _decode_arm64_old(data: bytes) -> Arm64Context:
+    record = fmt.CONTEXT_ARM64_OLD_RECORD
+    if len(data) < record.size:
+        raise ContextError(f"{record.name} needs {record.size} bytes, got {len(data)}")
+    v = record.unpack(data)
+    x = v["iregs"]
+    vregs = None
+    if v["context_flags"] & fmt.CONTEXT_ARM64_OLD_FLOATING_POINT:
+        raw = v["v"]
+        vregs = tuple(int.from_bytes(raw[i : i + 16], "little") for i in range(0, 512, 16))
+    return Arm64Context(x=tuple(x[:29]), fp=x[29], lr=x[30], sp=x[31], pc=v["pc"],
+                        cpsr=v["cpsr"], v=vregs, fpsr=v["fpsr"], fpcr=v["fpcr"])
 
 
 def _encode_x86(c: X86Context) -> bytes:

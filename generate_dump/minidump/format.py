@@ -201,6 +201,14 @@ CONTEXT_ARM64_RECORD = Record("CONTEXT_ARM64", [
     ("bcr", "8I"), ("bvr", "8Q"), ("wcr", "2I"), ("wvr", "2Q"),
 ])
 
+# Breakpad's pre-standard arm64 context (MDRawContextARM64_Old, with architecture 0x8003),
+# which its Linux client still writes: read, never written.
+CONTEXT_ARM64_OLD_RECORD = Record("MDRawContextARM64_Old", [
+    ("context_flags", "Q"), ("iregs", "32Q"), ("pc", "Q"), ("cpsr", "I"),
+    ("fpsr", "I"), ("fpcr", "I"), ("v", "512s"),
+])
+CONTEXT_ARM64_OLD_FLOATING_POINT = 0x4
+
 CONTEXT_X86_RECORD = Record("CONTEXT_X86", [
     ("context_flags", "I"),
     ("dr0", "I"), ("dr1", "I"), ("dr2", "I"), ("dr3", "I"), ("dr6", "I"), ("dr7", "I"),

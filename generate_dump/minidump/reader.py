@@ -44,6 +44,7 @@ _ARCHES = {
     fmt.ProcessorArchitecture.X86: Arch.X86,
     fmt.ProcessorArchitecture.AMD64: Arch.AMD64,
     fmt.ProcessorArchitecture.ARM64: Arch.ARM64,
+    fmt.ProcessorArchitecture.ARM64_OLD: Arch.ARM64,  # Breakpad's Linux client
 }
 _OSES = {
     fmt.PlatformId.WIN32_NT: OS.WINDOWS,
@@ -110,6 +111,7 @@ class Minidump:
     linux: dict[str, bytes] = field(default_factory=dict)
     dso_debug: Optional[DsoDebug] = None
     soft_errors: list[SoftError] = field(default_factory=list)
+    old_arm64: bool = False  # contexts use Breakpad's MDRawContextARM64_Old layout
 
     # -- access ----------------------------------------------------------------------------
 
@@ -279,6 +281,7 @@ def _system_info(p: _Parser, md: Minidump, rva: int, size: int) -> None:
     if arch_code not in _ARCHES:
         raise MinidumpFormatError(f"unsupported processor architecture 0x{arch_code:x}")
     arch = _ARCHES[fmt.ProcessorArchitecture(arch_code)]
+    md.old_arm64 = arch_code == fmt.ProcessorArchitecture.ARM64_OLD
     platform = v["platform_id"]
     if platform not in _OSES:
         raise MinidumpFormatError(f"unknown platform id 0x{platform:x}")
@@ -317,7 +320,7 @@ def _context(p: _Parser, md: Minidump, rva: int, size: int, what: str) -> Option
         return None
     if md.system is None:
         raise MinidumpFormatError(f"{what}: a context without a SystemInfo stream")
-    return decode_context(md.system.arch, p.raw(rva, size, what))
+    return decode_context(md.system.arch, p.raw(rva, size, what), old_arm64=md.old_arm64)
 
 
 def _thread_list(p: _Parser, md: Minidump, rva: int, size: int) -> None:
