@@ -199,7 +199,9 @@ def test_context_without_system_info(good):
 
 def test_unknown_architecture_and_platform(good):
     rva, _ = _stream(good, fmt.StreamType.SYSTEM_INFO)
-    _fails(_patch(good, rva, "H", 0x8003), "unsupported processor architecture 0x8003")
+    # (0x8003, Breakpad's old arm64, is supported: see test_breakpad_old_arm64_context_is_read)
+    _fails(_patch(good, rva, "H", 0x1234), "unsupported processor architecture 0x1234")
+    _fails(_patch(good, rva, "H", 0x8004), "unsupported processor architecture 0x8004")
     _fails(_patch(good, rva + 20, "I", 0x9999), "unknown platform id 0x9999")
 
 
