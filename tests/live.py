@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -20,26 +21,49 @@ def compile_program(name: str, out_dir: Path, *flags: str) -> Path:
     return out
 
 
+def read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """One line of ``proc``'s stdout within ``timeout`` seconds, read byte by byte so that
+    nothing after the newline is consumed (the test may read the rest itself)."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = proc.stdout.fileno()
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no line within {timeout} s (got {buf!r})")
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 1)
+            if not chunk:
+                break  # end of file: the process exited
+            buf += chunk
+    return buf.decode(errors="replace")
+
+
 class Target:
-    """A started program that prints 'READY <pid>' once it is parked; killed on close."""
+    """A started program that prints 'READY <pid>' once it is parked; killed on close.
+
+    ``prefix`` runs it through another command that execs it in place (setpriv to start it
+    as another user); the READY pid must still be the started process."""
 
     def __init__(self, argv: list, env: dict | None = None, ready_timeout: float = 30.0,
-                 wait_parked: bool = True, **popen):
-        self.proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, text=True, **popen)
+                 wait_parked: bool = True, prefix: list | None = None, **popen):
+        self.argv = [str(a) for a in (prefix or []) + list(argv)]
+        popen.setdefault("stdin", subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env, text=True, **popen)
         self.pid = self.proc.pid
         deadline = time.monotonic() + ready_timeout
-        line = ""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if line.startswith("READY") or not line:
-                break
-        # Extra words on the READY line (addresses, ...) for the test to use.
-        self.ready_values = [int(x, 0) for x in line.split()[2:]] if line.startswith("READY") else []
-        if not line.startswith("READY"):
+        try:
+            line = read_line(self.proc, ready_timeout)
+        except TimeoutError:
+            line = ""
+        words = line.split()
+        if not words or words[0] != "READY" or int(words[1]) != self.pid:
             self.close()
             raise RuntimeError(f"target {argv[0]} did not become ready: {line!r} "
-                               f"{self.proc.stderr.read() if self.proc.poll() is not None else ''}")
+                               f"{self.proc.stderr.read() if self.proc.stderr else ''}")
+        # Extra words on the READY line (addresses, ...) for the test to use.
+        self.ready_values = [int(x, 0) for x in words[2:]]
         # READY is printed just before the main thread parks: wait until every thread
         # sits in a blocking syscall, so that registers can be checked against /proc.
         while wait_parked and time.monotonic() < deadline:
@@ -55,11 +79,16 @@ class Target:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            try:
+                self.proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait(timeout=30)
         for f in (self.proc.stdout, self.proc.stderr):
             if f:
                 f.close()
+
+    kill = close
 
     def __enter__(self):
         return self

@@ -10,13 +10,10 @@ from __future__ import annotations
 import glob
 import os
 import pwd
-import select
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -126,67 +123,14 @@ def user_dir(uid: int, gid: int) -> Path:
 
 # -- targets -----------------------------------------------------------------------------------
 
-@dataclass
-class Target:
-    proc: subprocess.Popen
-    pid: int
-    argv: list = field(default_factory=list)
-
-    def tids(self) -> list[int]:
-        return sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.kill()
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def _read_line(proc: subprocess.Popen, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    buf = b""
-    fd = proc.stdout.fileno()
-    while not buf.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no READY line within {timeout} s (got {buf!r})")
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 1)
-            if not chunk:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"target exited ({proc.wait()}) before READY: {buf!r} {err}")
-            buf += chunk
-    return buf.decode()
+Target = live.Target
 
 
 def start_target(argv: Sequence, env: Optional[dict] = None,
                  user: Optional[tuple[int, int]] = None) -> Target:
     """Start ``argv`` (optionally as user (uid, gid)) and wait for its ``READY <pid>`` line."""
-    cmd = [str(a) for a in argv]
-    if user is not None:
-        cmd = setpriv_prefix(*user) + cmd
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, cwd="/")
-    try:
-        line = _read_line(proc, READY_TIMEOUT)
-        words = line.split()
-        assert words[0] == "READY", line
-        pid = int(words[1])
-        assert pid == proc.pid, f"READY {pid} but started pid {proc.pid}"
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return Target(proc, pid, cmd)
+    return Target(list(argv), env=env, ready_timeout=READY_TIMEOUT,
+                  prefix=setpriv_prefix(*user) if user is not None else None, cwd="/")
 
 
 class Targets:
@@ -242,7 +186,7 @@ def start_seizer(pid: int) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-c", SEIZE_HELPER, str(pid)],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
-    line = _read_line(p, READY_TIMEOUT).strip()
+    line = live.read_line(p, READY_TIMEOUT).strip()
     if line != "SEIZED":
         p.kill()
         p.wait()
