@@ -2,7 +2,8 @@
 
 python-ptrace supplies the ptrace() binding and the register structures; what it lacks
 (PTRACE_SEIZE, PTRACE_INTERRUPT, NT_PRFPREG / NT_ARM_TLS through GETREGSET) is added here
-with the same binding and ctypes.
+with the same binding and ctypes: ``call`` for the calls, ``RegisterBank`` for the
+register sets, ``wait_stop`` for the stops.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from ptrace import PtraceError
 from ptrace.binding import func as _pt
 from ptrace.binding.linux_struct import iovec_struct, user_regs_struct
 from ptrace.cpu_info import CPU_AARCH64, CPU_X86_64
@@ -33,21 +33,9 @@ class ThreadGone(Exception):
     """The thread exited (or is exiting) while we were looking at it."""
 
 
-def _errno_of(exc: PtraceError) -> int:
-    return exc.errno or 0
-
-
-def seize(tid: int) -> None:
-    """PTRACE_SEIZE: trace without stopping and without sending any signal."""
-    _pt.ptrace(PTRACE_SEIZE, tid, 0, 0)
-
-
 def interrupt(tid: int) -> None:
+    """PTRACE_INTERRUPT, raising PtraceError on failure (the tracer's slow path)."""
     _pt.ptrace(PTRACE_INTERRUPT, tid, 0, 0)
-
-
-def detach(tid: int, signal: int = 0) -> None:
-    _pt.ptrace_detach(tid, signal)
 
 
 @dataclass
@@ -57,10 +45,7 @@ class StopResult:
     group_stop: bool = False  # stopped by job control (SIGSTOP and friends)
 
 
-_STOP_SIGNALS = {19, 20, 21, 22}  # SIGSTOP SIGTSTP SIGTTIN SIGTTOU
-
-
-STOP_SIGNALS = _STOP_SIGNALS
+STOP_SIGNALS = {19, 20, 21, 22}  # SIGSTOP SIGTSTP SIGTTIN SIGTTOU
 
 
 def wait_stop(tid: int, deadline: float, status: Optional[int] = None) -> StopResult:
@@ -87,7 +72,7 @@ def wait_stop(tid: int, deadline: float, status: Optional[int] = None) -> StopRe
                 event = status >> 16
                 if event == PTRACE_EVENT_STOP:
                     # Interrupt stop, or group-stop when sig is a stop signal.
-                    return StopResult(True, 0, group_stop=sig in _STOP_SIGNALS)
+                    return StopResult(True, 0, group_stop=sig in STOP_SIGNALS)
                 if event:
                     return StopResult(True, 0)
                 # Signal-delivery-stop: we intercepted a signal; hand it back on detach.
@@ -97,45 +82,6 @@ def wait_stop(tid: int, deadline: float, status: Optional[int] = None) -> StopRe
             return StopResult(False)
         time.sleep(delay)
         delay = min(delay * 2, 0.002)
-
-
-# --- registers --------------------------------------------------------------------------------
-
-
-def get_regs(tid: int) -> user_regs_struct:
-    return _pt.ptrace_getregs(tid)
-
-
-def _getregset(tid: int, note: int, size: int) -> bytes:
-    buf = ctypes.create_string_buffer(size)
-    iov = iovec_struct()
-    iov.buf = ctypes.addressof(buf)
-    iov.len = size
-    _pt.ptrace(_pt.PTRACE_GETREGSET, tid, note, ctypes.addressof(iov))
-    return buf.raw[: iov.len]
-
-
-def get_fpregs_raw(tid: int) -> Optional[bytes]:
-    """The NT_PRFPREG register set: the FXSAVE image on x86-64, user_fpsimd_state on arm64."""
-    size = 512 if CPU_X86_64 else 528
-    try:
-        data = _getregset(tid, NT_PRFPREG, size)
-    except PtraceError as exc:
-        if _errno_of(exc) == errno.ESRCH:
-            raise ThreadGone(tid) from None
-        return None
-    return data if len(data) == size else None
-
-
-def get_arm64_tls(tid: int) -> int:
-    try:
-        return int.from_bytes(_getregset(tid, NT_ARM_TLS, 8), "little")
-    except PtraceError:
-        return 0
-
-
-IS_X86_64 = CPU_X86_64
-IS_AARCH64 = CPU_AARCH64
 
 
 # --- the fast path used while a process is frozen ---------------------------------------------
