@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, ContextManager, Optional
 
 from .referenced import DEFAULT_BUDGET
 
@@ -18,3 +18,13 @@ class CaptureOptions:
     max_referenced: int = DEFAULT_BUDGET
     # Full dumps: told about bytes that could not be read while writing (zero-filled).
     on_short_read: Optional[Callable[[int, int], None]] = None
+
+
+def capture_now(session: Callable[[int, CaptureOptions], ContextManager], pid: int,
+                options: CaptureOptions):
+    """Run a backend's capture session to the end: a snapshot whose memory is all copied.
+    Not for full dumps, whose memory is read while the session still holds the process."""
+    if options.memory == "full" and options.suspend:
+        raise ValueError("full dumps need capture_session (memory is read while writing)")
+    with session(pid, options) as snapshot:
+        return snapshot

@@ -35,7 +35,7 @@ from ...snapshot import (
 )
 from . import procfs
 from .diagnose import explain_eperm, tracer_message, tracer_of
-from ..options import CaptureOptions as BaseOptions
+from ..options import CaptureOptions as BaseOptions, capture_now
 from ..referenced import referenced_ranges
 from ..stacks import StackMap, blank
 from .elf_modules import main_dso_debug, modules_from_maps
@@ -491,11 +491,7 @@ def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Itera
 
 def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
     """Snapshot ``pid`` (everything copied before it returns; not for full dumps)."""
-    options = options or CaptureOptions()
-    if options.memory == "full" and options.suspend:
-        raise ValueError("full dumps need capture_session (memory is read while writing)")
-    with capture_session(pid, options) as snapshot:
-        return snapshot
+    return capture_now(capture_session, pid, options or CaptureOptions())
 
 
 def _add_memory(snapshot: Snapshot, target: _Target, frozen: _Frozen, options: CaptureOptions,

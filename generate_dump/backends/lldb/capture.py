@@ -38,7 +38,7 @@ from ...snapshot import (
     SystemInfo,
     Thread,
 )
-from ..options import CaptureOptions
+from ..options import CaptureOptions, capture_now
 from ..referenced import DEFAULT_BUDGET, referenced_ranges
 from ..stacks import StackMap, blank
 from .loader import ensure_debugserver, import_lldb
@@ -449,11 +449,7 @@ def capture_session(pid: int, options: Optional[LldbOptions] = None) -> Iterator
 
 def capture(pid: int, options: Optional[LldbOptions] = None) -> Snapshot:
     """Attach, snapshot, detach (not for full dumps: their memory is read while writing)."""
-    options = options or LldbOptions()
-    if options.memory == "full":
-        raise ValueError("full dumps need capture_session (memory is read while writing)")
-    with capture_session(pid, options) as snapshot:
-        return snapshot
+    return capture_now(capture_session, pid, options or LldbOptions())
 
 
 def _attach_error(pid: int, message: str) -> DumpError:

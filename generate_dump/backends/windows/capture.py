@@ -59,7 +59,7 @@ from ...snapshot import (
     SoftError,
     Thread,
 )
-from ..options import CaptureOptions
+from ..options import CaptureOptions, capture_now
 from ..referenced import referenced_ranges
 from . import convert as cv
 
@@ -993,8 +993,4 @@ def capture_session(pid: int, options: Optional[WindowsOptions] = None) -> Itera
 
 def capture(pid: int, options: Optional[WindowsOptions] = None) -> Snapshot:
     """Snapshot ``pid`` (everything copied before it returns; not for full dumps)."""
-    options = options or WindowsOptions()
-    if options.memory == "full" and options.suspend:
-        raise ValueError("full dumps need capture_session (memory is read while writing)")
-    with capture_session(pid, options) as snapshot:
-        return snapshot
+    return capture_now(capture_session, pid, options or WindowsOptions())
