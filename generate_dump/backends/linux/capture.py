@@ -547,14 +547,13 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
     def read(addr: int, size: int) -> bytes:
         return reader.read(addr, size)
 
-    modules, debug_addr = modules_from_maps(pid, frozen.maps, auxv_entries(auxv or b""), read,
-                                            soft)
+    modules = modules_from_maps(pid, frozen.maps, auxv_entries(auxv or b""), read, soft)
     main = modules[0] if modules and modules[0].is_main else None
     system, cpuinfo = system_info(arch)
     process = process_of(pid, stat)
     linux = linux_files(pid, cpuinfo=cpuinfo, auxv=auxv, maps=frozen.maps_text,
                         include_environment=options.include_environment,
-                        dso=main_dso_debug(read, main, debug_addr))
+                        dso=main_dso_debug(read, main))
     return Snapshot(
         process=process, system=system, threads=tuple(threads), modules=tuple(modules),
         regions=tuple(m.region() for m in frozen.maps), linux=linux,

@@ -29,16 +29,15 @@ def _file_for(pid: int, m: Mapping) -> list[str]:
 
 
 def modules_from_maps(pid: int, maps: list[Mapping], auxv: dict[int, int],
-                      read: Callable[[int, int], bytes], soft: list[SoftError]) -> tuple[list[Module], int]:
+                      read: Callable[[int, int], bytes], soft: list[SoftError]) -> list[Module]:
     """Modules from the mappings: every readable file mapping at offset 0 that holds an ELF
-    image, plus the vDSO. Returns the modules (main first) and the main image's DT_DEBUG."""
+    image, plus the vDSO; the main executable first."""
     from ...modules.elf import ElfError, file_identity, read_loaded_image
 
     entry = auxv.get(AT_ENTRY, 0)
     vdso = auxv.get(AT_SYSINFO_EHDR, 0)
     found: list[tuple[Module, int]] = []
     taken: list[tuple[int, int]] = []
-    main_debug = 0
     for m in maps:
         is_vdso = m.path == "[vdso]" or (vdso and m.start == vdso)
         if not m.readable or m.offset != 0 or not (m.inode or is_vdso):
@@ -76,17 +75,15 @@ def modules_from_maps(pid: int, maps: list[Mapping], auxv: dict[int, int],
             path=name, base=img.base, size=img.size,
             identity=ElfBuildId(build_id, from_hash) if build_id else None, is_main=is_main,
         )
-        if is_main:
-            main_debug = img.debug_addr
         found.append((module, img.dynamic_addr))
         taken.append((img.base, img.base + img.size))
     modules = [mod for mod, _ in found]
     modules.sort(key=lambda mod: (not mod.is_main, mod.base))
-    return modules, main_debug
+    return modules
 
 
-def dso_debug(read: Callable[[int, int], bytes], debug_addr: int, main: Optional[Module],
-               dynamic: bytes, dynamic_addr: int) -> Optional[DsoDebug]:
+def dso_debug(read: Callable[[int, int], bytes], debug_addr: int, dynamic: bytes,
+              dynamic_addr: int) -> Optional[DsoDebug]:
     """r_debug and the link_map chain (64-bit layouts); None when not available."""
     if not debug_addr:
         return None
@@ -122,16 +119,18 @@ def trim_dynamic(raw: bytes) -> bytes:
     return raw
 
 
-def main_dso_debug(read: Callable[[int, int], bytes], main: Optional[Module],
-                   debug_addr: int) -> Optional[DsoDebug]:
+def main_dso_debug(read: Callable[[int, int], bytes],
+                   main: Optional[Module]) -> Optional[DsoDebug]:
     """The DsoDebug stream's content: r_debug found through the main image's DT_DEBUG."""
-    if main is None or not debug_addr:
+    if main is None:
         return None
     from ...modules.elf import ElfError, read_loaded_image
 
     try:
         img = read_loaded_image(read, main.base)
+        if not img.debug_addr:
+            return None  # a static executable, or no dynamic linker yet
         dynamic = trim_dynamic(read(img.dynamic_addr, 4096)) if img.dynamic_addr else b""
-        return dso_debug(read, debug_addr, main, dynamic, img.dynamic_addr)
+        return dso_debug(read, img.debug_addr, dynamic, img.dynamic_addr)
     except (ElfError, OSError, ProcessLookupError):
         return None

@@ -390,21 +390,14 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
         from ..linux import procfs
         from ..linux.elf_modules import main_dso_debug
         from ..linux.procinfo import linux_files, process_of
-        from ...modules.elf import ElfError, read_loaded_image
 
         process_info = process_of(pid, stat)
-        debug_addr = 0
         main = modules[0] if modules else None
-        if main is not None:
-            try:
-                debug_addr = read_loaded_image(proc.read, main.base).debug_addr
-            except ElfError:
-                pass
         linux = linux_files(pid, cpuinfo=cpuinfo or b"",
                             auxv=procfs.read_file(f"/proc/{pid}/auxv"),
                             maps=procfs.read_file(f"/proc/{pid}/maps") or b"",
                             include_environment=include_environment,
-                            dso=main_dso_debug(proc.read, main, debug_addr))
+                            dso=main_dso_debug(proc.read, main))
     snapshot = Snapshot(
         process=process_info, system=system, threads=tuple(threads), modules=tuple(modules),
         regions=tuple(regions), exception=exception_of(lldb, process, os_) if with_exception else None,
