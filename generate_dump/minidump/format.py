@@ -33,6 +33,12 @@ class StreamType(enum.IntEnum):
     LINUX_MAPS = 0x47670009
     LINUX_DSO_DEBUG = 0x4767000A
     MOZ_SOFT_ERRORS = 0x4D7A0004
+    # Streams of ours ("GD" = 0x4744), each documented where it is written.
+    GD_PERF_MAP = 0x47440001  # JIT symbol maps (/tmp/perf-PID.map)
+    GD_PYTHON = 0x47440002  # CPython interpreter state and decoded Python stacks
+    GD_TRIGGER = 0x47440003  # why `watch` took the dump (trigger and measured value)
+    GD_REDACTION = 0x47440004  # what --redact changed
+    GD_SOURCE = 0x47440005  # where the snapshot came from (live process, core file, ...)
 
 
 class ProcessorArchitecture(enum.IntEnum):
