@@ -282,7 +282,27 @@ def _inspect_subcommand(args: list[str]) -> None:
     sys.exit(0)
 
 
-SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand}
+def _watch_subcommand(args: list[str]) -> None:
+    """`generate_dump watch ...`: dump processes when a trigger fires."""
+    if not sys.platform.startswith("linux"):
+        _fail("`generate_dump watch` needs Linux (/proc and ptrace)")
+    from .watch.command import watch_command
+
+    try:
+        watch_command.main(args=args, prog_name=f"{PROG} watch", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        _fail(f"{exc.format_message()} (see '{PROG} watch --help')")
+    except DumpError as exc:
+        _fail(str(exc))
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, never a traceback
+        _fail(f"internal error: {type(exc).__name__}: {exc} (please report)")
+    sys.exit(0)
+
+
+SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand,
+               "watch": _watch_subcommand}
 
 
 def main(argv: Optional[list[str]] = None) -> None:

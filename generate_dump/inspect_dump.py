@@ -269,6 +269,9 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
             "cpu_count": sysinfo.cpu.count if sysinfo else None,
         },
         "reason": reason,
+        "trigger": ({"trigger": view.trigger.trigger, "threshold": view.trigger.threshold,
+                     "value": view.trigger.value, "time": view.trigger.time}
+                    if getattr(view, "trigger", None) is not None else None),
         "modules": modules,
         "threads": [{
             "tid": t.tid, "name": t.name, "crashed": t.crashed, "note": t.note or None,
@@ -300,6 +303,9 @@ def report_text(report: dict, view: ProcessView) -> str:
         lines.append(f"System: {s['os']} {s['arch']}, {s['cpu_count']} CPUs"
                      + (f", {s['os_version']}" if s["os_version"] else ""))
     lines.append("Reason: " + describe_reason(view))
+    if report.get("trigger"):
+        t = report["trigger"]
+        lines.append(f"Trigger: {t['trigger']} {t['threshold']} (measured {t['value']})")
     lines.append("")
     lines.append(f"Modules ({len(report['modules'])}):")
     for m in report["modules"]:

@@ -415,6 +415,16 @@ class SoftError:
 
 
 @dataclass(frozen=True)
+class TriggerInfo:
+    """Why `watch` took the dump: the trigger that fired and what it measured."""
+
+    trigger: str  # "cpu-above", "memory-below", "signal", "exit", "every", ...
+    threshold: str  # as the user gave it, e.g. "90%", "512M", "SIGUSR1"
+    value: str  # what was measured, e.g. "97.5% for 3.0 s", "exit status 3"
+    time: int = 0  # Unix seconds when it fired
+
+
+@dataclass(frozen=True)
 class Snapshot:
     process: Process
     system: SystemInfo
@@ -426,3 +436,4 @@ class Snapshot:
     linux: Optional[LinuxFiles] = None
     soft_errors: tuple[SoftError, ...] = ()
     time: int = 0  # when the snapshot was taken, Unix seconds
+    trigger: Optional[TriggerInfo] = None  # set by `watch`

@@ -32,6 +32,7 @@ from ..snapshot import (
     RegionKind,
     Snapshot,
     SoftError,
+    TriggerInfo,
     SystemInfo,
     Thread,
 )
@@ -111,6 +112,7 @@ class Minidump:
     linux: dict[str, bytes] = field(default_factory=dict)
     dso_debug: Optional[DsoDebug] = None
     soft_errors: list[SoftError] = field(default_factory=list)
+    trigger: Optional[TriggerInfo] = None
     old_arm64: bool = False  # contexts use Breakpad's MDRawContextARM64_Old layout
 
     # -- access ----------------------------------------------------------------------------
@@ -174,6 +176,7 @@ class Minidump:
             linux=linux,
             soft_errors=tuple(self.soft_errors),
             time=self.time,
+            trigger=self.trigger,
         )
 
 
@@ -457,6 +460,20 @@ def _soft_errors(p: _Parser, md: Minidump, rva: int, size: int) -> None:
             md.soft_errors.append(SoftError("unknown", json.dumps(item)))
 
 
+def _trigger(p: _Parser, md: Minidump, rva: int, size: int) -> None:
+    try:
+        doc = json.loads(p.raw(rva, size, "trigger").decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise MinidumpFormatError(f"trigger stream is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MinidumpFormatError("trigger stream is not a JSON object")
+    t = doc.get("time", 0)
+    md.trigger = TriggerInfo(trigger=str(doc.get("trigger", "")),
+                             threshold=str(doc.get("threshold", "")),
+                             value=str(doc.get("value", "")),
+                             time=t if isinstance(t, int) else 0)
+
+
 _HANDLERS = {
     fmt.StreamType.SYSTEM_INFO: _system_info,
     fmt.StreamType.MISC_INFO: _misc_info,
@@ -469,4 +486,5 @@ _HANDLERS = {
     fmt.StreamType.EXCEPTION: _exception,
     fmt.StreamType.LINUX_DSO_DEBUG: _dso_debug,
     fmt.StreamType.MOZ_SOFT_ERRORS: _soft_errors,
+    fmt.StreamType.GD_TRIGGER: _trigger,
 }

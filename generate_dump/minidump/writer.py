@@ -162,6 +162,8 @@ class _Writer:
                 b.append((fmt.StreamType.LINUX_DSO_DEBUG, self.dso_debug))
         if s.soft_errors:
             b.append((fmt.StreamType.MOZ_SOFT_ERRORS, self.soft_errors))
+        if s.trigger is not None:
+            b.append((fmt.StreamType.GD_TRIGGER, self.trigger))
         b.append((fmt.StreamType.MEMORY_LIST, self.memory_list))
         if self.options.memory64:
             b.append((fmt.StreamType.MEMORY64_LIST, self.memory64_list))
@@ -375,6 +377,13 @@ class _Writer:
             version=d.version, map_rva=map_rva, dso_count=len(maps), brk=d.brk,
             ldbase=d.ldbase, dynamic=d.dynamic_addr)
         return lay.place(head + d.dynamic, 8)
+
+    def trigger(self, lay: _Layout) -> tuple[int, int]:
+        """GD_TRIGGER: UTF-8 JSON {"version": 1, "trigger", "threshold", "value", "time"}."""
+        t = self.s.trigger
+        doc = {"version": 1, "trigger": t.trigger, "threshold": t.threshold,  # type: ignore[union-attr]
+               "value": t.value, "time": t.time}  # type: ignore[union-attr]
+        return lay.place(json.dumps(doc).encode(), 4)
 
     def soft_errors(self, lay: _Layout) -> tuple[int, int]:
         doc = [{"kind": e.kind, "message": e.message} for e in self.s.soft_errors]

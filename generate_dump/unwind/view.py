@@ -55,6 +55,7 @@ class ProcessView:
         self.path = path
         self.soft_errors = soft_errors
         self.time = time
+        self.trigger = None  # TriggerInfo of a `watch` dump
 
     # -- constructors -------------------------------------------------------------------------
 
@@ -84,10 +85,12 @@ class ProcessView:
         raw = md.linux.get("cmdline")
         if raw:
             cmdline = tuple(a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0"))
-        return cls(md.system, threads, list(md.modules), memory, list(md.regions),
+        view = cls(md.system, threads, list(md.modules), memory, list(md.regions),
                    md.exception, pid=misc.get("process_id", 0), command_line=cmdline,
                    path=os.fspath(path) if path is not None else None,
                    soft_errors=tuple(md.soft_errors), time=md.time)
+        view.trigger = md.trigger
+        return view
 
     @classmethod
     def from_snapshot(cls, snap: Snapshot) -> "ProcessView":
@@ -105,9 +108,11 @@ class ProcessView:
         if not cmdline and snap.linux is not None and snap.linux.cmdline:
             cmdline = tuple(a.decode("utf-8", "replace")
                             for a in snap.linux.cmdline.rstrip(b"\0").split(b"\0"))
-        return cls(snap.system, threads, list(snap.modules), memory, list(snap.regions),
+        view = cls(snap.system, threads, list(snap.modules), memory, list(snap.regions),
                    snap.exception, pid=snap.process.pid, command_line=cmdline,
                    soft_errors=snap.soft_errors, time=snap.time)
+        view.trigger = snap.trigger
+        return view
 
     # -- queries ------------------------------------------------------------------------------
 

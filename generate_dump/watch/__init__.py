@@ -1,0 +1,1 @@
+"""`generate_dump watch`: dump processes when something happens (ProcDump-style triggers)."""
