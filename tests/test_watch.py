@@ -333,3 +333,167 @@ def test_one_line_errors(tmp_path):
         assert r.returncode == 1, (args, r.stderr)
         assert text in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _handled_in_dump(path: Path, address: int) -> int:
+    from generate_dump.minidump.reader import read_minidump
+
+    md = read_minidump(str(path))
+    data = md.read_memory(address, 4)
+    assert data is not None, "the counter's page is not in the dump"
+    return int.from_bytes(data, "little")
+
+
+def test_signal_trigger_dumps_before_the_handler_runs(ramp, tmp_path):
+    w = Workload([ramp, "signal", int(signal.SIGUSR1)])
+    try:
+        assert wait_for(lambda: any(l.startswith("ADDR") for l in w.lines), 10)
+        addr = int(next(l for l in w.lines if l.startswith("ADDR")).split()[1], 16)
+        watch = start_watch(w.pid, "--on-signal", "USR1", "-n", 2, "--cooldown", "0",
+                            "--memory", "full", "-o", tmp_path)
+        assert wait_for(lambda: "TracerPid:\t0" not in Path(f"/proc/{w.pid}/status").read_text())
+        for _ in range(3):
+            os.kill(w.pid, signal.SIGUSR1)
+            time.sleep(0.4)
+        code, err = finish(watch)
+        assert code == 0, err
+        # Every signal reached the program's handler, after the dumps were taken.
+        assert wait_for(lambda: "HANDLED 3" in w.lines, 10), w.lines
+        files = dumps_in(tmp_path)
+        assert len(files) == 2, err
+        counts = sorted(_handled_in_dump(f, addr) for f in files)
+        assert counts == [0, 1], counts  # the handler had not yet run for the dumped signal
+        for f in files:
+            minidump_dump(f)
+            t = trigger_of(f)
+            assert t["trigger"] == "signal" and t["threshold"] == "SIGUSR1"
+        assert_running_untraced(w.pid)
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("code,dumped", [(3, True), (-1, True), (0, False)])
+def test_exit_trigger(ramp, tmp_path, code, dumped):
+    w = Workload([ramp, "exit", code, 1500])
+    try:
+        watch = start_watch(w.pid, "--on-exit", "-o", tmp_path)
+        rc, err = finish(watch)
+        assert rc == 0, err
+        w.proc.wait(10)
+        # The program's own status is untouched by the watch.
+        assert w.proc.returncode == (-signal.SIGSEGV if code < 0 else code)
+        files = dumps_in(tmp_path)
+        assert len(files) == (1 if dumped else 0), err
+        if dumped:
+            minidump_dump(files[0])
+            t = trigger_of(files[0])
+            assert t["trigger"] == "exit"
+            assert t["value"] == ("killed by SIGSEGV" if code < 0 else f"exit status {code}")
+    finally:
+        w.close()
+
+
+def _make_cgroup(tmp_name: str) -> Path:
+    from generate_dump.watch.targets import cgroup2_root
+
+    root = cgroup2_root()
+    if root is None or os.geteuid() != 0:
+        reason = "needs root and a cgroup v2 hierarchy"
+        if os.environ.get("CI") == "true" and root is not None:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    group = Path(root) / tmp_name
+    group.mkdir()
+    return group
+
+
+def _remove_cgroup(group: Path) -> None:
+    parent = group.parent / "cgroup.procs"
+    for pid in (group / "cgroup.procs").read_text().split():
+        try:
+            parent.write_text(pid)
+        except OSError:
+            pass
+    group.rmdir()
+
+
+def test_cgroup_dumps_every_member_also_in_another_pid_namespace(ramp, tmp_path):
+    group = _make_cgroup(f"gdwatch-{os.getpid()}")
+    members = []
+    try:
+        plain = Workload([ramp, "threads", 100000])
+        members.append(plain)
+        (group / "cgroup.procs").write_text(str(plain.pid))
+        # A process in its own PID namespace (as in a container): PID 1 inside.
+        ns = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sh", "-c",
+                               f"echo $$; exec sleep 300"], stdout=subprocess.PIPE, text=True)
+        inner = read_line(ns, 10).strip()
+        assert inner == "1"
+        assert wait_for(lambda: bool(Path(f"/proc/{ns.pid}/task/{ns.pid}/children").read_text().split()))
+        ns_child = int(Path(f"/proc/{ns.pid}/task/{ns.pid}/children").read_text().split()[0])
+        (group / "cgroup.procs").write_text(str(ns_child))
+        watch = start_watch("--cgroup", group, "--every", "200ms", "--interval", "100ms",
+                            "-o", tmp_path)
+        assert wait_for(lambda: len(dumps_in(tmp_path)) >= 2)
+        # The group disappears: the watcher says so and ends by itself.
+        _remove_cgroup(group)
+        code, err = finish(watch, timeout=30)
+        assert code == 0, err
+        assert "is gone" in err
+        dumped = {int(f.name.split("-")[1]) for f in dumps_in(tmp_path)}
+        assert dumped == {plain.pid, ns_child}, (dumped, err)
+        for f in dumps_in(tmp_path):
+            minidump_dump(f)
+        assert_running_untraced(plain.pid)
+        assert_running_untraced(ns_child)
+        ns.kill()
+        ns.wait()
+    finally:
+        for m in members:
+            m.close()
+        if group.exists():
+            _remove_cgroup(group)
+
+
+def test_full_disk_stops_writing_but_keeps_watching(ramp, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(small)], check=True)
+    w = Workload([ramp, "threads", 100000])
+    try:
+        watch = start_watch(w.pid, "--every", "300ms", "-n", 5, "--cooldown", "0",
+                            "--interval", "100ms", "-o", small)
+        time.sleep(2.5)
+        watch.signal(signal.SIGTERM)
+        code, err = finish(watch)
+        assert code == 0, err
+        assert "no space left" in err
+        # It went on watching: later triggers are reported (not dumped) while the disk is full.
+        assert err.count("not dumped") >= 2, err
+        # No partial file is left behind (O_TMPFILE output): whatever is there is whole.
+        assert not [p for p in small.iterdir() if not p.name.endswith(".dmp")]
+        for p in small.iterdir():
+            minidump_dump(p)
+        assert_running_untraced(w.pid)
+    finally:
+        w.close()
+        subprocess.run(["umount", str(small)])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_the_watcher_leaves_targets_untraced(ramp, tmp_path, sig):
+    w = Workload([ramp, "signal", int(signal.SIGUSR1)])
+    try:
+        watch = start_watch(w.pid, "--on-signal", "USR1", "--on-exit", "--cpu-above", "90",
+                            "-o", tmp_path)
+        assert wait_for(lambda: "TracerPid:\t0" not in Path(f"/proc/{w.pid}/status").read_text())
+        watch.signal(sig)
+        code, err = finish(watch)
+        assert code == 0, err
+        assert_running_untraced(w.pid)
+        os.kill(w.pid, signal.SIGUSR1)
+        assert wait_for(lambda: "HANDLED 1" in w.lines, 10)
+    finally:
+        w.close()

@@ -58,8 +58,10 @@ class DumpSettings:
     max_referenced: int = 8 << 20
 
 
-def dump_process(pid: int, exe: str, firing: Firing, settings: DumpSettings) -> str:
-    """Capture ``pid`` now and write it with the trigger recorded; returns the path."""
+def dump_process(pid: int, exe: str, firing: Firing, settings: DumpSettings,
+                 freezer_factory=None, exception=None) -> str:
+    """Capture ``pid`` now and write it with the trigger recorded; returns the path.
+    ``freezer_factory``: how to stop threads we already trace (see traced.py)."""
     from ..backends.linux import CaptureOptions, capture_session
     from ..minidump.writer import WriteOptions, write_minidump
     from ..output import atomic_output
@@ -68,12 +70,17 @@ def dump_process(pid: int, exe: str, firing: Firing, settings: DumpSettings) -> 
 
     when = time.time()
     path = os.path.join(settings.out_dir, dump_file_name(exe, pid, firing.label, when))
+    stem, n = path[:-len(".dmp")], 2
+    while os.path.lexists(path):  # two dumps of one process within a second
+        path, n = f"{stem}-{n}.dmp", n + 1
     info = TriggerInfo(trigger=firing.trigger, threshold=firing.threshold, value=firing.value,
                        time=int(when))
-    options = CaptureOptions(memory=settings.memory, max_referenced=settings.max_referenced)
+    options = CaptureOptions(memory=settings.memory, max_referenced=settings.max_referenced,
+                             freezer_factory=freezer_factory)
     with atomic_output(path) as out:
         with capture_session(pid, options) as snapshot:
-            write_minidump(dataclasses.replace(snapshot, trigger=info), out,
+            extra = {"exception": exception} if exception is not None else {}
+            write_minidump(dataclasses.replace(snapshot, trigger=info, **extra), out,
                            WriteOptions(memory64=settings.memory == "full"))
     return path
 
@@ -134,6 +141,9 @@ class Watcher:
             return not self.discovery.finished(samples)
         return any(not w.done for w in self.watched.values())
 
+    def _dump(self, w: Watched, firing: Firing) -> str:
+        return dump_process(w.pid, w.exe, firing, self.settings)
+
     def _fire(self, w: Watched, firing: Firing) -> None:
         what = f"process {w.pid} ({w.exe}): {firing.trigger} {firing.threshold}, measured " \
                f"{firing.value}"
@@ -143,7 +153,7 @@ class Watcher:
             _say(f"{what}; not dumped: no space left in {self.settings.out_dir}")
             return
         try:
-            path = dump_process(w.pid, w.exe, firing, self.settings)
+            path = self._dump(w, firing)
         except OutputError as exc:
             self.result.failures += 1
             if "no space" in str(exc):
@@ -186,11 +196,19 @@ class Watcher:
                 if delay < 0:  # a dump took longer than a round: start afresh
                     next_round = time.monotonic()
                     delay = 0
-                self.stop.wait(delay)
+                self.sleep(delay)
         finally:
+            self.finish()
             for s, h in old.items():
                 signal.signal(s, h)
         return self.result
+
+
+    def sleep(self, delay: float) -> None:
+        self.stop.wait(delay)
+
+    def finish(self) -> None:
+        """Called once when the loop ends, whatever the reason."""
 
 
 def _has_space(directory: str, need: int = 64 << 20) -> bool:

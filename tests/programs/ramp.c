@@ -85,6 +85,8 @@ int main(int argc, char **argv) {
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_signal;
         sigaction(atoi(argv[2]), &sa, NULL);
+        printf("ADDR %p\n", (void *)&handled);
+        fflush(stdout);
         for (;;) {
             pause();
             printf("HANDLED %d\n", (int)handled);
