@@ -199,10 +199,16 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
 @click.command(context_settings=CONTEXT_SETTINGS, name=PROG)
-@click.argument("pid", metavar="PID")
+@click.argument("pids", metavar="PID...", nargs=-1)
 @click.option("-o", "--output", metavar="FILE",
               help="Write the minidump to FILE (default: minidump.PID in the current "
-                   "directory); - writes it to standard output.")
+                   "directory); - writes it to standard output. With several processes "
+                   "(several PIDs, --tree, --cgroup): a directory (default: the current one).")
+@click.option("--tree", "trees", multiple=True, metavar="PID",
+              help="Dump this process and all its descendants (deepest first), one file "
+                   "each, named EXE-PID-live-UTCTIME.dmp as `run` names its dumps.")
+@click.option("--cgroup", "cgroups", multiple=True, metavar="PATH",
+              help="Dump every process of this cgroup v2 group (and its child groups).")
 @click.option("-r", "--no-suspend", is_flag=True,
               help="Do not freeze the whole process: pause one thread at a time, only while "
                    "its own registers and stack are copied. The process stays available, but "
@@ -229,7 +235,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
               help="After writing the dump, print the top frames of every thread (crashing "
                    "thread first), symbolized from the module files, on standard error.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
-def command(pid: str, output: Optional[str], no_suspend: bool, include_environment: bool,
+def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...],
+            cgroups: tuple[str, ...], no_suspend: bool, include_environment: bool,
             memory: str, max_referenced: int, backend: str, print_stacks: bool) -> None:
     """Write a minidump of the running process PID, then let it run on.
 
@@ -241,9 +248,45 @@ def command(pid: str, output: Optional[str], no_suspend: bool, include_environme
     `generate_dump run --help`) and `generate_dump inspect FILE` (threads and
     stacks of a minidump).
     """
-    dump(DumpRequest(pid=parse_pid(pid), output=output, suspend=not no_suspend,
-                     include_environment=include_environment, backend=backend, memory=memory,
-                     max_referenced=max_referenced, print_stacks=print_stacks))
+    if not pids and not trees and not cgroups:
+        raise click.UsageError("Missing argument 'PID'")
+    common = dict(suspend=not no_suspend, include_environment=include_environment,
+                  backend=backend, memory=memory, max_referenced=max_referenced,
+                  print_stacks=print_stacks)
+    if len(pids) == 1 and not trees and not cgroups:
+        dump(DumpRequest(pid=parse_pid(pids[0]), output=output, **common))
+        return
+    from .processes import processes_of
+
+    targets = processes_of([parse_pid(p) for p in pids], [parse_pid(p) for p in trees],
+                           list(cgroups))
+    _dump_many(targets, output or ".", common)
+
+
+def _dump_many(pids: list[int], directory: str, common: dict) -> None:
+    """One dump per process into ``directory``, named as `run` names its dumps; a process
+    that cannot be dumped is one line and exit status 1, the others are still dumped."""
+    import os
+
+    from .run_command import dump_file_name
+    from .watch.procstat import exe_name
+
+    if directory == "-":
+        raise DumpError("several processes cannot all go to standard output; give a "
+                        "directory with -o")
+    if not os.path.isdir(directory):
+        raise DumpError(f"output directory {directory} does not exist (with several processes "
+                        "-o names a directory)")
+    failed = 0
+    for pid in pids:
+        path = os.path.join(directory, dump_file_name(exe_name(pid), pid, "live"))
+        try:
+            dump(DumpRequest(pid=pid, output=path, **common))
+        except DumpError as exc:
+            failed += 1
+            click.echo(f"{PROG}: error: process {pid}: {exc}", err=True)
+    if failed:
+        sys.exit(1)
 
 
 def _run_subcommand(args: list[str]) -> None:
