@@ -12,7 +12,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 import click
 
@@ -250,7 +250,7 @@ def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...]
     """
     if not pids and not trees and not cgroups:
         raise click.UsageError("Missing argument 'PID'")
-    common = dict(suspend=not no_suspend, include_environment=include_environment,
+    common: dict[str, Any] = dict(suspend=not no_suspend, include_environment=include_environment,
                   backend=backend, memory=memory, max_referenced=max_referenced,
                   print_stacks=print_stacks)
     if len(pids) == 1 and not trees and not cgroups:
@@ -263,7 +263,7 @@ def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...]
     _dump_many(targets, output or ".", common)
 
 
-def _dump_many(pids: list[int], directory: str, common: dict) -> None:
+def _dump_many(pids: list[int], directory: str, common: dict[str, Any]) -> None:
     """One dump per process into ``directory``, named as `run` names its dumps; a process
     that cannot be dumped is one line and exit status 1, the others are still dumped."""
     import os
