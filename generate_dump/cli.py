@@ -250,9 +250,9 @@ def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...]
     """
     if not pids and not trees and not cgroups:
         raise click.UsageError("Missing argument 'PID'")
-    common: dict[str, Any] = dict(suspend=not no_suspend, include_environment=include_environment,
-                  backend=backend, memory=memory, max_referenced=max_referenced,
-                  print_stacks=print_stacks)
+    common: dict[str, Any] = dict(
+        suspend=not no_suspend, include_environment=include_environment, backend=backend,
+        memory=memory, max_referenced=max_referenced, print_stacks=print_stacks)
     if len(pids) == 1 and not trees and not cgroups:
         dump(DumpRequest(pid=parse_pid(pids[0]), output=output, **common))
         return
