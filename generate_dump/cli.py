@@ -282,7 +282,22 @@ def _inspect_subcommand(args: list[str]) -> None:
     sys.exit(0)
 
 
-SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand}
+def _convert_subcommand(args: list[str]) -> None:
+    """`generate_dump convert IN -o OUT`: core -> minidump, minidump -> core."""
+    from .convert_command import main as convert_main
+
+    convert_main(args)
+
+
+def _core_handler_subcommand(args: list[str]) -> None:
+    """`generate_dump core-handler ...`: the kernel's core_pattern pipe -> a minidump."""
+    from .core_handler import main as handler_main
+
+    handler_main(args)
+
+
+SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand,
+               "convert": _convert_subcommand, "core-handler": _core_handler_subcommand}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
