@@ -42,23 +42,25 @@ def core_to_minidump(source, output: str, *, memory: str = "referenced",
                      max_referenced: int = 8 << 20, include_environment: bool = False,
                      live_pid: Optional[int] = None, temp_dir: Optional[str] = None,
                      deadline: Optional[float] = None, keep_core: Optional[str] = None,
-                     progress=None) -> tuple[object, int]:
-    """Convert; returns (snapshot, minidump size). ``source`` is a path or a binary file
-    (a pipe is spooled first). ``keep_core``: also keep the core under this path."""
+                     dump_time: Optional[int] = None, progress=None) -> tuple[object, int]:
+    """Convert; returns (snapshot, minidump size). ``source`` is a path, a binary file
+    (a pipe is spooled first) or an open CoreFile (left open). ``keep_core``: also keep
+    the core under this path."""
     from .minidump.writer import WriteOptions, write_minidump
     from .output import atomic_output, check_output_path
     from .sources.core import snapshot_from_core
-    from .sources.corefile import CoreFileError, open_core
+    from .sources.corefile import CoreFile, CoreFileError, open_core
 
     check_output_path(output)
-    core = open_core(source, temp_dir, deadline)
+    owned = not isinstance(source, CoreFile)
+    core = open_core(source, temp_dir, deadline) if owned else source
     try:
         if keep_core:
             _keep(core, keep_core)
         short: list[tuple[int, int]] = []
         snap = snapshot_from_core(core, memory=memory, max_referenced=max_referenced,
                                   include_environment=include_environment, live_pid=live_pid,
-                                  on_short_read=lambda a, n: short.append((a, n)))
+                                  dump_time=dump_time, on_short_read=lambda a, n: short.append((a, n)))
         with atomic_output(output) as out:
             size = write_minidump(snap, out, WriteOptions(memory64=memory == "full"), progress)
             if short:  # the core shrank under us: no partial output
@@ -66,7 +68,8 @@ def core_to_minidump(source, output: str, *, memory: str = "referenced",
                                     "could not be read")
         return snap, size
     finally:
-        core.close()
+        if owned:
+            core.close()
 
 
 def _keep(core, path: str) -> None:

@@ -61,12 +61,12 @@ def compression_of(head: bytes) -> Optional[tuple[str, list[str]]]:
 class CoreFile:
     """A core file opened for random access. ``read`` is a MemorySource over its PT_LOADs."""
 
-    def __init__(self, fd: int, name: str, owns_fd: bool = True):
+    def __init__(self, fd: int, name: str, owns_fd: bool = True, mtime: Optional[int] = None):
         self.fd = fd
         self.name = name
         self._owns = owns_fd
         self.size = os.fstat(fd).st_size
-        self.mtime = int(os.fstat(fd).st_mtime)
+        self.mtime = int(os.fstat(fd).st_mtime) if mtime is None else mtime
         self._parse_headers()
 
     # -- opening -------------------------------------------------------------------------
@@ -283,11 +283,12 @@ def open_core(source: Union[str, os.PathLike, BinaryIO], temp_dir: Optional[str]
     try:
         head = os.pread(fd, 8, 0)
         comp = compression_of(head)
+        mtime = int(os.fstat(fd).st_mtime)  # of the file as given, not the decompressed copy
         if comp is not None:
             newfd = decompress(fd, comp[1], name, temp_dir)
             os.close(fd)
             fd = newfd
-        return CoreFile(fd, name)
+        return CoreFile(fd, name, mtime=mtime)
     except BaseException:
         if fd >= 0:
             try:
