@@ -108,16 +108,44 @@ def _memory_pieces(snapshot: Snapshot) -> list[tuple[int, int, object]]:
     return pieces
 
 
-def _flags_for(start: int, regions: list[MemoryRegion]) -> int:
+def _flags(r: Optional[MemoryRegion]) -> int:
+    if r is None:
+        return ec.PF_R | ec.PF_W
+    return (ec.PF_R if r.readable else 0) | (ec.PF_W if r.writable else 0) \
+        | (ec.PF_X if r.executable else 0)
+
+
+def segments(snapshot: Snapshot) -> list[tuple[int, int, int, object]]:
+    """(start, end, flags, memory or None) for every PT_LOAD, sorted: the memory the
+    snapshot holds, cut at mapping boundaries, and (bytes-less) the rest of every
+    mapping, so that the core's segments describe the whole map as the kernel's do."""
+    from ..intervals import merge
+
+    pieces = _memory_pieces(snapshot)
+    regions = sorted((r for r in snapshot.regions if r.size), key=lambda r: r.start)
+    cuts = sorted({r.start for r in regions} | {r.end for r in regions})
     import bisect
 
+    out = []
+    for a, b, mem in pieces:
+        i = bisect.bisect_right(cuts, a)
+        lo = a
+        while lo < b:
+            hi = min(b, cuts[i]) if i < len(cuts) else b
+            out.append((lo, hi, mem.slice(lo, hi) if (lo, hi) != (a, b) else mem))
+            lo = hi
+            i += 1
+    held = merge([(a, b) for a, b, _ in out])
+    for r in regions:
+        for a, b in subtract([(r.start, r.end)], held):
+            out.append((a, b, None))
     starts = [r.start for r in regions]
-    i = bisect.bisect_right(starts, start) - 1
-    if i >= 0 and start < regions[i].end:
-        r = regions[i]
-        return (ec.PF_R if r.readable else 0) | (ec.PF_W if r.writable else 0) \
-            | (ec.PF_X if r.executable else 0)
-    return ec.PF_R | ec.PF_W
+    result = []
+    for a, b, mem in sorted(out, key=lambda p: p[0]):
+        k = bisect.bisect_right(starts, a) - 1
+        region = regions[k] if k >= 0 and a < regions[k].end else None
+        result.append((a, b, _flags(region), mem))
+    return result
 
 
 def core_notes(snapshot: Snapshot, machine: int) -> bytes:
@@ -171,27 +199,28 @@ def write_core(snapshot: Snapshot, out: BinaryIO,
     if machine is None:
         raise CoreWriteError(f"cannot write a core for {snapshot.system.arch.value} dumps; "
                              "only x86-64 and arm64")
-    pieces = _memory_pieces(snapshot)
-    if not pieces:
+    if not _memory_pieces(snapshot):
         raise CoreWriteError("the dump holds no memory at all, so a core made from it could "
                              "not show even a stack; dump with --memory=stacks or more")
     notes = core_notes(snapshot, machine)
-    regions = sorted(snapshot.regions, key=lambda r: r.start)
-    phnum = 1 + len(pieces)
+    segs = segments(snapshot)
+    phnum = 1 + len(segs)
     if phnum >= 0xFFFF:
-        raise CoreWriteError(f"the dump has {len(pieces)} memory ranges; ELF cores hold "
-                             "at most 65534")
+        raise CoreWriteError(f"the dump has {len(segs)} memory ranges and mappings; ELF "
+                             "cores hold at most 65534")
     phoff = ec.EHDR.size
     notes_off = phoff + phnum * ec.PHDR.size
     data_off = (notes_off + len(notes) + PAGE - 1) & ~(PAGE - 1)
     phdrs = [ec.PHDR.pack(ec.PT_NOTE, 0, notes_off, 0, 0, len(notes), 0, 1)]
     placed = []
     off = data_off
-    for a, b, mem in pieces:
-        phdrs.append(ec.PHDR.pack(ec.PT_LOAD, _flags_for(a, regions), off, a, 0, b - a, b - a,
-                                  PAGE))
-        placed.append((off, mem))
-        off = (off + (b - a) + PAGE - 1) & ~(PAGE - 1)
+    for a, b, flags, mem in segs:
+        filesz = b - a if mem is not None else 0
+        phdrs.append(ec.PHDR.pack(ec.PT_LOAD, flags, off if filesz else 0, a, 0, filesz,
+                                  b - a, PAGE))
+        if mem is not None:
+            placed.append((off, mem))
+            off = (off + filesz + PAGE - 1) & ~(PAGE - 1)
     ident = b"\x7fELF" + bytes([ec.ELFCLASS64, ec.ELFDATA2LSB, 1, 0]) + bytes(8)
     header = ec.EHDR.pack(ident, ec.ET_CORE, machine, 1, 0, phoff, 0, 0, ec.EHDR.size,
                           ec.PHDR.size, phnum, 64, 0, 0)

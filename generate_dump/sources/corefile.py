@@ -165,16 +165,9 @@ class CoreFile:
         return len(data)
 
     def held_ranges(self) -> list[tuple[int, int]]:
-        """The [start, end) ranges whose bytes the file holds, adjacent ones joined."""
-        out: list[tuple[int, int]] = []
-        for s in self.segments:
-            if s.held_end <= s.vaddr:
-                continue
-            if out and out[-1][1] == s.vaddr:
-                out[-1] = (out[-1][0], s.held_end)
-            else:
-                out.append((s.vaddr, s.held_end))
-        return out
+        """The [start, end) ranges whose bytes the file holds, one per segment (one per
+        mapping of the process: adjacent mappings stay apart, as in live full dumps)."""
+        return [(s.vaddr, s.held_end) for s in self.segments if s.held_end > s.vaddr]
 
     def close(self) -> None:
         if self._owns and self.fd >= 0:
