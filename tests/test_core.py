@@ -460,3 +460,24 @@ def test_gib_core_converts_in_little_memory(tmp_path):
     md = read_minidump(out)
     assert sum(d.size for d in md.all_memory()) > 1 << 30
     out.unlink()
+
+
+def test_core_from_default_minidump_lets_gdb_find_the_libraries(tmp_path, threads_bin):
+    """Without --memory=full the dump lacks the dynamic linker's data; the core writer
+    rebuilds r_debug and the link_map chain from the DsoDebug stream, so gdb still loads
+    libc and walks every thread as on a gcore of the same process."""
+    with Target([threads_bin, "2"]) as target:
+        os.kill(target.pid, signal.SIGSTOP)
+        try:
+            dump = tmp_path / "default.dmp"
+            run_dumper("-o", dump, target.pid)
+            reference = gcore(target.pid, tmp_path / "ref")
+        finally:
+            os.kill(target.pid, signal.SIGCONT)
+        assert_running_untraced(target.pid)
+    ours = tmp_path / "default.core"
+    run_dumper("convert", dump, "-o", ours)
+    want = gdb_frames(threads_bin, reference, tmp_path)
+    got = gdb_frames(threads_bin, ours, tmp_path)
+    assert got == want
+    assert any(name == "__GI___clock_nanosleep" for f in got.values() for _, name in f), got

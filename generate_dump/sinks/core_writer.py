@@ -16,7 +16,9 @@ from typing import BinaryIO, Callable, Optional
 from ..errors import DumpError
 from ..intervals import subtract
 from ..modules import elfcore as ec
-from ..snapshot import Amd64Context, Arch, Arm64Context, MemoryRegion, Snapshot, Thread
+from ..snapshot import (
+    Amd64Context, Arch, Arm64Context, MemoryRange, MemoryRegion, Snapshot, Thread,
+)
 
 PAGE = 4096
 _MASK = (1 << 64) - 1
@@ -108,6 +110,50 @@ def _memory_pieces(snapshot: Snapshot) -> list[tuple[int, int, object]]:
     return pieces
 
 
+DT_DEBUG = 21
+
+
+def _held(pieces, address: int, size: int) -> bool:
+    return any(a <= address and address + size <= b for a, b, _ in pieces)
+
+
+def link_map_memory(snapshot: Snapshot, pieces) -> list[MemoryRange]:
+    """The dynamic linker's r_debug and link_map chain, rebuilt from the DsoDebug stream
+    where the dump does not hold them (dumps without --memory=full), as Breakpad's
+    minidump-2-core does: gdb finds the shared libraries through them. The executable's
+    _DYNAMIC goes back at its address, r_debug at the address its DT_DEBUG names, and
+    the link_map nodes (whose addresses the stream does not keep) on a page above every
+    mapping."""
+    dso = snapshot.linux.dso_debug if snapshot.linux else None
+    if dso is None or not dso.dynamic or not dso.link_maps or not dso.dynamic_addr:
+        return []
+    debug_addr = 0
+    for off in range(0, len(dso.dynamic) - 15, 16):
+        tag, val = struct.unpack_from("<qQ", dso.dynamic, off)
+        if tag == DT_DEBUG:
+            debug_addr = val
+    if not debug_addr or _held(pieces, debug_addr, 40):
+        return []
+    out = []
+    if not _held(pieces, dso.dynamic_addr, len(dso.dynamic)):
+        out.append(MemoryRange(dso.dynamic_addr, dso.dynamic))
+    top = max([r.end for r in snapshot.regions] + [b for _, b, _ in pieces])
+    base = (top + 2 * PAGE - 1) & ~(PAGE - 1)
+    nodes = base
+    names_at = nodes + 40 * len(dso.link_maps)
+    blob = bytearray()
+    names = bytearray()
+    for i, lm in enumerate(dso.link_maps):
+        prev = nodes + 40 * (i - 1) if i else 0
+        nxt = nodes + 40 * (i + 1) if i + 1 < len(dso.link_maps) else 0
+        blob += struct.pack("<QQQQQ", lm.addr, names_at + len(names), lm.ld, nxt, prev)
+        names += lm.name.encode("utf-8", "surrogateescape") + b"\0"
+    out.append(MemoryRange(base, bytes(blob + names)))
+    r_debug = struct.pack("<iiQQiiQ", dso.version, 0, nodes, dso.brk, 0, 0, dso.ldbase)
+    out.append(MemoryRange(debug_addr, r_debug))
+    return out
+
+
 def _flags(r: Optional[MemoryRegion]) -> int:
     if r is None:
         return ec.PF_R | ec.PF_W
@@ -122,6 +168,12 @@ def segments(snapshot: Snapshot) -> list[tuple[int, int, int, object]]:
     from ..intervals import merge
 
     pieces = _memory_pieces(snapshot)
+    extra = link_map_memory(snapshot, pieces)
+    if extra:
+        held_now = merge([(a, b) for a, b, _ in pieces])
+        for m in extra:
+            pieces += [(a, b, m.slice(a, b)) for a, b in subtract([(m.start, m.end)], held_now)]
+        pieces.sort(key=lambda p: p[0])
     regions = sorted((r for r in snapshot.regions if r.size), key=lambda r: r.start)
     cuts = sorted({r.start for r in regions} | {r.end for r in regions})
     import bisect
