@@ -284,6 +284,10 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
             if env and not include_environment:
                 stack = MemoryRange(stack.start, blank(stack.data, stack.start, *env))
         name = psinfo.fname if (psinfo and is_main and psinfo.fname) else None
+        if live_pid is not None and live_pid == pid:  # same pid namespace: /proc knows
+            from ..backends.linux.procinfo import thread_name
+
+            name = thread_name(pid, tid) or name
         threads.append(Thread(tid=tid, context=ctx, stack=stack, name=name,
                               thread_pointer=tp))
 
