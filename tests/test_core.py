@@ -509,3 +509,49 @@ def test_core_writer_and_reader_agree_on_registers(tmp_path, make):
                 back.exception.address) == (1001, 11, 1, 0xDEAD)
         assert back.threads[0].tid == 1001  # the crashing thread's notes come first
     assert back.system.arch == snap.system.arch
+
+
+def test_kernel_pipes_a_real_crash_to_the_handler(tmp_path, crashers_bin):
+    """The real thing: core_pattern set to the handler, a real SIGSEGV, the kernel pipes.
+    It changes a machine-wide setting for a moment (restored in finally), so it runs only
+    when asked: GD_TEST_CORE_PATTERN=1 (as root, with /proc/sys writable)."""
+    if os.environ.get("GD_TEST_CORE_PATTERN") != "1":
+        pytest.skip("changes the machine-wide core_pattern for a moment; set "
+                    "GD_TEST_CORE_PATTERN=1 to run it (root, /proc/sys writable)")
+    pattern_file = "/proc/sys/kernel/core_pattern"
+    if os.geteuid() != 0 or not os.access(pattern_file, os.W_OK):
+        pytest.fail("GD_TEST_CORE_PATTERN=1 needs root and a writable core_pattern")
+    import tempfile
+
+    # core_pattern holds at most 127 characters: a short wrapper path.
+    short = Path(tempfile.mkdtemp(prefix="gdch", dir="/tmp"))
+    out_dir = tmp_path / "crashes"
+    wrapper = short / "h"
+    root = Path(__file__).resolve().parent.parent
+    wrapper.write_text(f"#!/bin/sh\nexec env PYTHONPATH={root} {sys.executable} -m "
+                       f"generate_dump core-handler --dir {out_dir} --keep-core \"$@\"\n")
+    wrapper.chmod(0o755)
+    old = Path(pattern_file).read_text().strip()
+    try:
+        Path(pattern_file).write_text(f"|{wrapper} %P %s %t %e")
+        r = subprocess.run([str(crashers_bin), "segv"], cwd=tmp_path,
+                           preexec_fn=core_limit_unlimited, capture_output=True, timeout=60)
+    finally:
+        Path(pattern_file).write_text(old)
+    assert r.returncode == -signal.SIGSEGV
+    deadline = time.monotonic() + 120
+    dumps: list[Path] = []
+    while time.monotonic() < deadline:
+        dumps = list(out_dir.glob("crashers.*.dmp")) if out_dir.exists() else []
+        if dumps:
+            break
+        time.sleep(0.2)
+    shutil.rmtree(short, ignore_errors=True)
+    assert len(dumps) == 1, "the handler wrote no minidump"
+    doc, ours = inspect_frames(dumps[0])
+    assert doc["reason"]["name"] == "SIGSEGV"
+    crashed = next(t for t in doc["threads"] if t["crashed"])
+    assert crashed["frames"][0]["function"] == "crash_in_main"
+    # Same frames as gdb on the core the handler kept.
+    kept = dumps[0].with_suffix(".core")
+    assert_frames_agree(gdb_frames(crashers_bin, kept, tmp_path), ours, 2)
