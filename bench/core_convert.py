@@ -143,7 +143,7 @@ def main(argv=None) -> int:
             wall = statistics.median(r["wall"] for r in runs)
             rss = statistics.median(r["rss"] for r in runs)
             outsz = statistics.median(r["size"] for r in runs) / 2**20
-            print(f"| {name} | {wall:.1f} | {outsz:.0f} | {rss:.0f} | "
+            print(f"| {name} | {wall:.1f} | {outsz:.1f} | {rss:.0f} | "
                   f"{rss * 2**20 / core_size:.4f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
