@@ -100,7 +100,11 @@ def handler_command(pid: int, signal: int, timestamp: Optional[int], comm: str,
     deadline = time.monotonic() + time_limit
     _watchdog(time_limit)
     stamp = timestamp if timestamp is not None else int(time.time())
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise DumpError(f"cannot create the dump directory {directory}: {exc.strerror}") \
+            from None
     base = os.path.join(directory, f"{_safe_name(comm or 'core')}.{pid}.{stamp}")
     from .sources.corefile import open_core
 

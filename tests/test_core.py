@@ -555,3 +555,21 @@ def test_kernel_pipes_a_real_crash_to_the_handler(tmp_path, crashers_bin):
     # Same frames as gdb on the core the handler kept.
     kept = dumps[0].with_suffix(".core")
     assert_frames_agree(gdb_frames(crashers_bin, kept, tmp_path), ours, 2)
+
+
+def test_environment_is_blanked_unless_asked_for(tmp_path, threads_bin):
+    secret = "core-secret-" + os.urandom(8).hex()
+    env = dict(os.environ, SECRET_ENV=secret)
+    with Target([threads_bin, "1"], env=env) as target:
+        core = gcore(target.pid, tmp_path / "env")
+    assert secret.encode() in core.read_bytes()
+    for preset in ("stacks", "referenced", "full"):
+        out = tmp_path / f"{preset}.dmp"
+        run_dumper("convert", core, "-o", out, "--memory", preset)
+        md = read_minidump(out)
+        main = md.thread(target.pid)
+        assert secret.encode() not in md.bytes_at(main.stack), preset
+    kept = tmp_path / "with-env.dmp"
+    run_dumper("convert", core, "-o", kept, "--include-environment")
+    md = read_minidump(kept)
+    assert secret.encode() in md.bytes_at(md.thread(target.pid).stack)
