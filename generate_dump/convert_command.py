@@ -132,6 +132,9 @@ def convert_command(input_path: str, output: str, to: str, memory: str, max_refe
                                       include_environment=include_environment)
     else:
         snap, size = minidump_to_core(input_path, output)
+    from .cli import _summarize_soft_errors
+
+    _summarize_soft_errors(snap.soft_errors)
     click.echo(f"{PROG}: wrote {os.path.abspath(output)} ({target}, {len(snap.threads)} "
                f"threads, {len(snap.modules)} modules, {size // 1024} KiB)", err=True)
 

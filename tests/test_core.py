@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import live
-from checks import Symbols, check_with_readers, expected_functions
+from checks import check_with_readers, expected_functions
 from live import Target, assert_running_untraced, compile_program, python_target, run_dumper
 from readers import lldb_bin
 

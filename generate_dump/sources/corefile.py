@@ -101,7 +101,11 @@ class CoreFile:
             raise CoreFileError(f"{what} is a core of another architecture "
                                 f"({ec.machine_name(machine)}); only x86-64 and aarch64 are "
                                 "supported")
-        if phnum == 0xFFFF or phnum > MAX_SEGMENTS or (phnum and phentsize < ec.PHDR.size):
+        if phnum == ec.PN_XNUM and _shoff:
+            # More than 65534 mappings: the real count is in section header 0's sh_info.
+            sh0 = self._pread(64, _shoff)
+            phnum = int.from_bytes(sh0[44:48], "little") if len(sh0) == 64 else phnum
+        if phnum == ec.PN_XNUM or phnum > MAX_SEGMENTS or (phnum and phentsize < ec.PHDR.size):
             raise CoreFileError(f"{what} has a corrupt program header table "
                                 f"({phnum} entries of {phentsize} bytes)")
         self.machine = machine
