@@ -323,12 +323,14 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
     process = Process(pid=pid, command_line=command_line,
                       parent_pid=psinfo.ppid if psinfo else first.status.ppid,
                       user_time=leader.status.utime, kernel_time=leader.status.stime)
-    status = None
+    status = lsb = None
     if live_pid is not None:
         from ..backends.linux.procfs import read_file
+        from ..backends.linux.procinfo import os_release
 
         status = read_file(f"/proc/{live_pid}/status")
-    linux = LinuxFiles(cpuinfo=cpuinfo, status=status, cmdline=cmdline_raw,
+        lsb = os_release(live_pid)
+    linux = LinuxFiles(cpuinfo=cpuinfo, status=status, lsb_release=lsb, cmdline=cmdline_raw,
                        auxv=notes.auxv, maps=maps_text(maps),
                        dso_debug=main_dso_debug(core.read, main))
     snapshot = Snapshot(
