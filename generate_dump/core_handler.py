@@ -64,6 +64,27 @@ def _watchdog(limit: float) -> None:
     t.start()
 
 
+def _keep_spooled(fd: int, path: str) -> None:
+    """Give the spooled core its name (no second copy when the file is linkable)."""
+    from .output import _link_anonymous, atomic_output
+
+    directory, base = os.path.split(os.path.abspath(path))
+    try:
+        os.fsync(fd)
+        tmp = _link_anonymous(fd, directory, base)
+    except (OSError, DumpError):
+        tmp = None
+    if tmp is not None:
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        return
+    with atomic_output(path) as out:  # not an O_TMPFILE file: copy it
+        pos = 0
+        while chunk := os.pread(fd, 4 << 20, pos):
+            out.write(chunk)
+            pos += len(chunk)
+
+
 def _process_alive(pid: int) -> bool:
     return pid > 0 and os.path.exists(f"/proc/{pid}/stat")
 
@@ -106,19 +127,26 @@ def handler_command(pid: int, signal: int, timestamp: Optional[int], comm: str,
         raise DumpError(f"cannot create the dump directory {directory}: {exc.strerror}") \
             from None
     base = os.path.join(directory, f"{_safe_name(comm or 'core')}.{pid}.{stamp}")
-    from .sources.corefile import open_core
+    from .sources.corefile import open_core, spool
 
-    core = open_core(sys.stdin.buffer, directory, deadline)
+    spooled = spool(sys.stdin.buffer, directory, deadline, linkable=keep_core)
+    kept = os.dup(spooled) if keep_core else -1
     try:
-        # The whole core is read: the kernel is free now. /proc/PID still describes
-        # the dead process until we exit (if core_pipe_limit makes the kernel wait).
-        live = pid if _process_alive(pid) else None
-        snap, size = core_to_minidump(core, base + ".dmp", memory=memory,
-                                      max_referenced=parse_size(max_referenced),
-                                      live_pid=live, deadline=deadline, dump_time=stamp,
-                                      keep_core=base + ".core" if keep_core else None)
+        core = open_core(spooled, directory)
+        try:
+            # The whole core is read: the kernel is free now. /proc/PID still describes
+            # the dead process until we exit (if core_pipe_limit makes the kernel wait).
+            live = pid if _process_alive(pid) else None
+            snap, size = core_to_minidump(core, base + ".dmp", memory=memory,
+                                          max_referenced=parse_size(max_referenced),
+                                          live_pid=live, deadline=deadline, dump_time=stamp)
+        finally:
+            core.close()
+        if keep_core:
+            _keep_spooled(kept, base + ".core")
     finally:
-        core.close()
+        if kept >= 0:
+            os.close(kept)
     if time.monotonic() > deadline:
         for suffix in (".dmp", ".core"):
             try:

@@ -188,16 +188,33 @@ class CoreFile:
 # -- input: paths, pipes, compressed files -----------------------------------------------------
 
 
+def _linkable_temp(directory: Optional[str]) -> Optional[int]:
+    """An unnamed read-write file in ``directory`` that can later get a name (O_TMPFILE
+    without O_EXCL); None where the filesystem has no O_TMPFILE."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(directory or tempfile.gettempdir(),
+                       flag | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+
+
 def spool(src: BinaryIO, directory: Optional[str] = None,
-          deadline: Optional[float] = None, head: bytes = b"") -> int:
+          deadline: Optional[float] = None, head: bytes = b"",
+          linkable: bool = False) -> int:
     """Copy a stream into an unnamed temporary file; returns its descriptor (at offset 0).
 
-    ``deadline`` (time.monotonic) bounds the copy: past it a CoreFileError is raised."""
-    tmp = tempfile.TemporaryFile(dir=directory)
-    try:
-        fd = os.dup(tmp.fileno())
-    finally:
-        tmp.close()
+    ``deadline`` (time.monotonic) bounds the copy: past it a CoreFileError is raised.
+    ``linkable``: where possible, a file that output.link_anonymous can name later."""
+    fd = _linkable_temp(directory) if linkable else None
+    if fd is None:
+        tmp = tempfile.TemporaryFile(dir=directory)
+        try:
+            fd = os.dup(tmp.fileno())
+        finally:
+            tmp.close()
     try:
         if head:
             os.write(fd, head)
@@ -256,10 +273,12 @@ def decompress(path_or_fd: Union[str, int], command: list[str], name: str,
         raise
 
 
-def open_core(source: Union[str, os.PathLike, BinaryIO], temp_dir: Optional[str] = None,
+def open_core(source: Union[str, os.PathLike, BinaryIO, int], temp_dir: Optional[str] = None,
               deadline: Optional[float] = None) -> CoreFile:
-    """A CoreFile from a path or an open file; pipes are spooled, compressed cores
-    decompressed, into unnamed temporary files in ``temp_dir``."""
+    """A CoreFile from a path, an open file or a descriptor it then owns; pipes are
+    spooled, compressed cores decompressed, into unnamed temporary files in ``temp_dir``."""
+    if isinstance(source, int):
+        return open_core_fd(source, "standard input", temp_dir)
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
         try:
@@ -277,6 +296,11 @@ def open_core(source: Union[str, os.PathLike, BinaryIO], temp_dir: Optional[str]
             fd = os.dup(source.fileno())
         else:
             fd = spool(source, temp_dir, deadline)
+    return open_core_fd(fd, name, temp_dir)
+
+
+def open_core_fd(fd: int, name: str, temp_dir: Optional[str] = None) -> CoreFile:
+    """A CoreFile owning ``fd`` (closed here on failure); compressed cores decompressed."""
     try:
         head = os.pread(fd, 8, 0)
         comp = compression_of(head)
