@@ -245,8 +245,10 @@ def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...]
     gathered after it runs again. Exit status: 0 on success, 1 on failure.
 
     Other commands: `generate_dump run -- COMMAND` (crash and hang capture, see
-    `generate_dump run --help`) and `generate_dump inspect FILE` (threads and
-    stacks of a minidump).
+    `generate_dump run --help`), `generate_dump inspect FILE` (threads and
+    stacks of a minidump), `generate_dump watch` (dump when a trigger fires),
+    `generate_dump convert IN -o OUT` (core file <-> minidump) and
+    `generate_dump core-handler` (kernel core_pattern pipe handler).
     """
     if not pids and not trees and not cgroups:
         raise click.UsageError("Missing argument 'PID'")
@@ -344,8 +346,27 @@ def _watch_subcommand(args: list[str]) -> None:
     sys.exit(0)
 
 
-SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand,
-               "watch": _watch_subcommand}
+def _convert_subcommand(args: list[str]) -> None:
+    """`generate_dump convert IN -o OUT`: core -> minidump, minidump -> core."""
+    from .convert_command import main as convert_main
+
+    convert_main(args)
+
+
+def _core_handler_subcommand(args: list[str]) -> None:
+    """`generate_dump core-handler ...`: the kernel's core_pattern pipe -> a minidump."""
+    from .core_handler import main as handler_main
+
+    handler_main(args)
+
+
+SUBCOMMANDS = {
+    "run": _run_subcommand,
+    "inspect": _inspect_subcommand,
+    "watch": _watch_subcommand,
+    "convert": _convert_subcommand,
+    "core-handler": _core_handler_subcommand,
+}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
