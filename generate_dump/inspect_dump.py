@@ -163,6 +163,8 @@ def format_frame(f, width: int = 16, trust: bool = True) -> str:
             text += f"{f.module.name}!{f.symbol.name}+0x{f.function_offset:x}"
         else:
             text += f"{f.module.name}+0x{f.module_offset:x}"
+    elif f.symbol is not None:  # JIT code named by the perf map
+        text += f"{f.module_name}!{f.symbol.name}+0x{f.function_offset:x}"
     else:
         text = text.rstrip()
     if f.file is not None and f.line is not None:

@@ -426,3 +426,6 @@ class Snapshot:
     linux: Optional[LinuxFiles] = None
     soft_errors: tuple[SoftError, ...] = ()
     time: int = 0  # when the snapshot was taken, Unix seconds
+    # Lines of the process's JIT symbol map (perf's /tmp/perf-PID.map format) that name
+    # code its threads' stacks point into; None when it keeps no map.
+    perf_map: Optional[bytes] = None

@@ -111,6 +111,7 @@ class Minidump:
     linux: dict[str, bytes] = field(default_factory=dict)
     dso_debug: Optional[DsoDebug] = None
     soft_errors: list[SoftError] = field(default_factory=list)
+    perf_map: Optional[bytes] = None  # our GD_PERF_MAP stream: JIT symbol map lines
     old_arm64: bool = False  # contexts use Breakpad's MDRawContextARM64_Old layout
 
     # -- access ----------------------------------------------------------------------------
@@ -174,6 +175,7 @@ class Minidump:
             linux=linux,
             soft_errors=tuple(self.soft_errors),
             time=self.time,
+            perf_map=self.perf_map,
         )
 
 
@@ -457,6 +459,10 @@ def _soft_errors(p: _Parser, md: Minidump, rva: int, size: int) -> None:
             md.soft_errors.append(SoftError("unknown", json.dumps(item)))
 
 
+def _perf_map(p: _Parser, md: Minidump, rva: int, size: int) -> None:
+    md.perf_map = p.raw(rva, size, "perf map")
+
+
 _HANDLERS = {
     fmt.StreamType.SYSTEM_INFO: _system_info,
     fmt.StreamType.MISC_INFO: _misc_info,
@@ -469,4 +475,5 @@ _HANDLERS = {
     fmt.StreamType.EXCEPTION: _exception,
     fmt.StreamType.LINUX_DSO_DEBUG: _dso_debug,
     fmt.StreamType.MOZ_SOFT_ERRORS: _soft_errors,
+    fmt.StreamType.GD_PERF_MAP: _perf_map,
 }
