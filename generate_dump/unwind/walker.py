@@ -274,22 +274,18 @@ class Walker:
                 return False
             if md is None:
                 return True  # executable memory outside modules (JIT code)
-        if md is None:
-            return False
+        if md is None:  # JIT code if the perf map names it, unless the map says unmapped
+            return not self.view.regions and self.view.perf_map is not None \
+                and self.view.perf_map.lookup(addr) is not None
         ranges = md.exec_ranges()
         if ranges is not None:
             return any(lo <= addr < hi for lo, hi in ranges)
         return True
 
     def jit_code(self, addr: int) -> bool:
-        """In executable memory outside every module (code a JIT compiler generated), by
-        the dump's memory map, or covered by the process's perf map."""
-        if addr < 4096 or self.module(addr) is not None:
-            return False
-        if self.view.perf_map is not None and self.view.perf_map.lookup(addr) is not None:
-            return True
-        region = self.view.region_at(addr)
-        return region is not None and region.executable
+        """In executable memory outside every module (code a JIT compiler generated): by the
+        dump's memory map, else by the process's perf map."""
+        return addr >= 4096 and self.module(addr) is None and self.executable(addr)
 
     def plausible_return(self, addr: int) -> bool:
         """Inside an executable range of a module, and right after a call when checkable."""
