@@ -287,3 +287,233 @@ def test_perf_map_stream_round_trip():
 
     md = parse(minidump_bytes(dataclasses.replace(snap, perf_map=None)))
     assert StreamType.GD_PERF_MAP not in md.streams and md.perf_map is None
+
+
+# -- real runtimes -----------------------------------------------------------------------------
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        message = f"{tool} not found: run scripts/install-test-deps"
+        if IN_CI:
+            pytest.fail(message + " (CI must run the runtime tests)")
+        pytest.skip(message)
+    return path
+
+
+def inspect_json(dump: Path, *args) -> dict:
+    r = subprocess.run([sys.executable, "-m", "generate_dump", "inspect", "--json", *args,
+                        str(dump)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def frames_by_tid(doc: dict) -> dict[int, list[dict]]:
+    return {t["tid"]: t["frames"] for t in doc["threads"]}
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        except OSError:
+            pass
+    return out
+
+
+def dump_live(target, out: Path) -> dict:
+    """Dump ``target``; check it runs on untraced; return the perf map stream's lines."""
+    from live import assert_running_untraced, run_dumper
+
+    run_dumper(target.pid, "-o", out)
+    assert target.proc.poll() is None
+    assert_running_untraced(target.pid)
+    md = read_minidump(out)
+    return md
+
+
+def check_perf_map_stream(md, path: Path) -> PerfMap:
+    """The stream holds only lines of the process's map, each naming code that a thread's
+    registers or stack point into, and is smaller than the map."""
+    assert md.perf_map, "the dump carries no perf map stream"
+    whole = path.read_bytes()
+    lines = md.perf_map.splitlines(keepends=True)
+    assert all(l in whole for l in lines)
+    assert len(md.perf_map) < len(whole)
+    snap = md.to_snapshot()
+    words = thread_addresses(snap.threads)
+    pm = PerfMap.parse(md.perf_map)
+    for line in lines:
+        e = PerfMap.parse(line)._items[0][2]
+        assert any(e.start <= w < e.end for w in words), line
+    return pm
+
+
+def breakpad_functions(dump: Path, store: Path) -> dict[int, list[str]]:
+    from checks import breakpad_frames
+    from readers import breakpad_stackwalk
+
+    tids = [t.tid for t in read_minidump(dump).threads]
+    return breakpad_frames(breakpad_stackwalk(dump, store), tids)
+
+
+def base_name(function: str) -> str:
+    return (function or "").split("(")[0]
+
+
+@pytest.fixture(scope="module")
+def jit_spin_classes(tmp_path_factory) -> Path:
+    javac = need("javac")
+    out = tmp_path_factory.mktemp("java")
+    r = subprocess.run([javac, "-d", str(out), str(PROGRAMS / "JitSpin.java")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_jvm(jit_spin_classes, symbols, tmp_path):
+    """A JVM with compiled Java loops, its perf map written by `jcmd PID Compiler.perfmap`:
+    inspect reaches thread_native_entry on at least as many threads as Breakpad's
+    minidump_stackwalk (dump_syms symbols for every module), names at least as many
+    frames, and names the JIT frames from the perf map."""
+    from live import Target
+
+    java, jcmd = need("java"), need("jcmd")
+    with Target([java, "-cp", jit_spin_classes, "JitSpin", "2"], wait_parked=False) as target:
+        perf_map = Path(f"/tmp/perf-{target.pid}.map")
+        try:
+            r = subprocess.run([jcmd, str(target.pid), "Compiler.perfmap"],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0 and perf_map.exists(), r.stdout + r.stderr
+            dump = tmp_path / "jvm.dmp"
+            md = dump_live(target, dump)
+            names = thread_names(target.pid)
+            check_perf_map_stream(md, perf_map)
+        finally:
+            perf_map.unlink(missing_ok=True)
+    store = symbols.add_modules_of(md)
+    bp = breakpad_functions(dump, store)
+    doc = frames_by_tid(inspect_json(dump, "--no-system-debug"))
+    ours = {tid: [base_name(f["function"]) for f in frames] for tid, frames in doc.items()}
+    theirs = {tid: [base_name(f) for f in frames] for tid, frames in bp.items()}
+    entry = "thread_native_entry"
+    ours_entry = {tid for tid, f in ours.items() if entry in f}
+    theirs_entry = {tid for tid, f in theirs.items() if entry in f}
+    assert len(ours_entry) >= len(theirs_entry), (sorted(ours_entry), sorted(theirs_entry))
+    named = lambda d: sum(1 for f in d.values() for n in f if n)  # noqa: E731
+    assert named(ours) >= named(theirs), (named(ours), named(theirs))
+    # Threads parked under compiled Java code: through the native wrapper and the compiled
+    # loop, named from the perf map, down to the thread's start.
+    by_name = {names[tid]: frames for tid, frames in doc.items() if tid in names}
+    for who, wrapper in (("sleeper-0", "java.lang.Thread.sleep"), ("sleeper-1", "java.lang.Thread.sleep"),
+                         ("parker-0", "jdk.internal.misc.Unsafe.park"),
+                         ("parker-1", "jdk.internal.misc.Unsafe.park")):
+        frames = by_name[who]
+        jit = [f["function"] for f in frames if f["module"] == "perf-map"]
+        assert any(wrapper in n for n in jit), (who, jit)
+        fns = [base_name(f["function"]) for f in frames]
+        assert "JavaCalls::call_helper" in fns and entry in fns, (who, fns)
+        assert fns.index(entry) > fns.index("JavaCalls::call_helper")
+    assert any("JitSpin." in (f["function"] or "") for frames in by_name.values()
+               for f in frames if f["module"] == "perf-map")
+
+
+@pytest.mark.slow
+def test_node_perf_basic_prof(symbols, tmp_path):
+    """Node 20 with --perf-basic-prof: the JavaScript frames of the main thread and of both
+    workers are named from the perf map (``JS:*jsLoop FILE:LINE:COL``), and their walks go on through the JIT code into
+    the native code that called it (frame pointers: V8 keeps rbp chains). The readers
+    accept the dump with our stream in it, and Breakpad names no more frames."""
+    from live import Target
+    from readers import minidump_dump, rust_stackwalk_json
+
+    node = need("node")
+    # Interpreted functions get code of their own too (and a perf map line), as perf users
+    # run it: then every JavaScript frame is named, whatever tier runs it.
+    with Target([node, "--perf-basic-prof", "--interpreted-frames-native-stack",
+                 PROGRAMS / "jit_spin.js"], wait_parked=False) as target:
+        perf_map = Path(f"/tmp/perf-{target.pid}.map")
+        try:
+            dump = tmp_path / "node.dmp"
+            md = dump_live(target, dump)
+            check_perf_map_stream(md, perf_map)
+        finally:
+            perf_map.unlink(missing_ok=True)
+    minidump_dump(dump)
+    assert len(rust_stackwalk_json(dump)["threads"]) == len(md.threads)
+    doc = inspect_json(dump, "--no-system-debug")
+    js_threads = 0
+    for t in doc["threads"]:
+        fns = [f["function"] or "" for f in t["frames"]]
+        js = [i for i, f in enumerate(t["frames"]) if f["module"] == "perf-map"]
+        if not js:
+            continue
+        js_threads += 1
+        assert all(fns[i].startswith("JS:") for i in js), fns
+        # jsLoop (interpreted, or optimized with waitALittle inlined) in the test's script
+        assert any(re.match(r"JS:[~^+*]jsLoop .*jit_spin\.js:\d+:\d+$", fns[i]) for i in js), fns
+        # Past the JIT frames: V8's entry, then the embedder (main thread or worker).
+        after = fns[js[-1] + 1:]
+        assert any(f.startswith("Builtins_JSEntry") for f in after), fns
+        assert any(f.startswith(("node::Start", "node::worker::Worker::Run")) for f in after), fns
+    assert js_threads == 3, doc["threads"]
+    store = symbols.add_modules_of(md)
+    bp = breakpad_functions(dump, store)
+    ours = sum(1 for t in doc["threads"] for f in t["frames"] if f["function"])
+    assert ours > sum(1 for f in bp.values() for n in f if n)
+
+
+def python_with_perf() -> str:
+    """A CPython 3.12+ binary (perf trampolines, -X perf): pyenv's, else on PATH (not
+    through a pyenv shim, a script whose process is not the interpreter's)."""
+    import glob
+
+    candidates = []
+    for root in ("/root/.pyenv", os.path.expanduser("~/.pyenv")):
+        candidates += sorted(glob.glob(f"{root}/versions/3.1[2-9]*/bin/python3.1[2-9]"))
+    candidates += [shutil.which(n) or "" for n in ("python3.12", "python3.13", "python3.14")]
+    for c in candidates:
+        if c and "/shims/" not in c and os.access(c, os.X_OK):
+            return os.path.realpath(c)
+    pytest.skip("no CPython 3.12 or newer here (Debian 12 packages only 3.11): -X perf "
+                "needs one")
+
+
+@pytest.mark.slow
+def test_cpython_perf_trampolines(tmp_path):
+    """CPython 3.12 with -X perf: every thread's Python functions are named from the perf
+    map (py::FUNCTION:FILE), in the order py-spy sees them."""
+    from live import Target
+
+    python = python_with_perf()
+    with Target([python, "-X", "perf", PROGRAMS / "jit_spin.py"], wait_parked=False) as target:
+        perf_map = Path(f"/tmp/perf-{target.pid}.map")
+        try:
+            dump = tmp_path / "py.dmp"
+            md = dump_live(target, dump)
+            check_perf_map_stream(md, perf_map)
+            spy = subprocess.run([str(Path(sys.executable).parent / "py-spy"), "dump", "--pid",
+                                  str(target.pid), "--json"],
+                                 capture_output=True, text=True, timeout=60)
+        finally:
+            perf_map.unlink(missing_ok=True)
+    doc = inspect_json(dump, "--no-system-debug")
+    ours = {}
+    for t in doc["threads"]:
+        names = [f["function"] for f in t["frames"] if f["module"] == "perf-map"]
+        assert all(n.startswith("py::") for n in names), names
+        ours[t["tid"]] = [n[4:].rsplit(":", 1)[0] for n in names]  # py::QUALNAME:FILE
+    assert len(ours) == 3 and all("worker_loop" in n for n in ours.values()), ours
+    assert all(n[0] in ("leaf_sleep", "busy", "worker_loop") for n in ours.values()), ours
+    assert spy.returncode == 0, spy.stderr
+    theirs = {t["os_thread_id"]: [f["name"] for f in t["frames"]] for t in json.loads(spy.stdout)}
+    assert set(theirs) == set(ours)
+    for tid, names in ours.items():
+        # The two looked at different moments: compare from worker_loop outwards.
+        cut = lambda n: n[n.index("worker_loop"):]  # noqa: E731
+        assert cut(names) == cut(theirs[tid]), (tid, names, theirs[tid])
