@@ -424,11 +424,11 @@ def test_jvm(jit_spin_classes, symbols, tmp_path):
 
 
 @pytest.mark.slow
-def test_node_perf_basic_prof(symbols, tmp_path):
+def test_node_perf_basic_prof(tmp_path):
     """Node 20 with --perf-basic-prof: the JavaScript frames of the main thread and of both
     workers are named from the perf map (``JS:*jsLoop FILE:LINE:COL``), and their walks go on through the JIT code into
     the native code that called it (frame pointers: V8 keeps rbp chains). The readers
-    accept the dump with our stream in it, and Breakpad names no more frames."""
+    accept the dump with our stream in it."""
     from live import Target
     from readers import minidump_dump, rust_stackwalk_json
 
@@ -462,10 +462,6 @@ def test_node_perf_basic_prof(symbols, tmp_path):
         assert any(f.startswith("Builtins_JSEntry") for f in after), fns
         assert any(f.startswith(("node::Start", "node::worker::Worker::Run")) for f in after), fns
     assert js_threads == 3, doc["threads"]
-    store = symbols.add_modules_of(md)
-    bp = breakpad_functions(dump, store)
-    ours = sum(1 for t in doc["threads"] for f in t["frames"] if f["function"])
-    assert ours > sum(1 for f in bp.values() for n in f if n)
 
 
 def python_with_perf() -> str:
@@ -517,3 +513,109 @@ def test_cpython_perf_trampolines(tmp_path):
         # The two looked at different moments: compare from worker_loop outwards.
         cut = lambda n: n[n.index("worker_loop"):]  # noqa: E731
         assert cut(names) == cut(theirs[tid]), (tid, names, theirs[tid])
+
+
+# -- which perf map is read, and which is not --------------------------------------------------
+
+def _dump_with_map(tmp_path: Path, target_pid: int, name: str = "t.dmp"):
+    from live import run_dumper
+
+    out = tmp_path / name
+    r = run_dumper(target_pid, "-o", out)
+    return read_minidump(out), r.stderr
+
+
+def test_perf_map_file_rules(tmp_path):
+    """A map owned by another user is refused (anyone can write /tmp) with a soft error; a
+    symlink is not followed; the process's own file is read, and only its referenced lines
+    kept."""
+    from live import python_target, syscall_sp_pc
+
+    with python_target(1) as target:
+        sp_pc = syscall_sp_pc(target.pid, target.pid)
+        assert sp_pc is not None
+        pc = sp_pc[1]
+        path = Path(f"/tmp/perf-{target.pid}.map")
+        lines = f"{pc - 0x10:x} 20 native-covered\n5a5a5a5a5a00 10 unreferenced\n"
+        try:
+            path.write_text(lines)
+            md, _ = _dump_with_map(tmp_path, target.pid, "own.dmp")
+            assert md.perf_map == f"{pc - 0x10:x} 20 native-covered\n".encode()
+            assert not [e for e in md.soft_errors if e.kind.startswith("perf-map")]
+
+            os.chown(path, 54321, 54321)
+            md, stderr = _dump_with_map(tmp_path, target.pid, "foreign.dmp")
+            assert md.perf_map is None
+            [err] = [e for e in md.soft_errors if e.kind == "perf-map-ignored"]
+            assert "owned by uid 54321" in err.message and str(path) in err.message
+            assert "perf-map-ignored" in stderr or "owned by uid 54321" in stderr
+
+            path.unlink()
+            real = tmp_path / "elsewhere.map"
+            real.write_text(lines)
+            path.symlink_to(real)
+            md, _ = _dump_with_map(tmp_path, target.pid, "link.dmp")
+            assert md.perf_map is None
+            assert not [e for e in md.soft_errors if e.kind.startswith("perf-map")]
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def test_perf_map_read_limit(tmp_path):
+    """A map larger than the limit: its last lines (the newest code), cut at line ends."""
+    from live import python_target
+    from generate_dump.backends.linux.perfmap_file import read_perf_map
+
+    with python_target(1) as target:
+        path = Path(f"/tmp/perf-{target.pid}.map")
+        try:
+            path.write_text("".join(f"{0x1000 + i * 0x10:x} 10 f{i}\n" for i in range(1000)))
+            whole = read_perf_map(target.pid)
+            assert whole.data == path.read_bytes() and whole.skipped == 0
+            cut = read_perf_map(target.pid, limit=1000)
+            assert cut.skipped == whole.size - 1000 and cut.size == whole.size
+            assert cut.data.endswith(b" f999\n") and len(cut.data) <= 1000
+            assert whole.data.endswith(cut.data)
+            first = cut.data.split(b"\n", 1)[0] + b"\n"  # a whole line, not a line's tail
+            assert first in whole.data.splitlines(keepends=True)
+        finally:
+            path.unlink(missing_ok=True)
+
+
+NAMESPACED = r"""
+import os, re, time
+host = int(re.search(r"NSpid:\s+(\d+)", open("/proc/self/status").read()).group(1))
+with open(f"/tmp/perf-{os.getpid()}.map", "w") as f:
+    f.write("1000 7ffffffff000 everything\n")
+print("READY", host, os.getpid(), flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_perf_map_of_a_namespaced_process(tmp_path):
+    """A process in its own PID and mount namespaces (a container) names its map with its
+    own PID, in its own /tmp: found through NSpid and /proc/PID/root."""
+    from live import assert_running_untraced, read_line
+
+    unshare = need("unshare")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates PID and mount namespaces")
+    proc = subprocess.Popen(
+        [unshare, "--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c",
+         f'mount -t tmpfs tmpfs /tmp && exec "{sys.executable}" -c \'{NAMESPACED}\''],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        words = read_line(proc, 30).split()
+        assert words[:1] == ["READY"], (words, proc.stderr.read() if proc.poll() is not None else "")
+        host, inner = int(words[1]), int(words[2])
+        assert host != inner
+        assert not Path(f"/tmp/perf-{inner}.map").exists() or inner == host
+        md, _ = _dump_with_map(tmp_path, host)
+        assert md.perf_map == b"1000 7ffffffff000 everything\n"
+        assert_running_untraced(host)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        for f in (proc.stdout, proc.stderr):
+            f.close()
