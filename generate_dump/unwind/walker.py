@@ -7,7 +7,10 @@ Each caller frame is recovered by the first method that works, and says which on
   Breakpad STACK CFI from a ``.sym`` file;
 - ``fp``: the frame-pointer chain (x86-64 ``rbp``, ARM64 ``x29``; on ARM64 also the link
   register for frame 0 without CFI), accepted only when the return address lands in
-  executable module code right after a call instruction (when the code is available);
+  executable module code right after a call instruction (when the code is available),
+  or in JIT code (executable memory outside modules, or named by the perf map) when the
+  frame record passes Breakpad's checks: the caller's frame pointer lies above the
+  caller's stack pointer and in captured memory;
 - ``scan``: a bounded scan of the stack (40 words; 120 from frame 0) for a value that lies
   in an executable range of a module and, when the module's code can be read (from its
   file, else from the dump's memory), follows a call instruction.
