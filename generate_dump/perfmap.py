@@ -67,7 +67,7 @@ class PerfMap:
 
     @classmethod
     def parse(cls, data: bytes) -> "PerfMap":
-        return cls(e for e in (parse_line(l) for l in data.splitlines()) if e is not None)
+        return cls(e for e in map(parse_line, data.splitlines()) if e is not None)
 
     def __len__(self) -> int:
         return len(self._items)

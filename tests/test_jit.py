@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -342,7 +341,7 @@ def check_perf_map_stream(md, path: Path) -> PerfMap:
     assert md.perf_map, "the dump carries no perf map stream"
     whole = path.read_bytes()
     lines = md.perf_map.splitlines(keepends=True)
-    assert all(l in whole for l in lines)
+    assert all(line in whole for line in lines)
     assert len(md.perf_map) < len(whole)
     snap = md.to_snapshot()
     words = thread_addresses(snap.threads)
@@ -410,7 +409,8 @@ def test_jvm(jit_spin_classes, symbols, tmp_path):
     # Threads parked under compiled Java code: through the native wrapper and the compiled
     # loop, named from the perf map, down to the thread's start.
     by_name = {names[tid]: frames for tid, frames in doc.items() if tid in names}
-    for who, wrapper in (("sleeper-0", "java.lang.Thread.sleep"), ("sleeper-1", "java.lang.Thread.sleep"),
+    for who, wrapper in (("sleeper-0", "java.lang.Thread.sleep"),
+                         ("sleeper-1", "java.lang.Thread.sleep"),
                          ("parker-0", "jdk.internal.misc.Unsafe.park"),
                          ("parker-1", "jdk.internal.misc.Unsafe.park")):
         frames = by_name[who]
@@ -426,9 +426,9 @@ def test_jvm(jit_spin_classes, symbols, tmp_path):
 @pytest.mark.slow
 def test_node_perf_basic_prof(tmp_path):
     """Node 20 with --perf-basic-prof: the JavaScript frames of the main thread and of both
-    workers are named from the perf map (``JS:*jsLoop FILE:LINE:COL``), and their walks go on through the JIT code into
-    the native code that called it (frame pointers: V8 keeps rbp chains). The readers
-    accept the dump with our stream in it."""
+    workers are named from the perf map (``JS:*jsLoop FILE:LINE:COL``), and their walks go
+    on through the JIT code into the native code that called it (frame pointers: V8 keeps
+    rbp chains). The readers accept the dump with our stream in it."""
     from live import Target
     from readers import minidump_dump, rust_stackwalk_json
 
@@ -607,7 +607,7 @@ def test_perf_map_of_a_namespaced_process(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         words = read_line(proc, 30).split()
-        assert words[:1] == ["READY"], (words, proc.stderr.read() if proc.poll() is not None else "")
+        assert words[:1] == ["READY"], (words, proc.poll())
         host, inner = int(words[1]), int(words[2])
         assert host != inner
         assert not Path(f"/tmp/perf-{inner}.map").exists() or inner == host
