@@ -493,8 +493,9 @@ def test_cpython_perf_trampolines(tmp_path):
             dump = tmp_path / "py.dmp"
             md = dump_live(target, dump)
             check_perf_map_stream(md, perf_map)
-            spy = subprocess.run([str(Path(sys.executable).parent / "py-spy"), "dump", "--pid",
-                                  str(target.pid), "--json"],
+            py_spy = Path(sys.executable).parent / "py-spy"
+            spy = subprocess.run([str(py_spy) if py_spy.exists() else need("py-spy"), "dump",
+                                  "--pid", str(target.pid), "--json"],
                                  capture_output=True, text=True, timeout=60)
         finally:
             perf_map.unlink(missing_ok=True)
