@@ -338,6 +338,8 @@ def report_text(report: dict, view: ProcessView) -> str:
         else:
             line += "  symbols: none (no file with this build id)"
         lines.append(line)
+    if view.perf_map is not None:
+        lines.append(f"Perf map: {len(view.perf_map)} lines naming JIT code (perf-map!NAME)")
     for t in report["threads"]:
         st: ThreadStack = t["_stack"]
         lines.append("")

@@ -421,6 +421,12 @@ def test_jvm(jit_spin_classes, symbols, tmp_path):
         assert fns.index(entry) > fns.index("JavaCalls::call_helper")
     assert any("JitSpin." in (f["function"] or "") for frames in by_name.values()
                for f in frames if f["module"] == "perf-map")
+    # Without the perf map the walk is the same (the memory map tells JIT code): names aside.
+    view = ProcessView.from_minidump(read_minidump(dump))
+    view.perf_map = None
+    bare = {t.tid: [f"0x{f.pc:x}" for f in t.frames]
+            for t in walk_process(view, SymbolOptions(system_debug=False))}
+    assert bare == {tid: [f["pc"] for f in frames] for tid, frames in doc.items()}
 
 
 @pytest.mark.slow
@@ -447,6 +453,11 @@ def test_node_perf_basic_prof(tmp_path):
     minidump_dump(dump)
     assert len(rust_stackwalk_json(dump)["threads"]) == len(md.threads)
     doc = inspect_json(dump, "--no-system-debug")
+    text = subprocess.run([sys.executable, "-m", "generate_dump", "inspect", str(dump)],
+                          capture_output=True, text=True, timeout=300).stdout
+    assert f"Perf map: {len(md.perf_map.splitlines())} lines naming JIT code" in text
+    assert re.search(r"^  #\d+ 0x[0-9a-f]{16} perf-map!JS:\S+jsLoop .*\+0x[0-9a-f]+ \[(cfi|fp)\]$",
+                     text, re.M), text
     js_threads = 0
     for t in doc["threads"]:
         fns = [f["function"] or "" for f in t["frames"]]
