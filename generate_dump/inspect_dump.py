@@ -37,7 +37,8 @@ when ``generate_dump`` found one: the dump carries the lines of it that name cod
 thread's registers or stack point into (our stream ``GD_PERF_MAP``, 0x47440001: those
 lines verbatim, ``START SIZE NAME`` in hex). Module code keeps its module's names; where
 lines overlap, the later one wins (the runtime reused the memory). In JSON such a frame
-has ``"module": "perf-map"``, ``"module_offset": null`` and the line's name as ``function``.
+has ``"module": "perf-map"``, ``"module_offset": null`` and the line's name as ``function``;
+the text report says after the modules how many lines the dump carries.
 
 ``--symbols-path DIR`` (repeatable) adds directories holding module files (by name or in
 ``.build-id`` trees), debug files, or Breakpad symbol stores (``NAME/DEBUGID/NAME.sym``).
