@@ -383,7 +383,8 @@ def test_jvm(jit_spin_classes, symbols, tmp_path):
     from live import Target
 
     java, jcmd = need("java"), need("jcmd")
-    with Target([java, "-cp", jit_spin_classes, "JitSpin", "2"], wait_parked=False) as target:
+    with Target([java, "-cp", jit_spin_classes, "JitSpin", "2"], wait_parked=False,
+                cwd=tmp_path) as target:
         perf_map = Path(f"/tmp/perf-{target.pid}.map")
         try:
             r = subprocess.run([jcmd, str(target.pid), "Compiler.perfmap"],
@@ -441,8 +442,9 @@ def test_node_perf_basic_prof(tmp_path):
     node = need("node")
     # Interpreted functions get code of their own too (and a perf map line), as perf users
     # run it: then every JavaScript frame is named, whatever tier runs it.
+    # cwd: V8 also writes isolate-*-v8.log files there.
     with Target([node, "--perf-basic-prof", "--interpreted-frames-native-stack",
-                 PROGRAMS / "jit_spin.js"], wait_parked=False) as target:
+                 PROGRAMS / "jit_spin.js"], wait_parked=False, cwd=tmp_path) as target:
         perf_map = Path(f"/tmp/perf-{target.pid}.map")
         try:
             dump = tmp_path / "node.dmp"
@@ -498,7 +500,8 @@ def test_cpython_perf_trampolines(tmp_path):
     from live import Target
 
     python = python_with_perf()
-    with Target([python, "-X", "perf", PROGRAMS / "jit_spin.py"], wait_parked=False) as target:
+    with Target([python, "-X", "perf", PROGRAMS / "jit_spin.py"], wait_parked=False,
+                cwd=tmp_path) as target:
         perf_map = Path(f"/tmp/perf-{target.pid}.map")
         try:
             dump = tmp_path / "py.dmp"
