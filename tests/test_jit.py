@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -541,7 +542,8 @@ def _dump_with_map(tmp_path: Path, target_pid: int, name: str = "t.dmp"):
 
 
 def test_perf_map_file_rules(tmp_path):
-    """A map owned by another user is refused (anyone can write /tmp) with a soft error; a
+    """A map owned by another user is refused (anyone can write /tmp) with a soft error, and
+    so is one last written before the process started (an earlier process's, same PID); a
     symlink is not followed; the process's own file is read, and only its referenced lines
     kept."""
     from live import python_target, syscall_sp_pc
@@ -564,6 +566,14 @@ def test_perf_map_file_rules(tmp_path):
             [err] = [e for e in md.soft_errors if e.kind == "perf-map-ignored"]
             assert "owned by uid 54321" in err.message and str(path) in err.message
             assert "perf-map-ignored" in stderr or "owned by uid 54321" in stderr
+
+            os.chown(path, 0, 0)
+            old = time.time() - 3600  # before the process started: another process's map
+            os.utime(path, (old, old))
+            md, _ = _dump_with_map(tmp_path, target.pid, "stale.dmp")
+            assert md.perf_map is None
+            [err] = [e for e in md.soft_errors if e.kind == "perf-map-ignored"]
+            assert "before the process started" in err.message
 
             path.unlink()
             real = tmp_path / "elsewhere.map"

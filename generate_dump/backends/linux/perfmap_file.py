@@ -4,7 +4,8 @@ PID is the process's id in its own PID namespace (the last ``NSpid`` of
 /proc/PID/status) and /tmp is its own mount namespace's (reached through
 /proc/PID/root), so a containerized runtime's map is found from the host. Like perf, we
 only trust a regular file owned by the process's user (or root): /tmp is writable by
-everyone, and anyone could leave a file of that name there.
+everyone, and anyone could leave a file of that name there. A file last written before
+the process started was left by an earlier process that had the same PID.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Optional
 from . import procfs
 
 READ_LIMIT = 64 << 20  # bytes of the file read at most (its last ones)
+START_SLACK = 2.0  # seconds: the boot time that process start times count from is whole
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,17 @@ def namespace_pid(status: bytes, pid: int) -> int:
     fields = procfs.parse_status(status)
     ns = fields.get("NSpid", "").split()
     return int(ns[-1]) if ns and ns[-1].isdigit() else pid
+
+
+def _start_time(pid: int) -> Optional[float]:
+    """When the process started, Unix seconds (to the second: boot time's precision)."""
+    raw = procfs.read_file(f"/proc/{pid}/stat")
+    if not raw:
+        return None
+    try:
+        return procfs.boot_time() + procfs.parse_stat(raw).start_time / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
 
 
 def _uids(status: bytes) -> set[int]:
@@ -56,6 +69,11 @@ def read_perf_map(pid: int, limit: int = READ_LIMIT) -> Optional[PerfMapFile]:
         if st.st_uid not in owners:
             return PerfMapFile(name, b"", st.st_size,
                                problem=f"owned by uid {st.st_uid}, not by the process's user")
+        started = _start_time(pid)
+        if started is not None and st.st_mtime < started - START_SLACK:
+            return PerfMapFile(name, b"", st.st_size,
+                               problem="last written before the process started (left by an "
+                                       "earlier process with the same PID)")
         # A map larger than the limit: its end, where the newest code is (a runtime
         # appends, and a later line for the same addresses wins anyway).
         skip = max(0, st.st_size - limit)
