@@ -15,12 +15,30 @@ then every thread (the crashing one first) as::
 
 A frame reads ``#N PC module!function+0xOFF (file:line) [how]``; without a function name
 it is ``module+0xOFF`` (offset from the module base), outside every module just the
-address. ``how`` is ``context`` (the thread's registers), ``cfi`` (DWARF or Breakpad call
-frame information), ``fp`` (frame pointer chain) or ``scan`` (a return address found by
-scanning the stack: least certain). Caller frames show the return address; their names
+address, or ``perf-map!NAME+0xOFF`` when the dump carries the process's perf map and a
+line of it names that JIT-compiled code (see "JIT code" below). ``how`` is ``context``
+(the thread's registers), ``cfi`` (DWARF or Breakpad call frame information), ``fp``
+(frame pointer chain) or ``scan`` (a return address found by scanning the stack: least
+certain). Caller frames show the return address; their names
 and lines are looked up at the call instruction (``pc - 1``). Modules are matched to files
 by build id (see :mod:`generate_dump.unwind.locate` for where files are looked for); a
 module without a matching file is never given a name from a file of another build.
+
+JIT code (the JVM's, V8's, CPython's perf trampolines) lies outside every module and has
+no CFI. A frame there is left by the frame-pointer chain, under Breakpad's rules for it:
+the frame pointer is 8-aligned and above the stack pointer, the return address is in
+executable memory (the dump's memory map, else a perf map line), and for a return into
+JIT code, where no call instruction can be checked, the caller's frame pointer must lie
+above the caller's stack pointer and in captured memory. Failing that, the stack scan
+(which, as Breakpad's, accepts only module code after a call) finds the next native
+frame. Names come from the process's perf map (``/tmp/perf-PID.map``: ``node
+--perf-basic-prof``, ``jcmd PID Compiler.perfmap`` on HotSpot, CPython 3.12+ with ``-X perf``),
+when ``generate_dump`` found one: the dump carries the lines of it that name code a
+thread's registers or stack point into (our stream ``GD_PERF_MAP``, 0x47440001: those
+lines verbatim, ``START SIZE NAME`` in hex). Module code keeps its module's names; where
+lines overlap, the later one wins (the runtime reused the memory). In JSON such a frame
+has ``"module": "perf-map"``, ``"module_offset": null`` and the line's name as ``function``;
+the text report says after the modules how many lines the dump carries.
 
 ``--symbols-path DIR`` (repeatable) adds directories holding module files (by name or in
 ``.build-id`` trees), debug files, or Breakpad symbol stores (``NAME/DEBUGID/NAME.sym``).
@@ -47,7 +65,8 @@ keys are always present, with ``null`` when unknown::
       "threads": [{"tid": 4242, "name": "threads", "crashed": false, "note": null,
                    "frames": [{"index": 0, "pc": "0x7f...", "sp": "0x7ffc...",
                                "trust": "context" | "cfi" | "fp" | "scan",
-                               "module": "libc.so.6" | null, "module_offset": "0x..." | null,
+                               "module": "libc.so.6" | "perf-map" | null,
+                               "module_offset": "0x..." | null,
                                "function": "pause" | null, "function_offset": "0x32" | null,
                                "file": "../sysdeps/unix/sysv/linux/pause.c" | null,
                                "line": 29 | null}]}]
@@ -163,6 +182,8 @@ def format_frame(f, width: int = 16, trust: bool = True) -> str:
             text += f"{f.module.name}!{f.symbol.name}+0x{f.function_offset:x}"
         else:
             text += f"{f.module.name}+0x{f.module_offset:x}"
+    elif f.symbol is not None:  # JIT code named by the perf map
+        text += f"{f.module_name}!{f.symbol.name}+0x{f.function_offset:x}"
     else:
         text = text.rstrip()
     if f.file is not None and f.line is not None:
@@ -324,6 +345,8 @@ def report_text(report: dict, view: ProcessView) -> str:
         else:
             line += "  symbols: none (no file with this build id)"
         lines.append(line)
+    if view.perf_map is not None:
+        lines.append(f"Perf map: {len(view.perf_map)} lines naming JIT code (perf-map!NAME)")
     for t in report["threads"]:
         st: ThreadStack = t["_stack"]
         lines.append("")

@@ -437,3 +437,6 @@ class Snapshot:
     soft_errors: tuple[SoftError, ...] = ()
     time: int = 0  # when the snapshot was taken, Unix seconds
     trigger: Optional[TriggerInfo] = None  # set by `watch`
+    # Lines of the process's JIT symbol map (perf's /tmp/perf-PID.map format) that name
+    # code its threads' stacks point into; None when it keeps no map.
+    perf_map: Optional[bytes] = None

@@ -113,6 +113,7 @@ class Minidump:
     dso_debug: Optional[DsoDebug] = None
     soft_errors: list[SoftError] = field(default_factory=list)
     trigger: Optional[TriggerInfo] = None
+    perf_map: Optional[bytes] = None  # our GD_PERF_MAP stream: JIT symbol map lines
     old_arm64: bool = False  # contexts use Breakpad's MDRawContextARM64_Old layout
 
     # -- access ----------------------------------------------------------------------------
@@ -177,6 +178,7 @@ class Minidump:
             soft_errors=tuple(self.soft_errors),
             time=self.time,
             trigger=self.trigger,
+            perf_map=self.perf_map,
         )
 
 
@@ -472,6 +474,8 @@ def _trigger(p: _Parser, md: Minidump, rva: int, size: int) -> None:
                              threshold=str(doc.get("threshold", "")),
                              value=str(doc.get("value", "")),
                              time=t if isinstance(t, int) else 0)
+def _perf_map(p: _Parser, md: Minidump, rva: int, size: int) -> None:
+    md.perf_map = p.raw(rva, size, "perf map")
 
 
 _HANDLERS = {
@@ -487,4 +491,5 @@ _HANDLERS = {
     fmt.StreamType.LINUX_DSO_DEBUG: _dso_debug,
     fmt.StreamType.MOZ_SOFT_ERRORS: _soft_errors,
     fmt.StreamType.GD_TRIGGER: _trigger,
+    fmt.StreamType.GD_PERF_MAP: _perf_map,
 }

@@ -164,6 +164,9 @@ class _Writer:
             b.append((fmt.StreamType.MOZ_SOFT_ERRORS, self.soft_errors))
         if s.trigger is not None:
             b.append((fmt.StreamType.GD_TRIGGER, self.trigger))
+        if s.perf_map:
+            # Ours: JIT symbol map lines, verbatim "START SIZE NAME\n" (generate_dump.perfmap).
+            b.append((fmt.StreamType.GD_PERF_MAP, self._raw(s.perf_map)))
         b.append((fmt.StreamType.MEMORY_LIST, self.memory_list))
         if self.options.memory64:
             b.append((fmt.StreamType.MEMORY64_LIST, self.memory64_list))

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..perfmap import PerfMap
 from ..snapshot import (
     Arch, CpuContext, ExceptionInfo, MemoryRange, MemoryRegion, Module, OS, Snapshot, SystemInfo,
 )
@@ -30,7 +31,7 @@ class ProcessView:
                  modules: list[Module], memory: list[tuple[int, int, Callable]],
                  regions: list[MemoryRegion], exception: Optional[ExceptionInfo],
                  pid: int = 0, command_line: tuple[str, ...] = (), path: Optional[str] = None,
-                 soft_errors: tuple = (), time: int = 0):
+                 soft_errors: tuple = (), time: int = 0, perf_map: Optional[bytes] = None):
         self.system = system
         self.arch = system.arch if system else None
         self.os = system.os if system else None
@@ -56,6 +57,8 @@ class ProcessView:
         self.soft_errors = soft_errors
         self.time = time
         self.trigger = None  # TriggerInfo of a `watch` dump
+        # The process's JIT symbol map, when the dump carries one: names code outside modules.
+        self.perf_map = PerfMap.parse(perf_map) if perf_map else None
 
     # -- constructors -------------------------------------------------------------------------
 
@@ -88,7 +91,7 @@ class ProcessView:
         view = cls(md.system, threads, list(md.modules), memory, list(md.regions),
                    md.exception, pid=misc.get("process_id", 0), command_line=cmdline,
                    path=os.fspath(path) if path is not None else None,
-                   soft_errors=tuple(md.soft_errors), time=md.time)
+                   soft_errors=tuple(md.soft_errors), time=md.time, perf_map=md.perf_map)
         view.trigger = md.trigger
         return view
 
@@ -110,7 +113,7 @@ class ProcessView:
                             for a in snap.linux.cmdline.rstrip(b"\0").split(b"\0"))
         view = cls(snap.system, threads, list(snap.modules), memory, list(snap.regions),
                    snap.exception, pid=snap.process.pid, command_line=cmdline,
-                   soft_errors=snap.soft_errors, time=snap.time)
+                   soft_errors=snap.soft_errors, time=snap.time, perf_map=snap.perf_map)
         view.trigger = snap.trigger
         return view
 

@@ -7,7 +7,10 @@ Each caller frame is recovered by the first method that works, and says which on
   Breakpad STACK CFI from a ``.sym`` file;
 - ``fp``: the frame-pointer chain (x86-64 ``rbp``, ARM64 ``x29``; on ARM64 also the link
   register for frame 0 without CFI), accepted only when the return address lands in
-  executable module code right after a call instruction (when the code is available);
+  executable module code right after a call instruction (when the code is available),
+  or in JIT code (executable memory outside modules, or named by the perf map) when the
+  frame record passes Breakpad's checks: the caller's frame pointer lies above the
+  caller's stack pointer and in captured memory;
 - ``scan``: a bounded scan of the stack (40 words; 120 from frame 0) for a value that lies
   in an executable range of a module and, when the module's code can be read (from its
   file, else from the dump's memory), follows a call instruction.
@@ -32,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..perfmap import MODULE_NAME as PERF_MAP_MODULE
 from ..snapshot import Amd64Context, Arch, Arm64Context
 from . import cfi as cfimod
 from .breakpad import PostfixError, evaluate_postfix
@@ -68,6 +72,7 @@ class Frame:
     file: Optional[str] = None
     line: Optional[int] = None
     signal_frame: bool = False
+    jit: bool = False  # symbol comes from the process's perf map (code outside modules)
 
     @property
     def lookup_pc(self) -> int:
@@ -75,7 +80,9 @@ class Frame:
 
     @property
     def module_name(self) -> Optional[str]:
-        return self.module.name if self.module is not None else None
+        if self.module is not None:
+            return self.module.name
+        return PERF_MAP_MODULE if self.jit else None
 
     @property
     def module_offset(self) -> Optional[int]:
@@ -270,12 +277,18 @@ class Walker:
                 return False
             if md is None:
                 return True  # executable memory outside modules (JIT code)
-        if md is None:
-            return False
+        if md is None:  # JIT code if the perf map names it, unless the map says unmapped
+            return not self.view.regions and self.view.perf_map is not None \
+                and self.view.perf_map.lookup(addr) is not None
         ranges = md.exec_ranges()
         if ranges is not None:
             return any(lo <= addr < hi for lo, hi in ranges)
         return True
+
+    def jit_code(self, addr: int) -> bool:
+        """In executable memory outside every module (code a JIT compiler generated): by the
+        dump's memory map, else by the process's perf map."""
+        return addr >= 4096 and self.module(addr) is None and self.executable(addr)
 
     def plausible_return(self, addr: int) -> bool:
         """Inside an executable range of a module, and right after a call when checkable."""
@@ -308,12 +321,17 @@ class Walker:
             lookup = frame.lookup_pc
             md = self.module(lookup)
             sym = fileline = None
+            jit = False
             if md is not None:
                 sym = md.symbol(lookup)
                 fileline = md.line(lookup)
-            hit = (md, sym, fileline)
+            elif self.view.perf_map is not None:
+                entry = self.view.perf_map.lookup(lookup)
+                if entry is not None:
+                    sym, jit = Symbol(entry.name, entry.start), True
+            hit = (md, sym, fileline, jit)
             self._sym_cache[key] = hit
-        frame.module, frame.symbol, fl = hit
+        frame.module, frame.symbol, fl, frame.jit = hit
         if fl is not None:
             frame.file, frame.line = fl
 
@@ -526,7 +544,15 @@ class Walker:
             return None
         ret = spec.strip(ret)
         if not self.plausible_return(ret):
-            return None
+            if not self.jit_code(ret):
+                return None
+            # A return into code outside every module (JIT-compiled code): no call
+            # instruction to check, so Breakpad's frame-record invariants must hold: the
+            # caller's frame pointer lies above the caller's stack pointer and in captured
+            # memory (a chain of frame records going up the stack).
+            if not _canonical(ret) or caller_fp < fp + 16 \
+                    or self.read_word(caller_fp, thread) is None:
+                return None
         out = {r: regs[r] for r in spec.callee_saved if r in regs}
         out[spec.fp] = caller_fp
         out[spec.sp] = fp + 16
@@ -590,6 +616,11 @@ class Walker:
 
 
 _STOP = object()
+
+
+def _canonical(addr: int) -> bool:
+    """Not in the hole between the lower and upper halves of a 48-bit address space."""
+    return not (0x7FFF_FFFF_FFFF < addr < 0xFFFF_8000_0000_0000)
 
 
 def walk_process(view: ProcessView, options: Optional[SymbolOptions] = None,

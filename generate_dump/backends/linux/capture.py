@@ -554,10 +554,36 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
     linux = linux_files(pid, cpuinfo=cpuinfo, auxv=auxv, maps=frozen.maps_text,
                         include_environment=options.include_environment,
                         dso=main_dso_debug(read, main))
+    perf_map = _perf_map(pid, threads, soft)
     return Snapshot(
         process=process, system=system, threads=tuple(threads), modules=tuple(modules),
         regions=tuple(m.region() for m in frozen.maps), linux=linux,
-        soft_errors=tuple(soft), time=frozen.time,
+        soft_errors=tuple(soft), time=frozen.time, perf_map=perf_map,
     )
+
+
+def _perf_map(pid: int, threads: list[Thread], soft: list[SoftError]) -> Optional[bytes]:
+    """The lines of the process's JIT symbol map that its stacks point into. Read once the
+    process runs again (a held full dump reads it with everything else, still frozen: the
+    runtime cannot be half-way through a line then)."""
+    from ... import perfmap
+    from .perfmap_file import read_perf_map
+
+    found = read_perf_map(pid)
+    if found is None:
+        return None
+    if found.problem:
+        soft.append(SoftError("perf-map-ignored", f"{found.path}: {found.problem}; "
+                                                  "JIT frames stay unnamed"))
+        return None
+    if found.skipped:
+        soft.append(SoftError("perf-map-cut", f"{found.path} has {found.size} bytes; only "
+                                              f"its last {found.size - found.skipped} were read"))
+    kept, cut = perfmap.for_dump(found.data, threads)
+    if cut:
+        soft.append(SoftError("perf-map-cut", f"{found.path}: the lines naming code on the "
+                                              f"stacks pass {perfmap.STORE_LIMIT} bytes; "
+                                              "only the last ones are kept"))
+    return kept or None
 
 
