@@ -212,7 +212,7 @@ def test_threshold_fires_within_one_interval_like_procdump(ramp, tmp_path, kind)
 def test_cpu_spin_fires_after_it_starts(ramp, tmp_path):
     w = Workload([ramp, "spin", 1500])
     try:
-        watch = start_watch(w.pid, "--cpu-above", "60", "--interval", "0.5s", "-o", tmp_path)
+        watch = start_watch(w.pid, "--cpu-above", "30", "--interval", "0.5s", "-o", tmp_path)
         code, err = finish(watch)
         assert code == 0, err
         spin = next(float(l.split()[1]) for l in w.lines if l.startswith("SPIN"))
@@ -221,7 +221,7 @@ def test_cpu_spin_fires_after_it_starts(ramp, tmp_path):
         assert 0 <= delay <= 2 * 0.5 + 0.5, delay
         [f] = dumps_in(tmp_path)
         t = trigger_of(f)
-        assert t["trigger"] == "cpu-above" and float(t["value"].rstrip("%").split("%")[0]) >= 60
+        assert t["trigger"] == "cpu-above" and float(t["value"].split("%")[0]) >= 30
         assert_running_untraced(w.pid)
     finally:
         w.close()
