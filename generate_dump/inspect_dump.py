@@ -2,8 +2,10 @@
 
 ::
 
-    generate_dump inspect FILE [--symbols-path DIR ...] [--json] [--thread TID]
-                               [--no-system-debug] [--max-frames N]
+    generate_dump inspect FILE [--symbols-path DIR ...] [--symbols-url URL ...]
+                               [--json [--format generate_dump|rust-minidump]]
+                               [--thread TID] [--no-system-debug] [--no-debuginfod]
+                               [--max-frames N]
 
 Prints the process, why it was dumped (the signal, its code, the fault address and the
 crashing thread; or "live snapshot"), the modules with where their symbols came from,
@@ -25,6 +27,23 @@ module without a matching file is never given a name from a file of another buil
 ``--symbols-path DIR`` (repeatable) adds directories holding module files (by name or in
 ``.build-id`` trees), debug files, or Breakpad symbol stores (``NAME/DEBUGID/NAME.sym``).
 ``--no-system-debug`` ignores ``/usr/lib/debug``. ``--thread TID`` shows one thread.
+
+Symbols from servers (see :mod:`generate_dump.symbols`): with ``DEBUGINFOD_URLS`` set (as
+for gdb and eu-stack; ``DEBUGINFOD_CACHE_PATH``, ``DEBUGINFOD_TIMEOUT``,
+``DEBUGINFOD_MAXSIZE``, ``DEBUGINFOD_MAXTIME`` too), a module whose files are not on the
+disk is looked up by build id: ``/buildid/ID/executable`` when no local file has its code,
+``/buildid/ID/debuginfo`` when none has its symbols, through elfutils' cache (shared with
+gdb, eu-stack and debuginfod-find). ``--symbols-url URL`` (repeatable) asks a Breakpad
+symbol store (``URL/NAME/DEBUGID/NAME.sym``) for modules without symbols; downloads are
+cached in ``~/.cache/generate_dump/symbols`` (``$GENERATE_DUMP_SYMBOLS_CACHE``), itself a
+valid ``--symbols-path`` store. Lookups run in parallel with a progress line on a terminal.
+A downloaded file is used only if its build id (``.sym``: debug id) is the module's;
+otherwise it is reported and dropped. A server that is unreachable, times out or answers
+HTML costs its timeout once and one warning line, then is skipped for the run; a
+truncated download, a file over the size cap, a redirect to another host or a cache that
+cannot be written is one warning line each. ``--no-debuginfod`` ignores
+``DEBUGINFOD_URLS``. The summaries (``run``, the pytest plugin, ``--print-stacks``) use
+``DEBUGINFOD_URLS`` too, with at most ``SUMMARY_SYMBOLS_SECONDS`` (20 s) of downloads.
 
 JSON output (``--json``), schema ``generate_dump.inspect/1``. Addresses are strings
 ``"0x..."`` (lower-case hex, no padding) so that 64-bit values survive any JSON parser;
@@ -59,6 +78,9 @@ keys are always present, with ``null`` when unknown::
 ``missing`` when none, ``no-id`` when the dump records no build id for the module.
 ``note`` says why a thread's walk ended early (no context, a loop, the depth limit).
 
+``--format rust-minidump`` (implies ``--json``) writes the schema of rust-minidump's
+``minidump-stackwalk --json`` instead; docs/inspect.md lists the fields filled.
+
 For other code: :func:`summarize_snapshot` (a snapshot just captured, as ``generate_dump
 run`` and the pytest plugin report it), :func:`summarize_file` and :func:`print_stacks`
 give a short text: the top frames of every thread, crashing thread first, threads with
@@ -79,11 +101,13 @@ from .minidump.codeview import code_id, debug_id
 from .snapshot import OS, Snapshot
 from .unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
 from .unwind.locate import module_name
-from .unwind.modules import module_debug
+from .unwind.modules import module_debug, prepare
+from .symbols.session import budget
 
 SCHEMA = "generate_dump.inspect/1"
 SUMMARY_FRAMES = 8
 SUMMARY_MAX_TIDS = 8
+SUMMARY_SYMBOLS_SECONDS = 20.0  # most time the summaries spend downloading symbols
 
 # -- signals ---------------------------------------------------------------------------------
 
@@ -214,13 +238,23 @@ def load_view(path: Union[str, os.PathLike]) -> ProcessView:
     return ProcessView.from_minidump(md, p)
 
 
-def _options(symbols_paths: Iterable[str], system_debug: bool) -> SymbolOptions:
+def _options(symbols_paths: Iterable[str], system_debug: bool,
+             symbols_urls: Iterable[str] = (), debuginfod: bool = True) -> SymbolOptions:
+    from urllib.parse import urlsplit
+
     paths = []
     for d in symbols_paths:
         if not os.path.isdir(d):
             raise DumpError(f"--symbols-path {d}: no such directory")
         paths.append(os.path.abspath(d))
-    return SymbolOptions(tuple(paths), system_debug)
+    urls = []
+    for u in symbols_urls:
+        parts = urlsplit(u)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise DumpError(f"--symbols-url {u}: give an http:// or https:// URL")
+        urls.append(u.rstrip("/"))
+    return SymbolOptions(tuple(paths), system_debug, symbols_urls=tuple(urls),
+                         debuginfod=debuginfod)
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -233,6 +267,7 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
         have = ", ".join(str(t.tid) for t in view.threads[:20])
         raise DumpError(f"no thread {tid} in the dump (threads: {have}"
                         f"{', ...' if len(view.threads) > 20 else ''})")
+    prepare(view.module_order, options)
     stacks = walk_process(view, options, {tid} if tid is not None else None, max_frames)
     modules = []
     for m in view.module_order:
@@ -336,7 +371,9 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
                    frames: int = SUMMARY_FRAMES) -> str:
     """Top ``frames`` frames per thread, crashing thread first; identical stacks grouped."""
     options = options or SymbolOptions()
-    stacks = walk_process(view, options, max_frames=frames + 1)
+    with budget(SUMMARY_SYMBOLS_SECONDS if options.remote else None):
+        prepare(view.module_order, options, wait=SUMMARY_SYMBOLS_SECONDS)
+        stacks = walk_process(view, options, max_frames=frames + 1)
     groups: dict[tuple, list[ThreadStack]] = {}
     order: list[tuple] = []
     for t in stacks:
@@ -389,12 +426,21 @@ def print_stacks(path_or_snapshot: Union[str, os.PathLike, Snapshot]) -> str:
     return summarize_file(path_or_snapshot)
 
 
+FORMATS = ("generate_dump", "rust-minidump")
+
+
 def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (),
                  as_json: bool = False, thread: Optional[int] = None,
-                 system_debug: bool = True, max_frames: int = 512) -> str:
-    options = _options(symbols_paths, system_debug)
+                 system_debug: bool = True, max_frames: int = 512,
+                 symbols_urls: Iterable[str] = (), debuginfod: bool = True,
+                 fmt: str = "generate_dump") -> str:
+    options = _options(symbols_paths, system_debug, symbols_urls, debuginfod)
     view = load_view(path)
     report = inspect_view(view, options, thread, max_frames)
+    if fmt == "rust-minidump":
+        from .rust_minidump_json import rust_minidump_json
+
+        return rust_minidump_json(view, [t["_stack"] for t in report["threads"]], options)
     return report_json(report) if as_json else report_text(report, view)
 
 
@@ -406,19 +452,30 @@ def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (
 @click.option("--symbols-path", "symbols_paths", multiple=True, metavar="DIR",
               help="Also look for module files, debug files (by name or .build-id tree) "
                    "and Breakpad symbols (NAME/DEBUGID/NAME.sym) in DIR. Repeatable.")
+@click.option("--symbols-url", "symbols_urls", multiple=True, metavar="URL",
+              help="Ask this Breakpad symbol store (URL/NAME/DEBUGID/NAME.sym) for modules "
+                   "without symbols; downloads are cached. Repeatable.")
+@click.option("--debuginfod/--no-debuginfod", default=True, show_default=True,
+              help="Look modules up in the debuginfod servers of DEBUGINFOD_URLS.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON (schema generate_dump.inspect/1) instead of text.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="generate_dump",
+              show_default=True,
+              help="JSON schema: ours, or that of rust-minidump's minidump-stackwalk --json "
+                   "(implies --json).")
 @click.option("--thread", "thread", type=int, metavar="TID", help="Show only thread TID.")
 @click.option("--system-debug/--no-system-debug", default=True, show_default=True,
               help="Look for debug files under /usr/lib/debug.")
 @click.option("--max-frames", default=512, show_default=True, type=click.IntRange(1, 100000),
               help="Stop each thread's walk after this many frames.")
-def inspect_command(file: str, symbols_paths: tuple[str, ...], as_json: bool,
-                    thread: Optional[int], system_debug: bool, max_frames: int) -> None:
+def inspect_command(file: str, symbols_paths: tuple[str, ...], symbols_urls: tuple[str, ...],
+                    debuginfod: bool, as_json: bool, fmt: str, thread: Optional[int],
+                    system_debug: bool, max_frames: int) -> None:
     """Print what the minidump FILE says: process, reason, modules, and every thread's
     stack walked with CFI, frame pointers or stack scanning, symbolized from the module
     files (matched by build id) and the symbol paths."""
-    click.echo(inspect_file(file, symbols_paths, as_json, thread, system_debug, max_frames))
+    click.echo(inspect_file(file, symbols_paths, as_json, thread, system_debug, max_frames,
+                            symbols_urls, debuginfod, fmt))
 
 
 def main(argv: Optional[list[str]] = None) -> None:

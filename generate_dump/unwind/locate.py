@@ -9,11 +9,17 @@ file name ``N`` (basename of the path in the dump), candidates are, in order:
    ``/usr/lib/debug/<binary's folder>`` (unless system debug directories are turned off);
 3. each ``--symbols-path`` DIR: ``DIR/N``, ``DIR/N.debug``, ``DIR/.build-id/xx/rest(.debug)``,
    ``DIR/xx/rest(.debug)``, a debuginfod cache ``DIR/B/executable`` and ``DIR/B/debuginfo``;
-4. Breakpad symbol stores: ``DIR/N/D/N.sym`` in each ``--symbols-path`` DIR.
+4. Breakpad symbol stores: ``DIR/N/D/N.sym`` in each ``--symbols-path`` DIR;
+5. debuginfod (``DEBUGINFOD_URLS``, see :mod:`generate_dump.symbols.debuginfod`): the
+   ``executable`` when no local file has the code, the ``debuginfo`` when none has
+   symbols (its cache first, servers after);
+6. Breakpad HTTP stores (``--symbols-url``): ``URL/N/D/N.sym`` when no file with
+   symbols was found, cached on disk (:mod:`generate_dump.symbols.http_store`).
 
 An ELF candidate is used only when its build id (or, for files without one, Breakpad's
 ``.text`` hash) equals the dump's; a ``.sym`` only when its MODULE line's debug id does.
-Files that do not match are remembered so the output can say why a module has no names.
+Files that do not match are remembered so the output can say why a module has no names;
+a downloaded file that does not match is also reported on stderr and never cached.
 The vDSO, which has no file, is matched against this process's own vDSO.
 """
 
@@ -36,10 +42,29 @@ class SymbolOptions:
     symbols_paths: tuple[str, ...] = ()
     system_debug: bool = True  # look under /usr/lib/debug
     use_dump_paths: bool = True  # open the module paths recorded in the dump
+    symbols_urls: tuple[str, ...] = ()  # Breakpad HTTP symbol stores (--symbols-url)
+    debuginfod: bool = True  # ask the servers of DEBUGINFOD_URLS
+
+    @property
+    def remote(self) -> bool:
+        """Might a lookup go to the network (or a debuginfod cache)?"""
+        if self.symbols_urls:
+            return True
+        if self.debuginfod:
+            from ..symbols import debuginfod
+
+            return debuginfod.client() is not None
+        return False
 
     def key(self) -> tuple:
+        dkey = None
+        if self.debuginfod:
+            from ..symbols import debuginfod
+
+            c = debuginfod.client()
+            dkey = c.key() if c is not None else None
         return (tuple(os.path.abspath(p) for p in self.symbols_paths), self.system_debug,
-                self.use_dump_paths)
+                self.use_dump_paths, self.symbols_urls, dkey)
 
 
 @dataclass
@@ -49,6 +74,7 @@ class ModuleFiles:
     breakpad: Optional[BreakpadSymbols] = None
     mismatched: list[str] = field(default_factory=list)  # files with another build id
     identity: Optional[bytes] = None
+    symbol_url: Optional[str] = None  # the --symbols-url the .sym was downloaded from
 
     @property
     def found(self) -> bool:
@@ -146,6 +172,47 @@ def _locate_elf(module: Module, bid: bytes, options: SymbolOptions, out: ModuleF
             consider(os.path.join(d, hexid, "debuginfo"))
             if out.binary is not None and out.debug is None and out.binary.debuglink:
                 consider(os.path.join(d, out.binary.debuglink))
+        if options.debuginfod and (out.binary is None or out.debug is None):
+            _ask_debuginfod(bid, consider, out)
+
+
+def _elf_check(bid: bytes):
+    """For a downloaded file: None when it is an ELF file with build id ``bid``, else why."""
+
+    def check(path: str) -> Optional[str]:
+        try:
+            img = ElfImage(path)
+        except Exception:  # noqa: BLE001 - truncated or not ELF
+            return "not a readable ELF file"
+        try:
+            if img.build_id is None:
+                return "the file has no build id"
+            if img.build_id != bid:
+                return f"the file has build id {img.build_id.hex()}"
+            return None
+        finally:
+            img.close()
+
+    return check
+
+
+def _ask_debuginfod(bid: bytes, consider, out: ModuleFiles) -> None:
+    from ..symbols import debuginfod
+
+    client = debuginfod.client()
+    if client is None:
+        return
+    check = _elf_check(bid)
+    if out.binary is None:
+        path, rejected = client.find(bid, "executable", check)
+        out.mismatched.extend(rejected)
+        if path is not None:
+            consider(path)
+    if out.debug is None:
+        path, rejected = client.find(bid, "debuginfo", check)
+        out.mismatched.extend(rejected)
+        if path is not None:
+            consider(path)
 
 
 
@@ -173,3 +240,35 @@ def _locate_breakpad(module: Module, did: str, options: SymbolOptions, out: Modu
             out.breakpad = open_symbols(p)
             if out.breakpad is not None:
                 return
+    if options.symbols_urls and out.debug is None:
+        _ask_symbol_stores(layouts, did, options, out)
+
+
+def _ask_symbol_stores(layouts, did: str, options: SymbolOptions, out: ModuleFiles) -> None:
+    from ..symbols import http_store
+
+    store = http_store.store(options.symbols_urls)
+    if store is None:
+        return
+
+    def check(path: str) -> Optional[str]:
+        h = read_header(path)
+        if h is None:
+            return "not a Breakpad symbol file"
+        if h.debug_id != did:
+            return f"its MODULE line has debug id {h.debug_id}"
+        return None
+
+    for folder, filename in layouts:
+        path, url, rejected = store.find(folder, did, filename, check)
+        out.mismatched.extend(rejected)
+        if path is None:
+            continue
+        h = read_header(path)
+        if h is None or h.debug_id != did:  # a cached file changed under us
+            out.mismatched.append(f"{path} (debug id {h.debug_id if h else 'unreadable'})")
+            continue
+        out.breakpad = open_symbols(path)
+        if out.breakpad is not None:
+            out.symbol_url = url
+            return
