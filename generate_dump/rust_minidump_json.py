@@ -29,21 +29,41 @@ def _hex(v: Optional[int]) -> Optional[str]:
 
 
 def _frame(f, index: int) -> dict:
+    """Caller frames show the call instruction's last byte (return address - 1) as
+    rust-minidump's ``instruction`` does; offsets are taken from there."""
     md = f.module
+    pc = f.lookup_pc
     return {
         "file": f.file,
         "frame": index,
         "function": f.function,
-        "function_offset": _hex(f.function_offset),
+        "function_offset": _hex(pc - f.symbol.start) if f.symbol is not None else None,
         "inlines": None,
         "line": f.line,
         "missing_symbols": md is not None and not md.has_symbols,
         "module": f.module_name,
-        "module_offset": _hex(f.module_offset),
-        "offset": _hex(f.pc),
+        "module_offset": _hex(pc - md.module.base) if md is not None else None,
+        "offset": _hex(pc),
         "trust": _TRUST.get(f.trust, "none"),
         "unloaded_modules": None,
     }
+
+
+_AMD64_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
+               "r11", "r12", "r13", "r14", "r15", "rip")
+
+
+def _registers(view: ProcessView, t: ThreadStack) -> Optional[dict]:
+    """The crashing thread's registers (x86-64), as rust-minidump shows them on frame 0."""
+    if view.arch != Arch.AMD64:
+        return None
+    for tv in view.threads:
+        if tv.tid == t.tid and tv.context is not None:
+            try:
+                return {name: _hex(getattr(tv.context, name)) for name in _AMD64_REGS}
+            except AttributeError:
+                return None
+    return None
 
 
 def _thread(t: ThreadStack) -> dict:
@@ -101,12 +121,16 @@ def rust_minidump_document(view: ProcessView, stacks: list[ThreadStack], options
             if t.tid == e.thread_id:
                 crash["crashing_thread"] = i
                 crashing = dict(_thread(t), threads_index=i)
+                regs = _registers(view, t)
+                if regs and crashing["frames"]:
+                    crashing["frames"][0]["registers"] = regs
                 break
     s = view.system
     system = {
         "cpu_arch": _ARCH_NAMES.get(s.arch) if s else None,
         "cpu_count": s.cpu.count if s else None,
-        "cpu_info": None,
+        "cpu_info": (f"family {s.cpu.family} model {s.cpu.model} stepping {s.cpu.stepping}"
+                     if s and s.arch in (Arch.AMD64, Arch.X86) and s.cpu.family else None),
         "cpu_microcode_version": None,
         "os": _OS_NAMES.get(s.os) if s else None,
         "os_ver": (f"{s.os_major}.{s.os_minor}.{s.os_build}"
