@@ -55,6 +55,7 @@ def need(tool: str) -> str:
 def env(tmp_path: Path, **extra) -> dict:
     """A clean environment: no inherited debuginfod/proxy settings, private caches."""
     e = {k: v for k, v in os.environ.items() if k not in ENV_DROP}
+    tmp_path.mkdir(parents=True, exist_ok=True)  # elfutils creates the cache, not its parent
     e["DEBUGINFOD_CACHE_PATH"] = str(tmp_path / "debuginfod-cache")
     e["GENERATE_DUMP_SYMBOLS_CACHE"] = str(tmp_path / "symbols-cache")
     e.update({k: str(v) for k, v in extra.items()})
@@ -247,7 +248,7 @@ def _eu_stack(pid: int, environ: dict, binary: Path) -> dict[int, list[str]]:
             out[tid] = []
             continue
         m = re.match(r"#\d+\s+0x[0-9a-f]+ (\S+) - (\S+)$", line)
-        if m and tid is not None and m.group(2) == str(binary):
+        if m and tid is not None and os.path.basename(m.group(2)) == binary.name:
             out[tid].append(m.group(1))
     assert out, f"eu-stack printed no threads: {r.stdout} {r.stderr}"
     return out
@@ -285,7 +286,10 @@ def test_eu_stack_and_gdb_agree(builds, server, live, tmp_path):
     for tid, fn in expected_functions(target).items():
         assert fn in ours_names[tid]
         assert ours_names[tid] == eu[tid], (tid, ours_names[tid], eu[tid])
-        assert ours_names[tid] == gdb[tid], (tid, ours_names[tid], gdb[tid])
+        # gdb's backtrace stops at main ("backtrace past-main" is off).
+        upto = ours_names[tid][:ours_names[tid].index("main") + 1] \
+            if "main" in ours_names[tid] else ours_names[tid]
+        assert upto == gdb[tid], (tid, ours_names[tid], gdb[tid])
 
 
 def test_cache_interoperates_with_elfutils(builds, live, tmp_path):
@@ -401,9 +405,11 @@ def crash_dump(builds, tmp_path_factory):
     return dump, root
 
 
+# loaded_symbols/missing_symbols are not compared: ours say whether a file with the
+# module's build id was found (the ELF itself counts), rust-minidump's whether a symbol file
+# was loaded.
 MODULE_FIELDS = ("base_addr", "end_addr", "filename", "code_id", "debug_file", "debug_id",
-                 "loaded_symbols", "missing_symbols", "corrupt_symbols", "symbol_url",
-                 "version", "cert_subject")
+                 "corrupt_symbols", "symbol_url", "version", "cert_subject")
 FRAME_FIELDS = ("frame", "offset", "module", "module_offset", "function", "function_offset",
                 "trust", "missing_symbols")
 
@@ -586,9 +592,9 @@ def test_bad_debuginfod_server(builds, live, tmp_path, mode):
     cached = tmp_path / "debuginfod-cache" / builds.ids["threads"]
     assert not any(p.stat().st_size for p in cached.glob("*")) if cached.exists() else True
     mod = next(m for m in doc["modules"] if m["name"] == "threads")
-    assert mod["symbols"] in ("missing", "mismatch")
+    assert mod["files"] == [str(builds.stripped / "threads")], mod  # only the local file
     if mode == "wrong-file":
-        assert mod["symbols"] == "mismatch" and builds.ids["crashers"] in err
+        assert builds.ids["crashers"] in err and builds.ids["crashers"] in str(mod["mismatched"])
 
 
 @pytest.mark.parametrize("mode", ["wrong-file", "html", "truncated", "redirect"])
