@@ -555,6 +555,14 @@ class BadHandler(http.server.BaseHTTPRequestHandler):
                                          f"{self.path}")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif mode == "same-host-redirect":  # allowed: the file is then served
+            if self.path.startswith("/moved/"):
+                self._send(200, payload, "application/octet-stream")
+            else:
+                self.send_response(301)
+                self.send_header("Location", "/moved" + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
         elif mode == "malformed":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\n\x7fELF")
             self.close_connection = True
@@ -648,3 +656,69 @@ def test_full_disk_cache(builds, server, live, tmp_path):
     assert all(not any(n) for n in main_names(doc).values())
     cached = tmp_path / "debuginfod-cache" / builds.ids["threads"]
     assert not cached.exists() or not [p for p in cached.iterdir() if p.stat().st_size]
+
+
+def test_same_host_redirect_is_followed(builds, live, tmp_path):
+    target, dump = live
+    srv = HttpServer(BadHandler)
+    srv.httpd.mode = "same-host-redirect"
+    srv.httpd.payload = (builds.full / "threads").read_bytes()
+    try:
+        doc, err = inspect_json([dump], env(tmp_path, DEBUGINFOD_URLS=srv.url))
+    finally:
+        srv.close()
+    assert not warnings(err), err
+    for tid, fn in expected_functions(target).items():
+        assert fn in main_names(doc)[tid]
+
+
+def test_dead_server_beside_a_good_one(builds, server, live, tmp_path):
+    """One warning for the dead server; the good one still names every frame."""
+    target, dump = live
+    dead = dead_url()
+    doc, err = inspect_json(["--no-system-debug", dump],
+                            env(tmp_path, DEBUGINFOD_URLS=f"{dead} {server.url}"))
+    w = warnings(err)
+    assert len(w) == 1 and dead in w[0], err
+    for tid, fn in expected_functions(target).items():
+        assert fn in main_names(doc)[tid]
+
+
+def test_progress_line_only_at_a_terminal(builds, server, live, tmp_path):
+    import pty
+
+    _, dump = live
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "generate_dump.inspect_dump", str(dump)],
+                           stdout=subprocess.PIPE, stderr=slave, timeout=300, cwd=ROOT,
+                           env=env(tmp_path / "tty", DEBUGINFOD_URLS=server.url))
+        os.close(slave)
+        slave = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert r.returncode == 0
+    assert re.search(rb"fetching symbols: \d+/\d+", seen), seen
+    assert b"fetching symbols" not in r.stdout
+    piped = inspect([dump], env(tmp_path / "pipe", DEBUGINFOD_URLS=server.url))
+    assert "fetching symbols" not in piped.stderr + piped.stdout
+
+
+def test_bad_symbols_url_is_a_usage_error(live, tmp_path):
+    _, dump = live
+    r = inspect(["--symbols-url", "ftp://example.invalid/x", dump], env(tmp_path), check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "generate_dump inspect: error: --symbols-url ftp://example.invalid/x: give an "
+        "http:// or https:// URL"]

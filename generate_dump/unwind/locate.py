@@ -172,7 +172,9 @@ def _locate_elf(module: Module, bid: bytes, options: SymbolOptions, out: ModuleF
             consider(os.path.join(d, hexid, "debuginfo"))
             if out.binary is not None and out.debug is None and out.binary.debuglink:
                 consider(os.path.join(d, out.binary.debuglink))
-        if options.debuginfod and (out.binary is None or out.debug is None):
+        # A .text hash stands in for a missing build id: no server indexes by it.
+        from_hash = getattr(module.identity, "from_text_hash", False)
+        if options.debuginfod and not from_hash and (out.binary is None or out.debug is None):
             _ask_debuginfod(bid, consider, out)
 
 
