@@ -722,3 +722,37 @@ def test_bad_symbols_url_is_a_usage_error(live, tmp_path):
     assert r.stderr.strip().splitlines() == [
         "generate_dump inspect: error: --symbols-url ftp://example.invalid/x: give an "
         "http:// or https:// URL"]
+
+
+def test_negative_cache_entries_interoperate(builds, server, live, tmp_path):
+    """An empty cache file means "the servers had nothing" for 600 s, for elfutils and us."""
+    target, dump = live
+    e = env(tmp_path, DEBUGINFOD_URLS=server.url)
+    cache = Path(e["DEBUGINFOD_CACHE_PATH"])
+    # Ours: libc's debug file is not on the server (--no-system-debug makes us ask).
+    doc, err = inspect_json(["--no-system-debug", dump], e)
+    assert not warnings(err), err
+    libc = next(m for m in doc["modules"] if m["name"].startswith("libc.so"))
+    entry = cache / libc["code_id"] / "debuginfo"
+    assert entry.is_file() and entry.stat().st_size == 0
+    r = subprocess.run([need("debuginfod-find"), "debuginfo", libc["code_id"]],
+                       capture_output=True, text=True, timeout=60, env=e)
+    assert r.returncode != 0 and not r.stdout
+    # Theirs (the same empty file) for a build the server has: neither asks again.
+    bid = builds.ids["threads"]
+    e = env(tmp_path / "second", DEBUGINFOD_URLS=server.url)
+    cache = Path(e["DEBUGINFOD_CACHE_PATH"])
+    cache.mkdir()
+    (cache / bid).mkdir(mode=0o700)
+    (cache / bid / "debuginfo").touch()
+    r = subprocess.run([need("debuginfod-find"), "debuginfo", bid], capture_output=True,
+                       text=True, timeout=60, env=e)
+    assert r.returncode != 0 and not r.stdout
+    doc, _ = inspect_json([dump], e)
+    assert all(not any(n) for n in main_names(doc).values())
+    # Once the entry is older than cache_miss_s, both ask the server again.
+    old = time.time() - 700
+    os.utime(cache / bid / "debuginfo", (old, old))
+    doc, _ = inspect_json([dump], e)
+    for tid, fn in expected_functions(target).items():
+        assert fn in main_names(doc)[tid]
