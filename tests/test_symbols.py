@@ -563,6 +563,18 @@ class BadHandler(http.server.BaseHTTPRequestHandler):
                 self.send_header("Location", "/moved" + self.path)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+        elif mode == "trickle":  # never silent long enough to time out, never done
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            try:
+                for i in range(0, len(payload), 64):
+                    self.wfile.write(payload[i:i + 64])
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass
+            self.close_connection = True
         elif mode == "malformed":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\n\x7fELF")
             self.close_connection = True
@@ -756,3 +768,23 @@ def test_negative_cache_entries_interoperate(builds, server, live, tmp_path):
     doc, _ = inspect_json([dump], e)
     for tid, fn in expected_functions(target).items():
         assert fn in main_names(doc)[tid]
+
+
+def test_slow_download_is_bounded_by_maxtime(builds, live, tmp_path):
+    """DEBUGINFOD_MAXTIME bounds a download that trickles (each read within the timeout)."""
+    _, dump = live
+    srv = HttpServer(BadHandler)
+    srv.httpd.mode = "trickle"
+    srv.httpd.payload = (builds.full / "threads").read_bytes()
+    maxtime = 2
+    try:
+        start = time.monotonic()
+        doc, err = inspect_json([dump], env(tmp_path, DEBUGINFOD_URLS=srv.url,
+                                            DEBUGINFOD_TIMEOUT=30, DEBUGINFOD_MAXTIME=maxtime))
+        elapsed = time.monotonic() - start
+    finally:
+        srv.close()
+    assert elapsed < maxtime * 1.5 + 2, elapsed
+    w = warnings(err)
+    assert len(w) == 1 and "time limit" in w[0], err
+    assert all(not any(n) for n in main_names(doc).values())

@@ -67,12 +67,12 @@ def download_into(root: str, final: str, fetch: Callable[[object], Optional[Resp
             return None, None
     keep = False
     try:
-        with os.fdopen(fd, "wb") as f:
-            try:
+        try:
+            with os.fdopen(fd, "wb") as f:
                 resp = fetch(f)
-            except OSError as exc:  # writing failed: the cache's disk is full
-                session.warn(f"{what} {folder}: {exc.strerror or exc}; download dropped")
-                return None, None
+        except OSError as exc:  # writing failed (also when flushed at close): disk full
+            session.warn(f"{what} {folder}: {exc.strerror or exc}; download dropped")
+            return None, None
         if resp is None:
             return None, None
         why = check(tmp)

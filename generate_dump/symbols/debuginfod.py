@@ -154,7 +154,10 @@ class DebuginfodClient:
                                                       magic=b"\x7fELF", deadline=dl),
                         check, what="debuginfod cache")
                 except FetchError as exc:
-                    if exc.server_down:
+                    if exc.budget:
+                        session.warn("symbol downloads stopped at their time limit "
+                                     "(DEBUGINFOD_MAXTIME or the summaries' limit)")
+                    elif exc.server_down:
                         session.mark_down(server, str(exc), "debuginfod server")
                     else:
                         session.warn(f"debuginfod {url}: {exc}")

@@ -29,9 +29,10 @@ USER_AGENT = "generate_dump-symbols/1"
 
 
 class FetchError(Exception):
-    def __init__(self, message: str, server_down: bool = False):
+    def __init__(self, message: str, server_down: bool = False, budget: bool = False):
         super().__init__(message)
         self.server_down = server_down
+        self.budget = budget  # the caller's time budget ran out (not the server's fault)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def get(url: str, out: BinaryIO, *, timeout: float, max_bytes: int,
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise FetchError(f"unsupported URL scheme in {url}")
     if deadline is not None and time.monotonic() >= deadline:
-        raise FetchError("time budget for symbol downloads used up", server_down=False)
+        raise FetchError("time budget for symbol downloads used up", budget=True)
     if deadline is not None:
         timeout = max(0.05, min(timeout, deadline - time.monotonic()))
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
@@ -116,9 +117,9 @@ def get(url: str, out: BinaryIO, *, timeout: float, max_bytes: int,
         head = b""
         while True:
             if deadline is not None and time.monotonic() >= deadline:
-                raise FetchError("download took longer than allowed", server_down=False)
+                raise FetchError("download took longer than allowed", budget=True)
             try:
-                chunk = resp.read(CHUNK)
+                chunk = resp.read1(CHUNK)  # what arrived: the deadline is checked often
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 raise FetchError(f"download interrupted: {_describe(exc)}",
                                  server_down=isinstance(exc, (socket.timeout, TimeoutError)))

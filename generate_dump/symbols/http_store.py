@@ -84,7 +84,10 @@ class SymbolStore:
                                                       deadline=dl),
                         check, mode=0o644, what="symbol cache")
                 except FetchError as exc:
-                    if exc.server_down:
+                    if exc.budget:
+                        session.warn("symbol downloads stopped at their time limit "
+                                     "(the summaries' limit)")
+                    elif exc.server_down:
                         session.mark_down(server, str(exc), "symbol server")
                     else:
                         session.warn(f"symbol server {url}: {exc}")
