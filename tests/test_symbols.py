@@ -788,3 +788,12 @@ def test_slow_download_is_bounded_by_maxtime(builds, live, tmp_path):
     w = warnings(err)
     assert len(w) == 1 and "time limit" in w[0], err
     assert all(not any(n) for n in main_names(doc).values())
+
+
+def test_print_stacks_uses_debuginfod(builds, server, live, tmp_path):
+    target, _ = live
+    r = run_dumper(target.pid, "-o", tmp_path / "again.dmp", "--print-stacks",
+                   env=env(tmp_path, DEBUGINFOD_URLS=server.url))
+    assert "threads!park_in_nanosleep+" in r.stderr, r.stderr
+    assert "threads!main_park+" in r.stderr, r.stderr
+    assert_running_untraced(target.pid)

@@ -79,7 +79,7 @@ def get(url: str, out: BinaryIO, *, timeout: float, max_bytes: int,
     ``magic``: the bytes the body must start with. ``deadline``: a ``time.monotonic()``
     value after which the download is abandoned (as a timeout)."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise FetchError(f"unsupported URL scheme in {url}")
+        raise FetchError("only http:// and https:// URLs are supported", server_down=True)
     if deadline is not None and time.monotonic() >= deadline:
         raise FetchError("time budget for symbol downloads used up", budget=True)
     if deadline is not None:
