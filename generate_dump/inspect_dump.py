@@ -38,10 +38,11 @@ symbol store (``URL/NAME/DEBUGID/NAME.sym``) for modules without symbols; downlo
 cached in ``~/.cache/generate_dump/symbols`` (``$GENERATE_DUMP_SYMBOLS_CACHE``), itself a
 valid ``--symbols-path`` store. Lookups run in parallel with a progress line on a terminal.
 A downloaded file is used only if its build id (``.sym``: debug id) is the module's;
-otherwise it is reported and dropped. A server that is unreachable, times out or answers
-HTML costs its timeout once and one warning line, then is skipped for the run; a
-truncated download, a file over the size cap, a redirect to another host or a cache that
-cannot be written is one warning line each. ``--no-debuginfod`` ignores
+otherwise it is reported and dropped. A server that is unreachable, times out, answers
+HTML or 5xx, or redirects to another host (not followed) costs its timeout once and one
+warning line, then is skipped for the run; a truncated download, a file over the size cap
+(``DEBUGINFOD_MAXSIZE``, default 2 GiB; 1 GiB for ``.sym``), a malformed answer or a cache
+that cannot be written (read-only, full) is one warning line each. ``--no-debuginfod`` ignores
 ``DEBUGINFOD_URLS``. The summaries (``run``, the pytest plugin, ``--print-stacks``) use
 ``DEBUGINFOD_URLS`` too, with at most ``SUMMARY_SYMBOLS_SECONDS`` (20 s) of downloads.
 

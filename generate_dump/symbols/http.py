@@ -50,8 +50,8 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
         old = urllib.parse.urlsplit(req.full_url)
         new = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
         if (old.scheme, old.hostname, old.port) != (new.scheme, new.hostname, new.port):
-            raise FetchError(f"redirected to another host ({new.scheme}://{new.netloc}); "
-                             "not followed")
+            raise FetchError(f"redirects to another host ({new.scheme}://{new.netloc}), "
+                             "which is not followed", server_down=True)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
