@@ -797,3 +797,29 @@ def test_print_stacks_uses_debuginfod(builds, server, live, tmp_path):
     assert "threads!park_in_nanosleep+" in r.stderr, r.stderr
     assert "threads!main_park+" in r.stderr, r.stderr
     assert_running_untraced(target.pid)
+
+
+def test_module_file_gone_fetches_the_executable(builds, server, tmp_path):
+    """A dump read where its program does not exist (another machine): the executable comes
+    from the server, with its code (for CFI and call checks) and symbols."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    shutil.copy2(builds.stripped / "threads", gone / "threads")
+    target = Target([gone / "threads"])
+    try:
+        expected = expected_functions(target)
+        dump = tmp_path / "gone.dmp"
+        run_dumper(target.pid, "-o", dump)
+    finally:
+        target.close()
+    shutil.rmtree(gone)
+    bare, _ = inspect_json([dump], env(tmp_path / "bare"))
+    assert next(m for m in bare["modules"] if m["name"] == "threads")["symbols"] == "missing"
+    doc, err = inspect_json([dump], env(tmp_path / "srv", DEBUGINFOD_URLS=server.url))
+    assert not warnings(err), err
+    for tid, fn in expected.items():
+        assert fn in main_names(doc)[tid], (tid, main_names(doc)[tid])
+    cache = tmp_path / "srv" / "debuginfod-cache" / builds.ids["threads"]
+    assert (cache / "executable").read_bytes() == (builds.full / "threads").read_bytes()
+    mod = next(m for m in doc["modules"] if m["name"] == "threads")
+    assert mod["files"] == [str(cache / "executable")]
