@@ -31,20 +31,22 @@ module without a matching file is never given a name from a file of another buil
 Symbols from servers (see :mod:`generate_dump.symbols`): with ``DEBUGINFOD_URLS`` set (as
 for gdb and eu-stack; ``DEBUGINFOD_CACHE_PATH``, ``DEBUGINFOD_TIMEOUT``,
 ``DEBUGINFOD_MAXSIZE``, ``DEBUGINFOD_MAXTIME`` too), a module whose files are not on the
-disk is looked up by build id: ``/buildid/ID/executable`` when no local file has its code,
-``/buildid/ID/debuginfo`` when none has its symbols, through elfutils' cache (shared with
-gdb, eu-stack and debuginfod-find). ``--symbols-url URL`` (repeatable) asks a Breakpad
-symbol store (``URL/NAME/DEBUGID/NAME.sym``) for modules without symbols; downloads are
-cached in ``~/.cache/generate_dump/symbols`` (``$GENERATE_DUMP_SYMBOLS_CACHE``), itself a
-valid ``--symbols-path`` store. Lookups run in parallel with a progress line on a terminal.
-A downloaded file is used only if its build id (``.sym``: debug id) is the module's;
-otherwise it is reported and dropped. A server that is unreachable, times out, answers
-HTML or 5xx, or redirects to another host (not followed) costs its timeout once and one
-warning line, then is skipped for the run; a truncated download, a file over the size cap
-(``DEBUGINFOD_MAXSIZE``, default 2 GiB; 1 GiB for ``.sym``), a malformed answer or a cache
-that cannot be written (read-only, full) is one warning line each. ``--no-debuginfod`` ignores
-``DEBUGINFOD_URLS``. The summaries (``run``, the pytest plugin, ``--print-stacks``) use
-``DEBUGINFOD_URLS`` too, with at most ``SUMMARY_SYMBOLS_SECONDS`` (20 s) of downloads.
+disk is looked up by build id: ``/buildid/ID/executable`` when no local file has its code
+(every such module: the walk needs code and CFI), ``/buildid/ID/debuginfo`` when none has
+its symbols (only modules seen in a stack: a first walk says which), through elfutils' cache
+(shared with gdb, eu-stack and debuginfod-find). ``--symbols-url URL`` (repeatable) asks a
+Breakpad symbol store (``URL/NAME/DEBUGID/NAME.sym``) for modules in a stack without
+symbols; downloads are cached in ``~/.cache/generate_dump/symbols``
+(``$GENERATE_DUMP_SYMBOLS_CACHE``), itself a valid ``--symbols-path`` store. Lookups run in
+parallel with a progress line on a terminal. A downloaded file is used only if its build id
+(``.sym``: debug id) is the module's; otherwise it is reported and dropped. A server that is
+unreachable, times out, answers HTML or 5xx, or redirects to another host (not followed)
+costs its timeout once and one warning line, then is skipped for the run; a truncated
+download, a file over the size cap (``DEBUGINFOD_MAXSIZE``, default 2 GiB; 1 GiB for
+``.sym``), a malformed answer or a cache that cannot be written (read-only, full) is one
+warning line each. ``--no-debuginfod`` ignores ``DEBUGINFOD_URLS``. The summaries (``run``,
+the pytest plugin, ``--print-stacks``) use ``DEBUGINFOD_URLS`` too, with at most
+``SUMMARY_SYMBOLS_SECONDS`` (20 s) of downloads.
 
 JSON output (``--json``), schema ``generate_dump.inspect/1``. Addresses are strings
 ``"0x..."`` (lower-case hex, no padding) so that 64-bit values survive any JSON parser;
@@ -90,6 +92,7 @@ identical top frames listed together.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -258,6 +261,30 @@ def _options(symbols_paths: Iterable[str], system_debug: bool,
                          debuginfod=debuginfod)
 
 
+# -- walking with symbols from servers -------------------------------------------------------
+
+
+def walk_fetching(view: ProcessView, options: SymbolOptions, tids: Optional[set[int]] = None,
+                  max_frames: int = 512, wait: Optional[float] = None
+                  ) -> tuple[list[ThreadStack], SymbolOptions]:
+    """Walk the stacks; with servers configured, in two rounds so that only modules seen in
+    a stack get their debug files downloaded: executables of modules without a local file
+    (their code and CFI drive the walk) first, in parallel; a first walk; the debug files
+    and ``.sym`` files of the modules in its frames, in parallel; the walk again. Returns
+    the stacks and the options the final walk used (for module lookups afterwards)."""
+    if not options.remote:
+        return walk_process(view, options, tids, max_frames), options
+    first = dataclasses.replace(options, names_for=frozenset())
+    prepare(view.module_order, first, wait=wait)
+    stacks = walk_process(view, first, tids, max_frames)
+    seen = {f.module.module.base for t in stacks for f in t.frames if f.module is not None}
+    wanted = [m for m in view.module_order if m.base in seen and m.identity is not None]
+    full = dataclasses.replace(options, names_for=frozenset(debug_id(m.identity)
+                                                            for m in wanted))
+    prepare(wanted, full, wait=wait)
+    return walk_process(view, full, tids, max_frames), full
+
+
 # -- the report ------------------------------------------------------------------------------
 
 
@@ -268,8 +295,8 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
         have = ", ".join(str(t.tid) for t in view.threads[:20])
         raise DumpError(f"no thread {tid} in the dump (threads: {have}"
                         f"{', ...' if len(view.threads) > 20 else ''})")
-    prepare(view.module_order, options)
-    stacks = walk_process(view, options, {tid} if tid is not None else None, max_frames)
+    stacks, options = walk_fetching(view, options, {tid} if tid is not None else None,
+                                    max_frames)
     modules = []
     for m in view.module_order:
         md = module_debug(m, options)
@@ -311,11 +338,12 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
             "frames": [frame_json(f) for f in t.frames],
             "_stack": t,
         } for t in stacks],
+        "_options": options,  # what the walk used (servers: the modules given names)
     }
 
 
 def report_json(report: dict) -> str:
-    doc = dict(report)
+    doc = {k: v for k, v in report.items() if k != "_options"}
     doc["threads"] = [{k: v for k, v in t.items() if k != "_stack"} for t in report["threads"]]
     return json.dumps(doc, indent=2)
 
@@ -373,8 +401,8 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
     """Top ``frames`` frames per thread, crashing thread first; identical stacks grouped."""
     options = options or SymbolOptions()
     with budget(SUMMARY_SYMBOLS_SECONDS if options.remote else None):
-        prepare(view.module_order, options, wait=SUMMARY_SYMBOLS_SECONDS)
-        stacks = walk_process(view, options, max_frames=frames + 1)
+        stacks, _ = walk_fetching(view, options, max_frames=frames + 1,
+                                  wait=SUMMARY_SYMBOLS_SECONDS)
     groups: dict[tuple, list[ThreadStack]] = {}
     order: list[tuple] = []
     for t in stacks:
@@ -441,7 +469,8 @@ def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (
     if fmt == "rust-minidump":
         from .rust_minidump_json import rust_minidump_json
 
-        return rust_minidump_json(view, [t["_stack"] for t in report["threads"]], options)
+        return rust_minidump_json(view, [t["_stack"] for t in report["threads"]],
+                                  report["_options"])
     return report_json(report) if as_json else report_text(report, view)
 
 

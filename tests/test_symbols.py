@@ -575,6 +575,9 @@ class BadHandler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             self.close_connection = True
+        elif mode == "record":  # a server with nothing, that remembers what was asked
+            self.server.asked.append(self.path)
+            self._send(404, b"not found", "text/plain")
         elif mode == "malformed":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\n\x7fELF")
             self.close_connection = True
@@ -823,3 +826,24 @@ def test_module_file_gone_fetches_the_executable(builds, server, tmp_path):
     assert (cache / "executable").read_bytes() == (builds.full / "threads").read_bytes()
     mod = next(m for m in doc["modules"] if m["name"] == "threads")
     assert mod["files"] == [str(cache / "executable")]
+
+
+def test_debug_files_only_for_modules_in_stacks(live, tmp_path):
+    _, dump = live
+    srv = HttpServer(BadHandler)
+    srv.httpd.mode = "record"
+    srv.httpd.asked = []
+    srv.httpd.payload = b""
+    try:
+        doc, err = inspect_json(["--no-system-debug", dump],
+                                env(tmp_path, DEBUGINFOD_URLS=srv.url))
+    finally:
+        srv.close()
+    assert not warnings(err), err
+    in_stacks = {f["module"] for t in doc["threads"] for f in t["frames"] if f["module"]}
+    ids = {m["code_id"]: m["name"] for m in doc["modules"]}
+    asked = sorted(srv.httpd.asked)
+    # Every module file is on this disk: only debug files, only for modules in a stack.
+    assert asked == sorted(f"/buildid/{cid}/debuginfo" for cid, name in ids.items()
+                           if name in in_stacks and name != "linux-vdso.so.1"), asked
+    assert len(ids) > len(in_stacks)  # some modules were not asked about

@@ -16,6 +16,10 @@ file name ``N`` (basename of the path in the dump), candidates are, in order:
 6. Breakpad HTTP stores (``--symbols-url``): ``URL/N/D/N.sym`` when no file with
    symbols was found, cached on disk (:mod:`generate_dump.symbols.http_store`).
 
+Steps 5 and 6 download debug files and ``.sym`` files only for the modules in
+``SymbolOptions.names_for`` (the callers pass those seen in a first walk of the stacks),
+so a dump of a process with hundreds of libraries does not fetch all their debug files.
+
 An ELF candidate is used only when its build id (or, for files without one, Breakpad's
 ``.text`` hash) equals the dump's; a ``.sym`` only when its MODULE line's debug id does.
 Files that do not match are remembered so the output can say why a module has no names;
@@ -44,6 +48,9 @@ class SymbolOptions:
     use_dump_paths: bool = True  # open the module paths recorded in the dump
     symbols_urls: tuple[str, ...] = ()  # Breakpad HTTP symbol stores (--symbols-url)
     debuginfod: bool = True  # ask the servers of DEBUGINFOD_URLS
+    # Debug ids of the modules whose debug files / .sym may be downloaded (those seen in
+    # stacks); None: any module. Executables are fetched for every module without a file.
+    names_for: Optional[frozenset[str]] = None
 
     @property
     def remote(self) -> bool:
@@ -64,7 +71,7 @@ class SymbolOptions:
             c = debuginfod.client()
             dkey = c.key() if c is not None else None
         return (tuple(os.path.abspath(p) for p in self.symbols_paths), self.system_debug,
-                self.use_dump_paths, self.symbols_urls, dkey)
+                self.use_dump_paths, self.symbols_urls, dkey, self.names_for)
 
 
 @dataclass
@@ -106,15 +113,18 @@ def locate(module: Module, options: SymbolOptions) -> ModuleFiles:
     ident = module.identity
     if ident is None:
         return out
-    out.identity = debug_id(ident).encode()
+    did = debug_id(ident)
+    out.identity = did.encode()
+    names = options.names_for is None or did in options.names_for
     if isinstance(ident, ElfBuildId) and ident.build_id:
         out.identity = ident.build_id
-        _locate_elf(module, ident.build_id, options, out)
-    _locate_breakpad(module, debug_id(ident), options, out)
+        _locate_elf(module, ident.build_id, options, out, names)
+    _locate_breakpad(module, did, options, out, names)
     return out
 
 
-def _locate_elf(module: Module, bid: bytes, options: SymbolOptions, out: ModuleFiles) -> None:
+def _locate_elf(module: Module, bid: bytes, options: SymbolOptions, out: ModuleFiles,
+                names: bool = True) -> None:
     hexid = bid.hex()
     name = module_name(module.path)
     seen: set[str] = set()
@@ -175,7 +185,7 @@ def _locate_elf(module: Module, bid: bytes, options: SymbolOptions, out: ModuleF
         # A .text hash stands in for a missing build id: no server indexes by it.
         from_hash = getattr(module.identity, "from_text_hash", False)
         if options.debuginfod and not from_hash and (out.binary is None or out.debug is None):
-            _ask_debuginfod(bid, consider, out)
+            _ask_debuginfod(bid, consider, out, names)
 
 
 def _elf_check(bid: bytes):
@@ -198,7 +208,9 @@ def _elf_check(bid: bytes):
     return check
 
 
-def _ask_debuginfod(bid: bytes, consider, out: ModuleFiles) -> None:
+def _ask_debuginfod(bid: bytes, consider, out: ModuleFiles, names: bool) -> None:
+    """The executable when no local file has the code; the debug file when none has
+    symbols (downloaded only if ``names``, else only from the cache)."""
     from ..symbols import debuginfod
 
     client = debuginfod.client()
@@ -211,14 +223,18 @@ def _ask_debuginfod(bid: bytes, consider, out: ModuleFiles) -> None:
         if path is not None:
             consider(path)
     if out.debug is None:
-        path, rejected = client.find(bid, "debuginfo", check)
-        out.mismatched.extend(rejected)
+        if names:
+            path, rejected = client.find(bid, "debuginfo", check)
+            out.mismatched.extend(rejected)
+        else:
+            path = client.cached(bid.hex(), "debuginfo")[0]
         if path is not None:
             consider(path)
 
 
 
-def _locate_breakpad(module: Module, did: str, options: SymbolOptions, out: ModuleFiles) -> None:
+def _locate_breakpad(module: Module, did: str, options: SymbolOptions, out: ModuleFiles,
+                     names: bool = True) -> None:
     """``DIR/NAME/DEBUGID/NAME.sym``; for PE modules NAME is the PDB's (``x.pdb/ID/x.sym``)."""
     name = module_name(module.path)
     layouts = [(name, name + ".sym")]
@@ -243,10 +259,11 @@ def _locate_breakpad(module: Module, did: str, options: SymbolOptions, out: Modu
             if out.breakpad is not None:
                 return
     if options.symbols_urls and out.debug is None:
-        _ask_symbol_stores(layouts, did, options, out)
+        _ask_symbol_stores(layouts, did, options, out, names)
 
 
-def _ask_symbol_stores(layouts, did: str, options: SymbolOptions, out: ModuleFiles) -> None:
+def _ask_symbol_stores(layouts, did: str, options: SymbolOptions, out: ModuleFiles,
+                       names: bool) -> None:
     from ..symbols import http_store
 
     store = http_store.store(options.symbols_urls)
@@ -262,8 +279,11 @@ def _ask_symbol_stores(layouts, did: str, options: SymbolOptions, out: ModuleFil
         return None
 
     for folder, filename in layouts:
-        path, url, rejected = store.find(folder, did, filename, check)
-        out.mismatched.extend(rejected)
+        if names:
+            path, url, rejected = store.find(folder, did, filename, check)
+            out.mismatched.extend(rejected)
+        else:
+            path, url = store.cached(folder, did, filename), None
         if path is None:
             continue
         h = read_header(path)
