@@ -2,8 +2,10 @@
 
 ::
 
-    generate_dump inspect FILE [--symbols-path DIR ...] [--json] [--thread TID]
-                               [--no-system-debug] [--max-frames N]
+    generate_dump inspect FILE [--symbols-path DIR ...] [--symbols-url URL ...]
+                               [--json [--format generate_dump|rust-minidump]]
+                               [--thread TID] [--no-system-debug] [--no-debuginfod]
+                               [--max-frames N]
 
 Prints the process, why it was dumped (the signal, its code, the fault address and the
 crashing thread; or "live snapshot"), the modules with where their symbols came from,
@@ -44,6 +46,26 @@ the text report says after the modules how many lines the dump carries.
 ``.build-id`` trees), debug files, or Breakpad symbol stores (``NAME/DEBUGID/NAME.sym``).
 ``--no-system-debug`` ignores ``/usr/lib/debug``. ``--thread TID`` shows one thread.
 
+Symbols from servers (see :mod:`generate_dump.symbols`): with ``DEBUGINFOD_URLS`` set (as
+for gdb and eu-stack; ``DEBUGINFOD_CACHE_PATH``, ``DEBUGINFOD_TIMEOUT``,
+``DEBUGINFOD_MAXSIZE``, ``DEBUGINFOD_MAXTIME`` too), a module whose files are not on the
+disk is looked up by build id: ``/buildid/ID/executable`` when no local file has its code
+(every such module: the walk needs code and CFI), ``/buildid/ID/debuginfo`` when none has
+its symbols (only modules seen in a stack: a first walk says which), through elfutils' cache
+(shared with gdb, eu-stack and debuginfod-find). ``--symbols-url URL`` (repeatable) asks a
+Breakpad symbol store (``URL/NAME/DEBUGID/NAME.sym``) for modules in a stack without
+symbols; downloads are cached in ``~/.cache/generate_dump/symbols``
+(``$GENERATE_DUMP_SYMBOLS_CACHE``), itself a valid ``--symbols-path`` store. Lookups run in
+parallel with a progress line on a terminal. A downloaded file is used only if its build id
+(``.sym``: debug id) is the module's; otherwise it is reported and dropped. A server that is
+unreachable, times out, answers HTML or 5xx, or redirects to another host (not followed)
+costs its timeout once and one warning line, then is skipped for the run; a truncated
+download, a file over the size cap (``DEBUGINFOD_MAXSIZE``, default 2 GiB; 1 GiB for
+``.sym``), a malformed answer or a cache that cannot be written (read-only, full) is one
+warning line each. ``--no-debuginfod`` ignores ``DEBUGINFOD_URLS``. The summaries (``run``,
+the pytest plugin, ``--print-stacks``) use ``DEBUGINFOD_URLS`` too, with at most
+``SUMMARY_SYMBOLS_SECONDS`` (20 s) of downloads.
+
 JSON output (``--json``), schema ``generate_dump.inspect/1``. Addresses are strings
 ``"0x..."`` (lower-case hex, no padding) so that 64-bit values survive any JSON parser;
 keys are always present, with ``null`` when unknown::
@@ -78,6 +100,9 @@ keys are always present, with ``null`` when unknown::
 ``missing`` when none, ``no-id`` when the dump records no build id for the module.
 ``note`` says why a thread's walk ended early (no context, a loop, the depth limit).
 
+``--format rust-minidump`` (implies ``--json``) writes the schema of rust-minidump's
+``minidump-stackwalk --json`` instead; docs/inspect.md lists the fields filled.
+
 For other code: :func:`summarize_snapshot` (a snapshot just captured, as ``generate_dump
 run`` and the pytest plugin report it), :func:`summarize_file` and :func:`print_stacks`
 give a short text: the top frames of every thread, crashing thread first, threads with
@@ -86,6 +111,7 @@ identical top frames listed together.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -98,11 +124,13 @@ from .minidump.codeview import code_id, debug_id
 from .snapshot import OS, Snapshot
 from .unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
 from .unwind.locate import module_name
-from .unwind.modules import module_debug
+from .unwind.modules import module_debug, prepare
+from .symbols.session import budget
 
 SCHEMA = "generate_dump.inspect/1"
 SUMMARY_FRAMES = 8
 SUMMARY_MAX_TIDS = 8
+SUMMARY_SYMBOLS_SECONDS = 20.0  # most time the summaries spend downloading symbols
 
 # -- signals ---------------------------------------------------------------------------------
 
@@ -235,13 +263,47 @@ def load_view(path: Union[str, os.PathLike]) -> ProcessView:
     return ProcessView.from_minidump(md, p)
 
 
-def _options(symbols_paths: Iterable[str], system_debug: bool) -> SymbolOptions:
+def _options(symbols_paths: Iterable[str], system_debug: bool,
+             symbols_urls: Iterable[str] = (), debuginfod: bool = True) -> SymbolOptions:
+    from urllib.parse import urlsplit
+
     paths = []
     for d in symbols_paths:
         if not os.path.isdir(d):
             raise DumpError(f"--symbols-path {d}: no such directory")
         paths.append(os.path.abspath(d))
-    return SymbolOptions(tuple(paths), system_debug)
+    urls = []
+    for u in symbols_urls:
+        parts = urlsplit(u)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise DumpError(f"--symbols-url {u}: give an http:// or https:// URL")
+        urls.append(u.rstrip("/"))
+    return SymbolOptions(tuple(paths), system_debug, symbols_urls=tuple(urls),
+                         debuginfod=debuginfod)
+
+
+# -- walking with symbols from servers -------------------------------------------------------
+
+
+def walk_fetching(view: ProcessView, options: SymbolOptions, tids: Optional[set[int]] = None,
+                  max_frames: int = 512, wait: Optional[float] = None
+                  ) -> tuple[list[ThreadStack], SymbolOptions]:
+    """Walk the stacks; with servers configured, in two rounds so that only modules seen in
+    a stack get their debug files downloaded: executables of modules without a local file
+    (their code and CFI drive the walk) first, in parallel; a first walk; the debug files
+    and ``.sym`` files of the modules in its frames, in parallel; the walk again. Returns
+    the stacks and the options the final walk used (for module lookups afterwards)."""
+    if not options.remote:
+        return walk_process(view, options, tids, max_frames), options
+    first = dataclasses.replace(options, names_for=frozenset())
+    prepare(view.module_order, first, wait=wait)
+    stacks = walk_process(view, first, tids, max_frames)
+    seen = {f.module.module.base for t in stacks for f in t.frames if f.module is not None}
+    wanted = [m for m in view.module_order if m.base in seen and m.identity is not None]
+    full = dataclasses.replace(options, names_for=frozenset(debug_id(m.identity)
+                                                            for m in wanted))
+    prepare(wanted, full, wait=wait)
+    return walk_process(view, full, tids, max_frames), full
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -254,7 +316,8 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
         have = ", ".join(str(t.tid) for t in view.threads[:20])
         raise DumpError(f"no thread {tid} in the dump (threads: {have}"
                         f"{', ...' if len(view.threads) > 20 else ''})")
-    stacks = walk_process(view, options, {tid} if tid is not None else None, max_frames)
+    stacks, options = walk_fetching(view, options, {tid} if tid is not None else None,
+                                    max_frames)
     modules = []
     for m in view.module_order:
         md = module_debug(m, options)
@@ -299,11 +362,12 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
             "frames": [frame_json(f) for f in t.frames],
             "_stack": t,
         } for t in stacks],
+        "_options": options,  # what the walk used (servers: the modules given names)
     }
 
 
 def report_json(report: dict) -> str:
-    doc = dict(report)
+    doc = {k: v for k, v in report.items() if k != "_options"}
     doc["threads"] = [{k: v for k, v in t.items() if k != "_stack"} for t in report["threads"]]
     return json.dumps(doc, indent=2)
 
@@ -365,7 +429,9 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
                    frames: int = SUMMARY_FRAMES) -> str:
     """Top ``frames`` frames per thread, crashing thread first; identical stacks grouped."""
     options = options or SymbolOptions()
-    stacks = walk_process(view, options, max_frames=frames + 1)
+    with budget(SUMMARY_SYMBOLS_SECONDS if options.remote else None):
+        stacks, _ = walk_fetching(view, options, max_frames=frames + 1,
+                                  wait=SUMMARY_SYMBOLS_SECONDS)
     groups: dict[tuple, list[ThreadStack]] = {}
     order: list[tuple] = []
     for t in stacks:
@@ -418,12 +484,22 @@ def print_stacks(path_or_snapshot: Union[str, os.PathLike, Snapshot]) -> str:
     return summarize_file(path_or_snapshot)
 
 
+FORMATS = ("generate_dump", "rust-minidump")
+
+
 def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (),
                  as_json: bool = False, thread: Optional[int] = None,
-                 system_debug: bool = True, max_frames: int = 512) -> str:
-    options = _options(symbols_paths, system_debug)
+                 system_debug: bool = True, max_frames: int = 512,
+                 symbols_urls: Iterable[str] = (), debuginfod: bool = True,
+                 fmt: str = "generate_dump") -> str:
+    options = _options(symbols_paths, system_debug, symbols_urls, debuginfod)
     view = load_view(path)
     report = inspect_view(view, options, thread, max_frames)
+    if fmt == "rust-minidump":
+        from .rust_minidump_json import rust_minidump_json
+
+        return rust_minidump_json(view, [t["_stack"] for t in report["threads"]],
+                                  report["_options"])
     return report_json(report) if as_json else report_text(report, view)
 
 
@@ -435,19 +511,30 @@ def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (
 @click.option("--symbols-path", "symbols_paths", multiple=True, metavar="DIR",
               help="Also look for module files, debug files (by name or .build-id tree) "
                    "and Breakpad symbols (NAME/DEBUGID/NAME.sym) in DIR. Repeatable.")
+@click.option("--symbols-url", "symbols_urls", multiple=True, metavar="URL",
+              help="Ask this Breakpad symbol store (URL/NAME/DEBUGID/NAME.sym) for modules "
+                   "without symbols; downloads are cached. Repeatable.")
+@click.option("--debuginfod/--no-debuginfod", default=True, show_default=True,
+              help="Look modules up in the debuginfod servers of DEBUGINFOD_URLS.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON (schema generate_dump.inspect/1) instead of text.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="generate_dump",
+              show_default=True,
+              help="JSON schema: ours, or that of rust-minidump's minidump-stackwalk --json "
+                   "(implies --json).")
 @click.option("--thread", "thread", type=int, metavar="TID", help="Show only thread TID.")
 @click.option("--system-debug/--no-system-debug", default=True, show_default=True,
               help="Look for debug files under /usr/lib/debug.")
 @click.option("--max-frames", default=512, show_default=True, type=click.IntRange(1, 100000),
               help="Stop each thread's walk after this many frames.")
-def inspect_command(file: str, symbols_paths: tuple[str, ...], as_json: bool,
-                    thread: Optional[int], system_debug: bool, max_frames: int) -> None:
+def inspect_command(file: str, symbols_paths: tuple[str, ...], symbols_urls: tuple[str, ...],
+                    debuginfod: bool, as_json: bool, fmt: str, thread: Optional[int],
+                    system_debug: bool, max_frames: int) -> None:
     """Print what the minidump FILE says: process, reason, modules, and every thread's
     stack walked with CFI, frame pointers or stack scanning, symbolized from the module
     files (matched by build id) and the symbol paths."""
-    click.echo(inspect_file(file, symbols_paths, as_json, thread, system_debug, max_frames))
+    click.echo(inspect_file(file, symbols_paths, as_json, thread, system_debug, max_frames,
+                            symbols_urls, debuginfod, fmt))
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -7,9 +7,10 @@ dumps of one run) parse libc's CFI and symbols once.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 from ..snapshot import Module
 from .breakpad import BreakpadSymbols
@@ -169,10 +170,28 @@ def module_debug(module: Module, options: SymbolOptions) -> ModuleDebug:
     return md
 
 
+def prepare(modules: Iterable[Module], options: SymbolOptions,
+            wait: Optional[float] = None) -> None:
+    """Find the files of ``modules`` in parallel when that may need the network (debuginfod,
+    symbol stores), with a progress line at a terminal; later :func:`module_debug` calls
+    are then cache hits. ``wait``: return after that many seconds at most."""
+    if not options.remote:
+        return
+    from ..symbols import session
+
+    jobs = [functools.partial(module_debug, m, options) for m in modules
+            if m.identity is not None]
+    session.run_parallel(jobs, "fetching symbols", wait=wait)
+
+
 def clear_caches() -> None:
-    """Forget every parsed module and file (tests; long-running processes)."""
+    """Forget every parsed module and file, servers found down and warnings given (tests;
+    long-running processes)."""
+    from ..symbols import http_store, session
     from . import breakpad, elfimage
 
+    session.reset()
+    http_store.reset()
     with _cache_lock:
         _cache.clear()
     with elfimage._images_lock:
