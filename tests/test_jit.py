@@ -589,7 +589,7 @@ def test_perf_map_file_rules(tmp_path):
 def test_perf_map_read_limit(tmp_path):
     """A map larger than the limit: its last lines (the newest code), cut at line ends."""
     from live import python_target
-    from generate_dump.backends.linux.perfmap_file import read_perf_map
+    from generate_dump.platform.linux.perfmap_file import read_perf_map
 
     with python_target(1) as target:
         path = Path(f"/tmp/perf-{target.pid}.map")

@@ -426,7 +426,7 @@ def test_cgroup_dumps_every_member_also_in_another_pid_namespace(ramp, tmp_path)
         (group / "cgroup.procs").write_text(str(plain.pid))
         # A process in its own PID namespace (as in a container): PID 1 inside.
         ns = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sh", "-c",
-                               f"echo $$; exec sleep 300"], stdout=subprocess.PIPE, text=True)
+                               "echo $$; exec sleep 300"], stdout=subprocess.PIPE, text=True)
         inner = read_line(ns, 10).strip()
         assert inner == "1"
         assert wait_for(lambda: bool(Path(f"/proc/{ns.pid}/task/{ns.pid}/children").read_text().split()))

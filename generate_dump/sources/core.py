@@ -14,9 +14,9 @@ import os
 import platform
 from typing import BinaryIO, Optional, Union
 
-from ..backends.linux.elf_modules import main_dso_debug, modules_from_maps
-from ..backends.linux.procfs import Mapping
-from ..backends.linux.procinfo import auxv_entries
+from ..platform.linux.elf_modules import main_dso_debug, modules_from_maps
+from ..platform.linux.procfs import Mapping
+from ..platform.linux.procinfo import auxv_entries
 from ..backends.referenced import DEFAULT_BUDGET, referenced_ranges
 from ..backends.stacks import StackMap, blank
 from ..modules import elfcore as ec
@@ -235,7 +235,7 @@ def _system(arch: Arch, live_pid: Optional[int]) -> tuple[SystemInfo, Optional[b
     otherwise only what the core says (its architecture)."""
     host = {"x86_64": Arch.AMD64, "aarch64": Arch.ARM64}.get(platform.machine())
     if live_pid is not None and host == arch:
-        from ..backends.linux.procinfo import system_info
+        from ..platform.linux.procinfo import system_info
 
         return system_info(arch)
     return SystemInfo(arch=arch, os=OS.LINUX, os_version="Linux", cpu=CpuInfo(count=1)), None
@@ -285,7 +285,7 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
                 stack = MemoryRange(stack.start, blank(stack.data, stack.start, *env))
         name = psinfo.fname if (psinfo and is_main and psinfo.fname) else None
         if live_pid is not None and live_pid == pid:  # same pid namespace: /proc knows
-            from ..backends.linux.procinfo import thread_name
+            from ..platform.linux.procinfo import thread_name
 
             name = thread_name(pid, tid) or name
         threads.append(Thread(tid=tid, context=ctx, stack=stack, name=name,
@@ -308,7 +308,7 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
     command_line: tuple[str, ...] = tuple(argv)
     cmdline_raw: Optional[bytes] = None
     if live_pid is not None:
-        from ..backends.linux.procfs import read_file
+        from ..platform.linux.procfs import read_file
 
         cmdline_raw = read_file(f"/proc/{live_pid}/cmdline") or None
         if cmdline_raw:
@@ -325,8 +325,8 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
                       user_time=leader.status.utime, kernel_time=leader.status.stime)
     status = lsb = None
     if live_pid is not None:
-        from ..backends.linux.procfs import read_file
-        from ..backends.linux.procinfo import os_release
+        from ..platform.linux.procfs import read_file
+        from ..platform.linux.procinfo import os_release
 
         status = read_file(f"/proc/{live_pid}/status")
         lsb = os_release(live_pid)

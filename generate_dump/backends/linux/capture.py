@@ -33,15 +33,15 @@ from ...snapshot import (
     SoftError,
     Thread,
 )
-from . import procfs
-from .diagnose import explain_eperm, tracer_message, tracer_of
+from ...platform.linux import procfs
+from ...platform.linux.diagnose import explain_eperm, tracer_message, tracer_of
 from ..options import CaptureOptions as BaseOptions, capture_now
 from ..referenced import referenced_ranges
 from ..stacks import StackMap, blank
-from .elf_modules import main_dso_debug, modules_from_maps
+from ...platform.linux.elf_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
-from .procfs import Mapping
-from .procinfo import auxv_entries, linux_files, process_of, system_info, thread_name
+from ...platform.linux.procfs import Mapping
+from ...platform.linux.procinfo import auxv_entries, linux_files, process_of, system_info, thread_name
 
 STOP_TIMEOUT = 2.0
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -503,7 +503,7 @@ def _add_memory(snapshot: Snapshot, target: _Target, frozen: _Frozen, options: C
         memory = tuple(MemoryRange(a, d) for (a, _), d in zip(ranges, datas) if d)
         return dataclasses.replace(snapshot, memory=memory)
     if options.memory == "full":
-        from .fullmem import full_ranges
+        from ...platform.linux.fullmem import full_ranges
 
         ranges = full_ranges(target.pid, frozen.maps, lambda addr: reader.read(addr, 4))
         memory = tuple(LazyMemory(a, b - a, reader.read, options.on_short_read, reader.readinto)
@@ -567,7 +567,7 @@ def _perf_map(pid: int, threads: list[Thread], soft: list[SoftError]) -> Optiona
     process runs again (a held full dump reads it with everything else, still frozen: the
     runtime cannot be half-way through a line then)."""
     from ... import perfmap
-    from .perfmap_file import read_perf_map
+    from ...platform.linux.perfmap_file import read_perf_map
 
     found = read_perf_map(pid)
     if found is None:

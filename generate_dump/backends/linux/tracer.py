@@ -31,7 +31,7 @@ from typing import Callable, Optional
 
 from ...errors import DumpError
 from ...snapshot import ExceptionInfo, Snapshot
-from . import procfs
+from ...platform.linux import procfs
 from .capture import CaptureOptions, Freezer, capture
 
 PTRACE_O_TRACEFORK = 0x2

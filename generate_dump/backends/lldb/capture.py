@@ -42,6 +42,12 @@ from ..options import CaptureOptions, capture_now
 from ..referenced import DEFAULT_BUDGET, referenced_ranges
 from ..stacks import StackMap, blank
 from .loader import ensure_debugserver, import_lldb
+from ...platform.linux import procfs
+from ...platform.linux.diagnose import explain_eperm
+from ...platform.linux.elf_modules import main_dso_debug, module_name
+from ...platform.linux.fullmem import full_ranges
+from ...platform.linux.procfs import parse_maps, read_file
+from ...platform.linux.procinfo import linux_files, process_of, system_info
 
 _INVALID_ADDRESS = 0xFFFFFFFFFFFFFFFF
 _AMD64_GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10",
@@ -190,7 +196,6 @@ def _thread_pointer(arch: Arch, regs: dict[str, Any]) -> int:
 
 def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) -> list[Module]:
     from ...modules.elf import ElfError, read_loaded_image
-    from ..linux.elf_modules import module_name
 
     target = proc.target
     out: list[Module] = []
@@ -256,7 +261,6 @@ def _section_span(m: Any, target: Any, header: int) -> int:
 
 def _system_info(arch: Arch, os_: OS) -> tuple[SystemInfo, Optional[bytes]]:
     if os_ in (OS.LINUX, OS.ANDROID) and sys.platform.startswith("linux"):
-        from ..linux.procinfo import system_info
 
         return system_info(arch)
     if os_ == OS.MACOS and sys.platform == "darwin":
@@ -319,8 +323,6 @@ def _with_memory(snapshot: Snapshot, proc: "_Process", memory: str, max_referenc
         pid = snapshot.process.pid
         if snapshot.linux is not None and os.path.exists(f"/proc/{pid}/smaps"):
             # On Linux, the same selection as the ptrace backend (and the kernel).
-            from ..linux.fullmem import full_ranges
-            from ..linux.procfs import parse_maps, read_file
 
             maps = parse_maps(read_file(f"/proc/{pid}/maps") or b"")
             ranges = full_ranges(pid, maps, lambda addr: proc.read(addr, 4))
@@ -351,7 +353,6 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
     env_range = (0, 0)
     stat = None
     if on_linux:
-        from ..linux import procfs
 
         raw = procfs.read_file(f"/proc/{pid}/stat")
         if raw:
@@ -387,9 +388,6 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
     process_info = Process(pid=pid)
     linux = None
     if on_linux and stat is not None:
-        from ..linux import procfs
-        from ..linux.elf_modules import main_dso_debug
-        from ..linux.procinfo import linux_files, process_of
 
         process_info = process_of(pid, stat)
         main = modules[0] if modules else None
@@ -452,7 +450,6 @@ def _attach_error(pid: int, message: str) -> DumpError:
             return TargetGone(f"process {pid} exited before LLDB could attach")
         if "permission" in lowered or "not permitted" in lowered or "eperm" in lowered \
                 or "operation not permitted" in lowered:
-            from ..linux.diagnose import explain_eperm
 
             return TargetPermissionError(explain_eperm(pid))
     elif "no such process" in lowered:
