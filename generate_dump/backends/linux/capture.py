@@ -434,11 +434,6 @@ def _context(arch: Arch, raw: _RawThread) -> CpuContext:
     return _amd64_context(raw) if arch == Arch.AMD64 else _arm64_context(raw)
 
 
-def _thread_name(pid: int, tid: int) -> Optional[str]:
-    raw = procfs.read_file(f"/proc/{pid}/task/{tid}/comm")
-    return raw.decode("utf-8", "replace").rstrip("\n") if raw else None
-
-
 @contextmanager
 def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Iterator[Snapshot]:
     """Snapshot the live process ``pid``; raises a DumpError subclass with a user message.
