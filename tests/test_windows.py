@@ -31,6 +31,7 @@ import pytest
 from generate_dump.backends.windows import WindowsOptions, capture
 from generate_dump.backends.windows import convert as cv
 from generate_dump.errors import DumpError, InvalidTarget, TargetNotFound, TargetPermissionError
+from generate_dump.minidump import format as fmt
 from generate_dump.minidump import read_minidump
 from generate_dump.minidump.codeview import debug_id
 from generate_dump.minidump.context import encode_context
@@ -124,14 +125,14 @@ def test_stack_is_capped_for_readers():
 
 
 def test_memory_regions():
-    r = cv.memory_region(0x10000, 0x2000, cv.MEM_COMMIT, cv.PAGE_EXECUTE_READ, cv.MEM_IMAGE)
+    r = cv.memory_region(0x10000, 0x2000, cv.MEM_COMMIT, fmt.PAGE_EXECUTE_READ, cv.MEM_IMAGE)
     assert (r.readable, r.writable, r.executable, r.kind) == (True, False, True, RegionKind.IMAGE)
-    r = cv.memory_region(0x10000, 0x1000, cv.MEM_COMMIT, cv.PAGE_READWRITE | cv.PAGE_GUARD,
+    r = cv.memory_region(0x10000, 0x1000, cv.MEM_COMMIT, fmt.PAGE_READWRITE | fmt.PAGE_GUARD,
                          cv.MEM_PRIVATE)
     assert (r.readable, r.writable, r.kind) == (False, False, RegionKind.PRIVATE)
-    r = cv.memory_region(0, 0x1000, cv.MEM_COMMIT, cv.PAGE_WRITECOPY, cv.MEM_MAPPED)
+    r = cv.memory_region(0, 0x1000, cv.MEM_COMMIT, fmt.PAGE_WRITECOPY, cv.MEM_MAPPED)
     assert (r.readable, r.writable, r.kind) == (True, True, RegionKind.MAPPED)
-    assert cv.memory_region(0, 0x1000, 0x2000, cv.PAGE_NOACCESS, cv.MEM_PRIVATE) is None  # reserved
+    assert cv.memory_region(0, 0x1000, 0x2000, fmt.PAGE_NOACCESS, cv.MEM_PRIVATE) is None  # reserved
 
 
 def test_context_layout_is_the_sdk_one():

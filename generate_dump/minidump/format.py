@@ -97,6 +97,30 @@ PAGE_EXECUTE = 0x10
 PAGE_EXECUTE_READ = 0x20
 PAGE_EXECUTE_READWRITE = 0x40
 PAGE_EXECUTE_WRITECOPY = 0x80
+PAGE_GUARD = 0x100
+
+_READABLE = {PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY, PAGE_EXECUTE_READ,
+             PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY}
+_WRITABLE = {PAGE_READWRITE, PAGE_WRITECOPY, PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY}
+_EXECUTABLE = {PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY}
+
+
+def protection(readable: bool, writable: bool, executable: bool) -> int:
+    """The PAGE_* value for a region's permissions (what MemoryInfoList stores)."""
+    if executable:
+        return (PAGE_EXECUTE_READWRITE if writable else
+                PAGE_EXECUTE_READ if readable else PAGE_EXECUTE)
+    if writable:
+        return PAGE_READWRITE
+    return PAGE_READONLY if readable else PAGE_NOACCESS
+
+
+def permissions(protect: int) -> tuple[bool, bool, bool]:
+    """(readable, writable, executable) of a PAGE_* value; guard pages are unreadable."""
+    if protect & PAGE_GUARD:
+        return False, False, False
+    base = protect & 0xFF
+    return base in _READABLE, base in _WRITABLE, base in _EXECUTABLE
 
 # Largest region Breakpad's reader accepts in one memory descriptor.
 BREAKPAD_MAX_REGION = 64 * 1024 * 1024

@@ -405,19 +405,12 @@ def _memory_info_list(p: _Parser, md: Minidump, rva: int, size: int) -> None:
             f"MemoryInfoList header ({hs}, {es}, {n}) does not fit its {size} bytes")
     for i in range(n):
         v = p.record(fmt.MEMORY_INFO, rva + hs + i * es, "MemoryInfoList entry")
-        prot = v["protect"] & 0xFF
+        readable, writable, executable = fmt.permissions(v["protect"])
         kind = {fmt.MEM_MAPPED: RegionKind.MAPPED, fmt.MEM_IMAGE: RegionKind.IMAGE}.get(
             v["type"], RegionKind.PRIVATE)
         md.regions.append(MemoryRegion(
-            start=v["base_address"], size=v["region_size"],
-            readable=prot in (fmt.PAGE_READONLY, fmt.PAGE_READWRITE, fmt.PAGE_WRITECOPY,
-                              fmt.PAGE_EXECUTE_READ, fmt.PAGE_EXECUTE_READWRITE,
-                              fmt.PAGE_EXECUTE_WRITECOPY),
-            writable=prot in (fmt.PAGE_READWRITE, fmt.PAGE_WRITECOPY,
-                              fmt.PAGE_EXECUTE_READWRITE, fmt.PAGE_EXECUTE_WRITECOPY),
-            executable=prot in (fmt.PAGE_EXECUTE, fmt.PAGE_EXECUTE_READ,
-                                fmt.PAGE_EXECUTE_READWRITE, fmt.PAGE_EXECUTE_WRITECOPY),
-            kind=kind,
+            start=v["base_address"], size=v["region_size"], readable=readable,
+            writable=writable, executable=executable, kind=kind,
         ))
 
 

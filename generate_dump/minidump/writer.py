@@ -359,7 +359,7 @@ class _Writer:
     def memory_info_list(self, lay: _Layout) -> tuple[int, int]:
         entries = []
         for r in self.s.regions:
-            protect = _protection(r.readable, r.writable, r.executable)
+            protect = fmt.protection(r.readable, r.writable, r.executable)
             mem_type = {RegionKind.PRIVATE: fmt.MEM_PRIVATE, RegionKind.MAPPED: fmt.MEM_MAPPED,
                         RegionKind.IMAGE: fmt.MEM_IMAGE}[r.kind]
             entries.append(fmt.MEMORY_INFO.pack(
@@ -391,15 +391,6 @@ class _Writer:
     def soft_errors(self, lay: _Layout) -> tuple[int, int]:
         doc = [{"kind": e.kind, "message": e.message} for e in self.s.soft_errors]
         return lay.place(json.dumps(doc).encode(), 4)
-
-
-def _protection(r: bool, w: bool, x: bool) -> int:
-    if x:
-        return (fmt.PAGE_EXECUTE_READWRITE if w else
-                fmt.PAGE_EXECUTE_READ if r else fmt.PAGE_EXECUTE)
-    if w:
-        return fmt.PAGE_READWRITE
-    return fmt.PAGE_READONLY if r else fmt.PAGE_NOACCESS
 
 
 def write_minidump(snapshot: Snapshot, out: BinaryIO, options: Optional[WriteOptions] = None,

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from ...errors import DumpError, InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
 from ...minidump.context import decode_context
+from ...minidump.format import permissions as protection
 from ...snapshot import Amd64Context, Arch, CpuInfo, MemoryRegion, RegionKind
 from ..stacks import MAX_STACK, stack_range
 
@@ -26,21 +27,6 @@ MEM_COMMIT = 0x1000
 MEM_PRIVATE = 0x20000
 MEM_MAPPED = 0x40000
 MEM_IMAGE = 0x1000000
-
-PAGE_NOACCESS = 0x01
-PAGE_READONLY = 0x02
-PAGE_READWRITE = 0x04
-PAGE_WRITECOPY = 0x08
-PAGE_EXECUTE = 0x10
-PAGE_EXECUTE_READ = 0x20
-PAGE_EXECUTE_READWRITE = 0x40
-PAGE_EXECUTE_WRITECOPY = 0x80
-PAGE_GUARD = 0x100
-
-_READABLE = {PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY, PAGE_EXECUTE_READ,
-             PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY}
-_WRITABLE = {PAGE_READWRITE, PAGE_WRITECOPY, PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY}
-_EXECUTABLE = {PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY}
 
 # x64 TEB layout (identical on Windows 7..11 and in Wine)
 TEB_STACK_BASE = 0x08  # NT_TIB.StackBase: top of the stack, exclusive
@@ -75,14 +61,6 @@ def amd64_context(raw: bytes) -> Amd64Context:
     """An x64 CONTEXT as GetThreadContext fills it. It is byte for byte the minidump
     CONTEXT_AMD64 (1232 bytes): FltSave at 0x100 is the 512-byte FXSAVE image."""
     return decode_context(Arch.AMD64, raw)  # type: ignore[return-value]
-
-
-def protection(protect: int) -> tuple[bool, bool, bool]:
-    """(readable, writable, executable) of a PAGE_* value; guard pages are unreadable."""
-    if protect & PAGE_GUARD:
-        return False, False, False
-    base = protect & 0xFF
-    return base in _READABLE, base in _WRITABLE, base in _EXECUTABLE
 
 
 def region_kind(mem_type: int) -> RegionKind:

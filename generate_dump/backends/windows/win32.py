@@ -26,6 +26,8 @@ from .convert import (  # noqa: F401
     MEM_PRIVATE,
     MEM_MAPPED,
     MEM_IMAGE,
+)
+from ...minidump.format import (  # noqa: F401 - Windows constants, re-exported
     PAGE_NOACCESS,
     PAGE_READONLY,
     PAGE_READWRITE,
