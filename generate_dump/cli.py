@@ -96,6 +96,7 @@ class DumpRequest:
     memory: str = "referenced"
     max_referenced: int = 8 * 1024 * 1024
     print_stacks: bool = False  # print every thread's top frames after writing
+    redact: bool = False  # sanitize stacks and memory, mask secrets (generate_dump/redact.py)
 
 
 def capture_session(req: DumpRequest, on_short_read=None):
@@ -164,8 +165,14 @@ def dump(req: DumpRequest) -> str:
     # session has let the process go: a full dump's freeze does not include the fsync.
     with (nullcontext(sys.stdout.buffer) if to_stdout else atomic_output(out_path)) as out:
         with capture_session(req, lambda at, n: short.append((at, n))) as snapshot:
+            report = None
+            to_write = snapshot
+            if req.redact:
+                from .redact import redact_snapshot
+
+                to_write, report = redact_snapshot(snapshot)
             try:
-                size = write_minidump(snapshot, out, options, progress)
+                size = write_minidump(to_write, out, options, progress)
                 out.flush()
                 _testhooks.pause("writing")
             finally:
@@ -176,6 +183,8 @@ def dump(req: DumpRequest) -> str:
         total = sum(n for _, n in short)
         click.echo(f"{PROG}: warning: {total} bytes in {len(short)} place(s) could not be "
                    f"read and are zero in the dump (first at 0x{short[0][0]:x})", err=True)
+    if report is not None:
+        click.echo(f"{PROG}: {redaction_summary(report)}", err=True)
     click.echo(f"{PROG}: wrote {out_path} ({len(snapshot.threads)} threads, "
                f"{len(snapshot.modules)} modules, {size // 1024} KiB)", err=True)
     if req.print_stacks:
@@ -183,6 +192,18 @@ def dump(req: DumpRequest) -> str:
 
         click.echo(print_stacks(snapshot), err=True)
     return out_path
+
+
+def redaction_summary(report) -> str:
+    """One line saying what --redact changed (counts only)."""
+    kinds: dict[str, int] = {}
+    for per in report.found.values():
+        for kind, n in per.items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    found = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no secrets found"
+    return (f"redacted: {report.stack_words} stack words and {report.memory_words} memory "
+            f"words replaced by 0x0defaced, {report.full_memory_bytes} bytes of full memory "
+            f"overwritten; {found}")
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -228,9 +249,16 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 @click.option("--print-stacks", is_flag=True,
               help="After writing the dump, print the top frames of every thread (crashing "
                    "thread first), symbolized from the module files, on standard error.")
+@click.option("--redact/--no-redact", default=False, show_default=True,
+              help="Make the dump safe to upload: stack and captured memory words that do "
+                   "not point into mapped memory become 0x0defaced (unwinding still works), "
+                   "full memory is searched for secrets (tokens, keys, passwords) that are "
+                   "overwritten, and the command line and thread names are masked. See "
+                   "`generate_dump scan FILE` to check a dump.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 def command(pid: str, output: Optional[str], no_suspend: bool, include_environment: bool,
-            memory: str, max_referenced: int, backend: str, print_stacks: bool) -> None:
+            memory: str, max_referenced: int, backend: str, print_stacks: bool,
+            redact: bool) -> None:
     """Write a minidump of the running process PID, then let it run on.
 
     The process is suspended while its threads' registers and stacks are copied
@@ -243,7 +271,7 @@ def command(pid: str, output: Optional[str], no_suspend: bool, include_environme
     """
     dump(DumpRequest(pid=parse_pid(pid), output=output, suspend=not no_suspend,
                      include_environment=include_environment, backend=backend, memory=memory,
-                     max_referenced=max_referenced, print_stacks=print_stacks))
+                     max_referenced=max_referenced, print_stacks=print_stacks, redact=redact))
 
 
 def _run_subcommand(args: list[str]) -> None:
@@ -282,7 +310,15 @@ def _inspect_subcommand(args: list[str]) -> None:
     sys.exit(0)
 
 
-SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand}
+def _scan_subcommand(args: list[str]) -> None:
+    """`generate_dump scan FILE`: its own exit codes (0 clean, 3 secrets found, 1 error)."""
+    from .scan import scan_main
+
+    scan_main(args)
+
+
+SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand,
+               "scan": _scan_subcommand}
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -134,11 +134,16 @@ def _link_anonymous(fd: int, directory: str, base: str) -> str:
     raise OutputError(f"cannot name the output file in {directory}")
 
 
-def write_snapshot(snapshot, path: str, options=None, progress=None) -> int:
-    """Write ``snapshot`` as a minidump to ``path`` atomically; returns the file size."""
+def write_snapshot(snapshot, path: str, options=None, progress=None, redact: bool = False) -> int:
+    """Write ``snapshot`` as a minidump to ``path`` atomically; returns the file size.
+    ``redact``: sanitize it first (generate_dump/redact.py), as --redact does."""
     from . import _testhooks
     from .minidump.writer import write_minidump
 
+    if redact:
+        from .redact import redact_snapshot
+
+        snapshot, _ = redact_snapshot(snapshot)
     with atomic_output(path) as f:
         size = write_minidump(snapshot, f, options, progress)
         _testhooks.pause("writing")

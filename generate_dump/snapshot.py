@@ -415,6 +415,21 @@ class SoftError:
 
 
 @dataclass(frozen=True)
+class ExtraStream:
+    """A stream that a sink-side step adds (one of our GD_* streams), stored as given.
+
+    ``render(final)`` returns at most ``size`` bytes (padded to ``size``): it is called
+    with ``final=False`` to lay the file out, and again with ``final=True`` after the
+    memory has been written, so that a step that watches the memory stream by (redaction)
+    can record what it saw; that second rendering is written back when the output can seek.
+    """
+
+    stream_type: int
+    render: Callable[[bool], bytes] = field(compare=False, repr=False)
+    size: int = 0
+
+
+@dataclass(frozen=True)
 class Snapshot:
     process: Process
     system: SystemInfo
@@ -426,3 +441,4 @@ class Snapshot:
     linux: Optional[LinuxFiles] = None
     soft_errors: tuple[SoftError, ...] = ()
     time: int = 0  # when the snapshot was taken, Unix seconds
+    extra_streams: tuple[ExtraStream, ...] = ()  # added by sink-side steps (--redact)

@@ -1,0 +1,285 @@
+"""Detectors for secret-looking values in raw memory: one module that drives both
+``generate_dump scan`` (report) and ``--redact`` (overwrite), so the two cannot disagree.
+
+Memory is searched in two steps so that gigabytes go by at regex-engine speed: first the
+runs of printable characters (ASCII, or UTF-16LE: a printable byte then a zero byte) at
+least :data:`MIN_RUN` long, then the detectors on the text of each run. Every detector
+looks for a format that is rare by accident (a known token prefix, a PEM header, a JWT's
+``eyJ...``), except the high-entropy one, whose thresholds are set from measurements of
+dumps without secrets (CPython, Node, a JVM, our test programs: see tests/test_scan.py).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+# Kinds, in the order reports list them.
+KINDS = (
+    "aws-access-key-id",
+    "aws-secret-access-key",
+    "github-token",
+    "gitlab-token",
+    "slack-token",
+    "jwt",
+    "pem-private-key",
+    "password-assignment",
+    "high-entropy",
+)
+
+MIN_RUN = 12  # shortest text that can hold a detectable secret ("pwd=" + 8)
+MAX_SECRET = 8192  # longest secret a match may span (a 4096-bit PEM key is ~3.3 KB)
+
+
+_B64 = r"A-Za-z0-9+/"
+_PASSWORD_WORDS = (r"pass(?:word|wd|phrase)?|pwd|secret|api[_-]?key|access[_-]?token|"
+                   r"auth[_-]?token|private[_-]?key")
+
+_DETECTORS = [
+    ("pem-private-key", re.compile(
+        r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:[\s\S]{0,%d}?-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
+        r"|[\sA-Za-z0-9+/=:,-]*)" % MAX_SECRET)),
+    ("aws-access-key-id", re.compile(
+        r"(?<![A-Z0-9])(?:AKIA|ASIA)"
+        r"[A-Z2-7]{16}(?![A-Z0-9])")),
+    ("aws-secret-access-key", re.compile(
+        r"(?i:aws)[\w.-]{0,20}?(?i:secret|key)[\w.\"' -]{0,20}?[=:]\s*[\"']?"
+        r"([%s]{40})(?![%s])" % (_B64, _B64))),
+    ("github-token", re.compile(
+        r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,251})"
+        r"(?![A-Za-z0-9_])")),
+    ("gitlab-token", re.compile(
+        r"(?<![A-Za-z0-9_-])gl(?:pat|dt|ptt|rt|soat|cbt|oas|imt|ft|agent)-[A-Za-z0-9_-]{20,64}"
+        r"(?![A-Za-z0-9_-])")),
+    ("slack-token", re.compile(
+        r"(?<![A-Za-z0-9-])xox[abposre]-[0-9]{6,}-[A-Za-z0-9-]{8,}"
+        r"|https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}")),
+    ("jwt", re.compile(
+        r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")),
+    ("password-assignment", re.compile(
+        r"(?i:(?<![A-Za-z0-9])(?:%s))[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
+        r"([^\s\"'`,;&|<>(){}\[\]%%$\\#*]{6,128})" % _PASSWORD_WORDS)),
+    ("high-entropy", re.compile(r"(?<![%s=_-])[%s_-]{32,512}={0,2}(?![%s=_-])"
+                                % (_B64, _B64, _B64))),
+]
+
+# Values that a password assignment holds in code and documentation, not in secrets.
+_PLACEHOLDERS = re.compile(
+    r"(?i)^(?:none|null|nil|true|false|undefined|empty|password\w*|passwd|secret\w*|"
+    r"changeme|example\w*|your\w*|xxx+|\.+|-+|_+|redacted|hidden|required|optional|"
+    r"self\.\w+|os\.\w+.*|getpass.*|input.*|prompt.*|str|bytes|string|int|bool|"
+    r"[a-z_]+\.[a-z_.]+)$")
+
+HIGH_ENTROPY_BITS = 4.5  # Shannon entropy per character, over the whole run
+HIGH_ENTROPY_MIN_DISTINCT = 20
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One secret-looking value: ``start``/``end`` are byte offsets in the searched buffer."""
+
+    kind: str
+    start: int
+    end: int
+    encoding: str  # "ascii" or "utf-16le"
+    value: str
+
+    def masked(self) -> str:
+        return mask(self.value)
+
+
+def mask(value: str) -> str:
+    """Enough to recognise a value one planted, never enough to use it."""
+    keep = 4 if len(value) >= 16 else 2 if len(value) >= 8 else 0
+    return f"{value[:keep]}{'*' * 8} ({len(value)} chars)"
+
+
+def entropy(text: str) -> float:
+    counts: dict[str, int] = {}
+    for ch in text:
+        counts[ch] = counts.get(ch, 0) + 1
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def _looks_random(token: str) -> bool:
+    core = token.rstrip("=")
+    if len(set(core)) < HIGH_ENTROPY_MIN_DISTINCT:
+        return False
+    upper = sum(ch.isupper() for ch in core)
+    lower = sum(ch.islower() for ch in core)
+    digits = sum(ch.isdigit() for ch in core)
+    # Random base64/alphanumerics mix all three; identifiers, words and hex do not.
+    if upper < 3 or lower < 3 or digits < 3:
+        return False
+    if "_" in core and "-" not in core and digits * 8 < len(core):
+        return False  # snake_case / C++ mangled names
+    return entropy(core) >= HIGH_ENTROPY_BITS
+
+
+def _password_value_ok(value: str) -> bool:
+    if _PLACEHOLDERS.match(value):
+        return False
+    # Real passwords mix classes or are long; single words and format strings are not.
+    classes = (any(c.islower() for c in value) + any(c.isupper() for c in value)
+               + any(c.isdigit() for c in value) + any(not c.isalnum() for c in value))
+    return classes >= 2 or len(value) >= 12
+
+
+# Substrings (lower case) at which a detector's match begins: the detector's regex is
+# tried only there (``match`` at each place the substring occurs), so text is passed
+# over at substring-search speed instead of regex speed.
+_ANCHORS = {
+    "pem-private-key": ("-----begin ",),
+    "aws-access-key-id": ("akia", "asia"),
+    "aws-secret-access-key": ("aws",),
+    "github-token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    "gitlab-token": ("glpat-", "gldt-", "glptt-", "glrt-", "glsoat-", "glcbt-", "gloas-",
+                     "glimt-", "glft-", "glagent-"),
+    "slack-token": ("xox", "https://hooks.slack.com/"),
+    "jwt": ("eyj",),
+    "password-assignment": ("pass", "pwd", "secret", "api", "access", "auth", "private"),
+}
+_B64_END = re.compile(rb"B*")
+
+
+def _matches(kind: str, rx, text: str, low: str, raw_cls: bytes):
+    if kind == "high-entropy":
+        pos = 0
+        while True:
+            pos = raw_cls.find(_B64_SEED, pos)
+            if pos < 0:
+                return
+            end = _B64_END.match(raw_cls, pos).end()
+            m = rx.match(text, pos)
+            if m is not None:
+                yield m
+            pos = end
+    for anchor in _ANCHORS[kind]:
+        pos = low.find(anchor)
+        while pos >= 0:
+            m = rx.match(text, pos)
+            if m is not None:
+                yield m
+            pos = low.find(anchor, pos + 1)
+
+
+def find_in_text(text: str, raw_cls: bytes = b"") -> Iterator[tuple[str, int, int, str]]:
+    """(kind, start, end, value) for every secret in the ASCII ``text``, earlier detectors
+    first; spans never overlap (a JWT is not also reported as high entropy).
+    ``raw_cls`` is the text through :data:`_B64CLASS` (computed when not given)."""
+    taken: list[tuple[int, int]] = []
+    low = text.lower()
+    if not raw_cls:
+        raw_cls = text.encode("ascii", "replace").translate(_B64CLASS)
+
+    def free(a: int, b: int) -> bool:
+        return all(b <= x or a >= y for x, y in taken)
+
+    for kind, rx in _DETECTORS:
+        for m in _matches(kind, rx, text, low, raw_cls):
+            if m.lastindex:
+                a, b = m.span(1)
+            else:
+                a, b = m.span()
+            value = text[a:b]
+            if kind == "password-assignment" and not _password_value_ok(value):
+                continue
+            if kind == "high-entropy" and not _looks_random(value):
+                continue
+            if kind == "pem-private-key":
+                a, b = m.span()
+            if free(a, b):
+                taken.append((a, b))
+                yield kind, a, b, value
+
+
+_CLASS = bytearray(b"." * 256)
+for _c in b"\t\n\r" + bytes(range(0x20, 0x7F)):
+    _CLASS[_c] = ord("P")
+_CLASS[0] = ord("Z")
+_CLASS = bytes(_CLASS)
+_B64CLASS = bytearray(b"." * 256)
+for _c in (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-"):
+    _B64CLASS[_c] = ord("B")
+_B64CLASS = bytes(_B64CLASS)
+_ASCII_SEED = b"P" * MIN_RUN
+_UTF16_SEED = b"PZ" * MIN_RUN
+_ASCII_END = re.compile(rb"P*")
+_UTF16_END = re.compile(rb"(?:PZ)*")
+_B64_SEED = b"B" * 32
+_ZERO_PAGE = bytes(4096)
+def text_runs(data) -> Iterator[tuple[int, int, str]]:
+    """(start, end, encoding) of every printable run of at least MIN_RUN characters.
+
+    Found with bytes.translate and bytes.find (C loops) instead of a regex: on a full
+    dump this is the inner loop over every byte. All-zero pages are skipped first."""
+    mv = memoryview(data).cast("B")
+    n = len(mv)
+    page = 0
+    while page < n:
+        # Skip zero pages (most of a process's untouched memory) without translating them.
+        if bytes(mv[page:page + 4096]) == _ZERO_PAGE[:min(4096, n - page)]:
+            page += 4096
+            continue
+        # A block of non-zero pages, then its printable runs.
+        end = page + 4096
+        while end < n and bytes(mv[end:end + 4096]) != _ZERO_PAGE[:min(4096, n - end)]:
+            end += 4096
+        # Runs may cross block edges by up to a few bytes of zeros/text: widen by one page.
+        lo, hi = page, min(n, end + 4096)
+        cls = bytes(mv[lo:hi]).translate(_CLASS)
+        pos = 0
+        while True:
+            pos = cls.find(_ASCII_SEED, pos)
+            if pos < 0:
+                break
+            stop = _ASCII_END.match(cls, pos).end()
+            yield lo + pos, lo + stop, "ascii"
+            pos = stop
+        pos = 0
+        while True:
+            pos = cls.find(_UTF16_SEED, pos)
+            if pos < 0:
+                break
+            stop = _UTF16_END.match(cls, pos).end()
+            yield lo + pos, lo + stop, "utf-16le"
+            pos = stop
+        page = hi
+
+
+def find_secrets(data, base: int = 0) -> Iterator[Finding]:
+    """Every secret in the bytes ``data`` (ASCII or UTF-16LE text); offsets are ``base`` +
+    the byte offset in ``data``, so a caller can pass an address."""
+    mv = memoryview(data).cast("B")
+    seen: set[tuple[int, int]] = set()
+    for start, end, encoding in text_runs(mv):
+        if (start, end) in seen:
+            continue  # a run that crossed into the widened block after it
+        seen.add((start, end))
+        raw = bytes(mv[start:end])
+        if encoding == "utf-16le":
+            raw = raw[::2]
+            width = 2
+        else:
+            width = 1
+        text = raw.decode("ascii")
+        for kind, a, b, value in find_in_text(text, raw.translate(_B64CLASS)):
+            yield Finding(kind, base + start + a * width, base + start + b * width,
+                          encoding, value)
+
+
+MARKER = 0x0DEFACED  # Crashpad's word for "sanitized"
+MARKER_BYTES = MARKER.to_bytes(8, "little")
+
+
+def fill(length: int, offset: int = 0) -> bytes:
+    """``length`` bytes of the marker pattern, as if laid from an 8-aligned ``offset``:
+    never printable text, so a redacted secret matches no detector (ours or others')."""
+    pattern = MARKER_BYTES[:4]
+    start = offset % 4
+    reps = (start + length) // 4 + 1
+    return (pattern * reps)[start:start + length]
