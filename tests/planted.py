@@ -28,10 +28,17 @@ class Planted:
     text: str  # what is written in the process
     value: str  # the secret inside ``text`` (what must never survive redaction)
 
+    @property
+    def needle(self) -> str:
+        """What a copy of it looks like. A password is a secret only next to its keyword:
+        a stale heap fragment holding the bare value (seen in CPython) is unrecognisable
+        to any format-based detector, so it is searched for with its keyword."""
+        return self.text if self.kind == "password-assignment" else self.value
+
     def encodings(self) -> list[bytes]:
         enc = ["utf-16-le"] if "utf16" in self.place or self.place == "thread-name" else []
         enc.append("ascii")
-        return [self.value.encode(e) for e in enc]
+        return [self.needle.encode(e) for e in enc]
 
 
 def _pick(rng: random.Random, alphabet: str, n: int) -> str:

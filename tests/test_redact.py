@@ -79,7 +79,10 @@ def c_target(tmp_path_factory):
 def _covered(findings: list[dict], offset: int, length: int, kind: str) -> dict | None:
     for f in findings:
         width = 2 if f["encoding"] == "utf-16le" else 1
-        if f["file_offset"] <= offset and offset + length <= f["file_offset"] + f["length"] * width:
+        # (a password's needle includes its keyword; the finding is the value after it)
+        if offset <= f["file_offset"] < offset + length and \
+                f["file_offset"] + f["length"] * width <= offset + length or \
+                f["file_offset"] <= offset and offset + length <= f["file_offset"] + f["length"] * width:
             return f if f["kind"] == kind else None
     return None
 
@@ -177,7 +180,9 @@ def _unwinds(dump: Path, symbols: Symbols) -> dict[str, dict[int, list[str]]]:
     return {
         "breakpad": breakpad_frames(breakpad_stackwalk(dump, store), tids),
         "rust-minidump": rust_frames(rust_stackwalk_json(dump, "--symbols-path", str(store))),
-        "lldb": lldb_frames(lldb_core(dump, "thread list", "bt all")),
+        # LLDB prints argument values after the name (`f(x=1,`): those may be redacted.
+        "lldb": {tid: [f.split("(")[0] for f in frames] for tid, frames in
+                 lldb_frames(lldb_core(dump, "thread list", "bt all")).items()},
     }
 
 
@@ -197,3 +202,88 @@ def test_every_reader_unwinds_the_same_with_redact(c_target, preset, tmp_path):
     flat = {r: " ".join(" ".join(f) for f in v.values()) for r, v in plain.items()}
     for reader, text in flat.items():
         assert "park_with_args" in text and "main_park" in text, f"{reader}: {text}"
+
+
+# -- a Python target ---------------------------------------------------------------------
+
+PY_TARGET = r"""
+import ctypes, os, sys, threading, time
+values = open(sys.argv[1]).read().split("\x00")   # heap ASCII, heap UTF-16, locals, args
+names = sys.argv[2:4]
+heap_ascii = values[0::4]
+heap_utf16 = ["\u0100" + v for v in values[1::4]]  # stored as UCS-2: UTF-16LE in memory
+libc = ctypes.CDLL(None)
+ready = threading.Barrier(3)
+
+def park(arg0, arg1, arg2, arg3, arg4, arg5, arg6, arg7, arg8):
+    local_values = [v + "" for v in values[2::4]]
+    ready.wait()
+    while True:
+        time.sleep(3600)
+
+def named(name, args):
+    libc.prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME: the thread's name in the kernel
+    park(*args)
+
+for name, place in ((names[0], 3), (names[1], 3)):
+    threading.Thread(target=named, args=(name, values[place::4]), name=name,
+                     daemon=True).start()
+ready.wait()
+time.sleep(0.2)
+print("READY", os.getpid(), flush=True)
+while True:
+    time.sleep(3600)
+"""
+PY_PLACES = ("heap-ascii", "heap-utf16", "local", "argument")
+
+
+@pytest.fixture(scope="module")
+def py_target(tmp_path_factory):
+    root = tmp_path_factory.mktemp("redact-py")
+    rng = random.Random(1919)
+    values = [Planted(kind, place, *make(kind, rng)) for kind in KINDS for place in PY_PLACES]
+    argv = [Planted(kind, "argv", *make(kind, rng)) for kind in KINDS]
+    names = [thread_name_secret(rng, "pwd"), thread_name_secret(rng, "pass")]
+    data = root / "values"
+    data.write_text("\x00".join(p.text for p in values))
+    script = root / "target.py"
+    script.write_text(PY_TARGET)
+    target = live.Target([sys.executable, script, data, names[0].text, names[1].text,
+                          *[p.text for p in argv]])
+    try:
+        yield Dumps(root, target, values + argv + names)
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_python_target(py_target, preset, tmp_path):
+    plain = py_target.get(preset, redact=False)
+    copies = present(plain, py_target.planted)
+    want = {p for p in py_target.planted if p.place in ("argv", "thread-name")
+            or preset == "full"}
+    missing = sorted(f"{p.kind}@{p.place}" for p in want - set(copies))
+    assert not missing, f"planted values not in the {preset} dump: {missing}"
+    _, doc = scan_json(plain)
+    for p, spots in copies.items():
+        for offset, length in spots:
+            assert _covered(doc["findings"], offset, length, p.kind), (
+                f"scan missed {p.kind} ({p.place}) at 0x{offset:x} in the {preset} dump")
+
+    redacted = py_target.get(preset, redact=True)
+    left = present(redacted, py_target.planted)
+    assert not left, "left after --redact: " + ", ".join(f"{p.kind}@{p.place}" for p in left)
+    status, doc = scan_json(redacted)
+    assert (status, doc["count"]) == (0, 0), doc["findings"][:5]
+    results = detect_secrets(strings_text(redacted, tmp_path / "strings.ini"))
+    leaked = [(t, line) for t, line in results
+              if any(_reported(p, line) for p in py_target.planted)]
+    assert not leaked, f"detect-secrets finds planted secrets: {leaked[:5]}"
+
+    symbols = Symbols(tmp_path / "symbols")
+    before, after = _unwinds(plain, symbols), _unwinds(redacted, symbols)
+    for reader in before:
+        assert len(before[reader]) == 3, f"{reader}: {before[reader]}"
+        assert all(len(f) >= 3 for f in before[reader].values()), before[reader]
+        assert after[reader] == before[reader], (
+            f"{reader} unwinds the Python target differently after --redact ({preset})")
