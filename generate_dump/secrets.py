@@ -105,7 +105,15 @@ def entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in counts.values())
 
 
+_WORDS = re.compile(r"[A-Z][a-z]{2,}|[a-z]{4,}")
+_SEQUENCES = ("0123456789", "abcdefgh", "ABCDEFGH", "qwerty", "QWERTY")
+_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+WORDY_FRACTION = 0.5  # share of a token in words; identifiers: 0.5-0.8 (README)
+
+
 def _looks_random(token: str) -> bool:
+    """A run of base64 characters that is random, not a name. Thresholds measured on
+    dumps without secrets (CPython, Node, JDK 17) and on random tokens (README)."""
     core = token.rstrip("=")
     if len(set(core)) < HIGH_ENTROPY_MIN_DISTINCT:
         return False
@@ -113,11 +121,58 @@ def _looks_random(token: str) -> bool:
     lower = sum(ch.islower() for ch in core)
     digits = sum(ch.isdigit() for ch in core)
     # Random base64/alphanumerics mix all three; identifiers, words and hex do not.
-    if upper < 3 or lower < 3 or digits < 3:
+    if upper < 3 or lower < 3 or digits < 2:
         return False
-    if "_" in core and "-" not in core and digits * 8 < len(core):
-        return False  # snake_case / C++ mangled names
-    return entropy(core) >= HIGH_ENTROPY_BITS
+    if core.count("_") >= 3 or any(s in core for s in _SEQUENCES):
+        return False  # C++ mangled names; alphabets and digit tables
+    parts = core.split("/")
+    if len(parts) >= 3 and "+" not in core and _PACKAGE.fullmatch(parts[1]):
+        return False  # paths and Java class names (java/lang/Object)
+    if sum(len(w) for w in _WORDS.findall(core)) > WORDY_FRACTION * len(core):
+        return False  # words: identifiers, symbol names, option lists
+    if _mangled(core) or _encodes_text(core):
+        return False
+    # Random strings' measured entropy grows with length: log2(n) - 1 up to 4.5 bits.
+    return entropy(core) >= min(HIGH_ENTROPY_BITS, math.log2(len(core)) - 1.0)
+
+
+_PACKAGE = re.compile(r"[a-z][a-z0-9_]+")
+_TEXT_RUN = re.compile(rb"[A-Za-z][A-Za-z .,:'-]{7,}")
+_MANGLED = re.compile(r"^_?Z[NK]|^St\d|St\d\d?[a-z_]{3}|cxx11|_S_|EE[A-Z]")
+
+
+def _mangled(core: str) -> bool:
+    """Itanium C++ mangled names (_ZNSt10filesystem..., St23_Sp_counted_ptr...)."""
+    return _MANGLED.search(core) is not None
+
+
+def _encodes_text(core: str) -> bool:
+    """Base64 of text (certificate names in DER, documents) at any of the 4 alignments:
+    public data, not a key; random keys decode to random bytes."""
+    import base64
+    import binascii
+
+    s = core.replace("-", "+").replace("_", "/")
+    for off in range(4):
+        part = s[off:off + (len(s) - off) // 4 * 4]
+        try:
+            if _TEXT_RUN.search(base64.b64decode(part)):
+                return True
+        except (binascii.Error, ValueError):
+            continue
+    return False
+
+
+def _in_base64_block(text: str, a: int, b: int) -> bool:
+    """Is text[a:b] one line of a multi-line base64 block (a PEM certificate, MIME)?
+    Public certificates are not secrets; private keys have their own detector."""
+    after = text[b:b + 17]
+    if after[:1] == "\n" and len(after) == 17 and all(c in _B64_CHARS for c in after[1:]):
+        return True
+    before = text[max(0, a - 17):a]
+    if before[-1:] == "\n" and len(before) == 17 and all(c in _B64_CHARS for c in before[:-1]):
+        return True
+    return after.startswith("\n-----END") or before.endswith("-----\n")
 
 
 def _password_value_ok(value: str) -> bool:
@@ -188,7 +243,8 @@ def find_in_text(text: str, raw_cls: bytes = b"") -> Iterator[tuple[str, int, in
             value = text[a:b]
             if kind == "password-assignment" and not _password_value_ok(value):
                 continue
-            if kind == "high-entropy" and not _looks_random(value):
+            if kind == "high-entropy" and (not _looks_random(value)
+                                           or _in_base64_block(text, a, b)):
                 continue
             if kind == "pem-private-key":
                 a, b = m.span()

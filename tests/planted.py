@@ -82,7 +82,7 @@ def make(kind: str, rng: random.Random) -> tuple[str, str]:
         v = _pick(rng, ALNUM, 9) + "!" + _pick(rng, ALNUM, 3)
         return f"password={v}", v
     if kind == "high-entropy":
-        v = _pick(rng, ALNUM, 40)
+        v = _pick(rng, ALNUM, 48)
         return f'"{v}"', v
     raise ValueError(kind)
 
