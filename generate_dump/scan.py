@@ -99,17 +99,29 @@ def scan_bytes(data) -> Iterator:
 
 def scan_file(path: str) -> list[dict]:
     """Every secret-looking value in the minidump at ``path``, as report dictionaries."""
-    from .minidump.reader import read_minidump
+    import mmap
 
-    md = read_minidump(path)
-    locator = _Locator(md)
+    from .minidump.reader import MinidumpFormatError, read_minidump
+
+    try:
+        md = read_minidump(path)
+        data, locator = md.data, _Locator(md)
+    except MinidumpFormatError as exc:
+        # A minidump our reader refuses (LLDB writes one Exception stream per stopped
+        # thread, say) is still searched whole; findings then carry file offsets only.
+        with open(path, "rb") as f:
+            if f.read(4) != b"MDMP":
+                raise
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        click.echo(f"{PROG}: warning: {exc}; searching the file as raw bytes", err=True)
+        locator = None
     out = []
     seen: set[tuple[int, int]] = set()
-    for f in scan_bytes(md.data):
+    for f in scan_bytes(data):
         if (f.start, f.end) in seen:
             continue
         seen.add((f.start, f.end))
-        p = locator.place(f.start)
+        p = locator.place(f.start) if locator is not None else Place("file", offset=f.start)
         item = {"kind": f.kind, "stream": p.stream, "file_offset": f.start,
                 "encoding": f.encoding, "length": len(f.value), "masked": f.masked()}
         if p.address is not None:

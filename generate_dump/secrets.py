@@ -62,7 +62,7 @@ _DETECTORS = [
     ("password-assignment", re.compile(
         r"(?i:(?<![A-Za-z0-9])(?:%s))[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
         r"([^\s\"'`,;&|<>(){}\[\]%%$\\#*]{6,128})" % _PASSWORD_WORDS)),
-    ("high-entropy", re.compile(r"(?<![%s=_-])[%s_-]{32,512}={0,2}(?![%s=_-])"
+    ("high-entropy", re.compile(r"(?<![%s_-])[%s_-]{32,512}={0,2}(?![%s=_-])"
                                 % (_B64, _B64, _B64))),
 ]
 
