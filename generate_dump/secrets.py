@@ -178,7 +178,10 @@ def _in_base64_block(text: str, a: int, b: int) -> bool:
 def _password_value_ok(value: str) -> bool:
     if _PLACEHOLDERS.match(value):
         return False
-    # Real passwords mix classes or are long; single words and format strings are not.
+    # Real passwords mix classes; identifiers (getpass = fallback_getpass, CamelCase
+    # class names) and single words do not: they have no digit and no symbol.
+    if all(c.isalpha() or c == "_" for c in value):
+        return False
     classes = (any(c.islower() for c in value) + any(c.isupper() for c in value)
                + any(c.isdigit() for c in value) + any(not c.isalnum() for c in value))
     return classes >= 2 or len(value) >= 12
@@ -268,26 +271,53 @@ _ASCII_END = re.compile(rb"P*")
 _UTF16_END = re.compile(rb"(?:PZ)*")
 _B64_SEED = b"B" * 32
 _ZERO_PAGE = bytes(4096)
+_PAGE = 4096
+
+
+def _busy_spans(data: bytes) -> Iterator[tuple[int, int]]:
+    """Stretches of ``data`` that may hold a printable run of MIN_RUN characters.
+
+    Such a run has MIN_RUN non-zero bytes (ASCII) or MIN_RUN non-zero bytes among twice
+    as many (UTF-16), so it lies within two adjacent pages that together hold at least
+    MIN_RUN non-zero bytes. Counting zero bytes per page (bytes.count, a C loop; an
+    all-zero page is one memcmp) passes over untouched and sparse memory quickly."""
+    n = len(data)
+    zero = _ZERO_PAGE
+    nz = []
+    for p in range(0, n, _PAGE):
+        q = min(n, p + _PAGE)
+        if q - p == _PAGE and data.startswith(zero, p):
+            nz.append(0)
+        else:
+            nz.append((q - p) - data.count(0, p, q))
+    busy = [False] * len(nz)
+    for i, k in enumerate(nz):
+        if k >= MIN_RUN:
+            busy[i] = True
+        if k and i + 1 < len(nz) and k + nz[i + 1] >= MIN_RUN:
+            busy[i] = busy[i + 1] = True
+    i = 0
+    while i < len(busy):
+        if not busy[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(busy) and busy[j]:
+            j += 1
+        yield i * _PAGE, min(n, j * _PAGE)
+        i = j
+
+
 def text_runs(data) -> Iterator[tuple[int, int, str]]:
     """(start, end, encoding) of every printable run of at least MIN_RUN characters.
 
-    Found with bytes.translate and bytes.find (C loops) instead of a regex: on a full
-    dump this is the inner loop over every byte. All-zero pages are skipped first."""
-    mv = memoryview(data).cast("B")
-    n = len(mv)
-    page = 0
-    while page < n:
-        # Skip zero pages (most of a process's untouched memory) without translating them.
-        if bytes(mv[page:page + 4096]) == _ZERO_PAGE[:min(4096, n - page)]:
-            page += 4096
-            continue
-        # A block of non-zero pages, then its printable runs.
-        end = page + 4096
-        while end < n and bytes(mv[end:end + 4096]) != _ZERO_PAGE[:min(4096, n - end)]:
-            end += 4096
-        # Runs may cross block edges by up to a few bytes of zeros/text: widen by one page.
-        lo, hi = page, min(n, end + 4096)
-        cls = bytes(mv[lo:hi]).translate(_CLASS)
+    Found with bytes.translate and bytes.find (C loops) instead of a regex, and only in
+    the stretches that :func:`_busy_spans` keeps: on a full dump this is the inner loop
+    over every byte."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    for lo, hi in _busy_spans(data):
+        cls = data[lo:hi].translate(_CLASS)
         pos = 0
         while True:
             pos = cls.find(_ASCII_SEED, pos)
@@ -304,19 +334,15 @@ def text_runs(data) -> Iterator[tuple[int, int, str]]:
             stop = _UTF16_END.match(cls, pos).end()
             yield lo + pos, lo + stop, "utf-16le"
             pos = stop
-        page = hi
 
 
 def find_secrets(data, base: int = 0) -> Iterator[Finding]:
     """Every secret in the bytes ``data`` (ASCII or UTF-16LE text); offsets are ``base`` +
     the byte offset in ``data``, so a caller can pass an address."""
-    mv = memoryview(data).cast("B")
-    seen: set[tuple[int, int]] = set()
-    for start, end, encoding in text_runs(mv):
-        if (start, end) in seen:
-            continue  # a run that crossed into the widened block after it
-        seen.add((start, end))
-        raw = bytes(mv[start:end])
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    for start, end, encoding in text_runs(data):
+        raw = data[start:end]
         if encoding == "utf-16le":
             raw = raw[::2]
             width = 2
