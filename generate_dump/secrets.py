@@ -37,6 +37,8 @@ _B64 = r"A-Za-z0-9+/"
 _PASSWORD_WORDS = (r"pass(?:word|wd|phrase)?|pwd|secret|api[_-]?key|access[_-]?token|"
                    r"auth[_-]?token|private[_-]?key")
 
+# Distinctive prefixes (ghp_, glpat-, xox?-, eyJ) need no left boundary: in UTF-16 the
+# byte before a string (a 16-bit length, say) may read as one more character.
 _DETECTORS = [
     ("pem-private-key", re.compile(
         r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
@@ -49,16 +51,16 @@ _DETECTORS = [
         r"(?i:aws)[\w.-]{0,20}?(?i:secret|key)[\w.\"' -]{0,20}?[=:]\s*[\"']?"
         r"([%s]{40})(?![%s])" % (_B64, _B64))),
     ("github-token", re.compile(
-        r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,251})"
+        r"(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,251})"
         r"(?![A-Za-z0-9_])")),
     ("gitlab-token", re.compile(
-        r"(?<![A-Za-z0-9_-])gl(?:pat|dt|ptt|rt|soat|cbt|oas|imt|ft|agent)-[A-Za-z0-9_-]{20,64}"
+        r"gl(?:pat|dt|ptt|rt|soat|cbt|oas|imt|ft|agent)-[A-Za-z0-9_-]{20,64}"
         r"(?![A-Za-z0-9_-])")),
     ("slack-token", re.compile(
-        r"(?<![A-Za-z0-9-])xox[abposre]-[0-9]{6,}-[A-Za-z0-9-]{8,}"
+        r"xox[abposre]-[0-9]{6,}-[A-Za-z0-9-]{8,}"
         r"|https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}")),
     ("jwt", re.compile(
-        r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")),
+        r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")),
     ("password-assignment", re.compile(
         r"(?i:(?<![A-Za-z0-9])(?:%s))[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
         r"([^\s\"'`,;&|<>(){}\[\]%%$\\#*]{6,128})" % _PASSWORD_WORDS)),
