@@ -167,10 +167,14 @@ def dump(req: DumpRequest) -> str:
         with capture_session(req, lambda at, n: short.append((at, n))) as snapshot:
             report = None
             to_write = snapshot
+            # A full dump of a frozen process is redacted in the file after the process
+            # runs again (the freeze stays what it is without --redact); others now.
+            in_place = (req.redact and req.memory == "full" and req.suspend
+                        and not to_stdout)
             if req.redact:
-                from .redact import redact_snapshot
+                from .redact import placeholder, redact_snapshot
 
-                to_write, report = redact_snapshot(snapshot)
+                to_write, report = (placeholder if in_place else redact_snapshot)(snapshot)
             try:
                 size = write_minidump(to_write, out, options, progress)
                 out.flush()
@@ -178,6 +182,11 @@ def dump(req: DumpRequest) -> str:
             finally:
                 if progress is not None:
                     progress.close()
+        if in_place:
+            from .redact import redact_file
+
+            out.flush()
+            redact_file(out.fileno(), report)
     _summarize_soft_errors(snapshot.soft_errors)
     if short:
         total = sum(n for _, n in short)

@@ -311,3 +311,119 @@ def read_report(md) -> Optional[dict]:
         return json.loads(bytes(md.data[rva:rva + size]).decode())
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+# -- redacting a written file in place (full dumps of a held process) ----------------------
+
+
+def placeholder(snapshot: Snapshot) -> tuple[Snapshot, RedactionReport]:
+    """The snapshot unchanged but for an (empty) GD_REDACTION stream: for a dump that
+    :func:`redact_file` will redact in place once the process runs again."""
+    from .minidump.format import StreamType
+
+    report = RedactionReport(memory_complete=False)
+    # Rendered as "not complete" by the writer; redact_file writes the final record.
+    stream = ExtraStream(StreamType.GD_REDACTION, lambda final: report.render(False),
+                         STREAM_SIZE)
+    return dataclasses.replace(snapshot, extra_streams=snapshot.extra_streams + (stream,)), \
+        report
+
+
+def redact_file(fd: int, report: RedactionReport) -> None:
+    """Redact the minidump open (read-write) as ``fd`` in place, as :func:`redact_snapshot`
+    would have: stacks and MemoryList windows word-sanitized, Memory64List memory searched
+    and secrets overwritten, thread names and Linux text streams masked (same lengths),
+    then the GD_REDACTION stream rewritten with the counts.
+
+    Used for full dumps of a frozen process: they are written while the process is
+    stopped, exactly as without --redact, and redacted after it runs again, so the
+    freeze does not grow. The file is still the unnamed temporary one: nothing unredacted
+    ever carries the output's name."""
+    import mmap
+    import os
+    import struct
+
+    from .minidump import format as fmt
+    from .minidump.reader import parse
+
+    size = os.fstat(fd).st_size
+    mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
+    try:
+        md = parse(mm)
+        mapped = _Mapped([(r.start, r.end) for r in md.regions]
+                         or [(m.base, m.end) for m in md.modules])
+        word = 4 if md.system is not None and md.system.arch == Arch.X86 else 8
+        stacks = set()
+        for t in md.threads:
+            d = t.stack
+            if d is None or not d.size:
+                continue
+            stacks.add(d.rva)
+            data = bytes(mm[d.rva:d.rva + d.size])
+            _count_secrets(data, report, "stack")
+            new, n = sanitize_words(d.start, data, mapped, word)
+            report.stack_words += n
+            mm[d.rva:d.rva + d.size] = new
+        for d in md.memory:
+            if d.rva in stacks:
+                continue
+            data = bytes(mm[d.rva:d.rva + d.size])
+            _count_secrets(data, report, "memory")
+            new, n = sanitize_words(d.start, data, mapped, word)
+            report.memory_words += n
+            mm[d.rva:d.rva + d.size] = new
+        _redact_memory64(mm, md.memory64, report)
+        names = md.streams.get(fmt.StreamType.THREAD_NAME_LIST)
+        if names is not None:
+            rva, _ = names
+            (count,) = struct.unpack_from("<I", mm, rva)
+            for i in range(count):
+                rec = fmt.THREAD_NAME.unpack(mm, rva + 4 + i * fmt.THREAD_NAME.size)
+                at = rec["name_rva"]
+                (length,) = struct.unpack_from("<I", mm, at)
+                text = bytes(mm[at + 4:at + 4 + length]).decode("utf-16-le", "surrogatepass")
+                masked = mask_text(text, report, "thread-name")
+                if masked != text:
+                    mm[at + 4:at + 4 + length] = masked.encode("utf-16-le", "surrogatepass")
+        for st, sep, area in ((fmt.StreamType.LINUX_CMD_LINE, b"\0", "command-line"),
+                              (fmt.StreamType.LINUX_ENVIRON, b"\0", "environment"),
+                              (fmt.StreamType.LINUX_PROC_STATUS, b"\n", "proc-status")):
+            where = md.streams.get(st)
+            if where is not None:
+                rva, n = where
+                mm[rva:rva + n] = _mask_fields(bytes(mm[rva:rva + n]), sep, report, area)
+        where = md.streams.get(fmt.StreamType.GD_REDACTION)
+        if where is not None:
+            rva, n = where
+            mm[rva:rva + n] = report.render(final=True).ljust(n, b" ")[:n]
+        mm.flush()
+    finally:
+        mm.close()
+
+
+def _redact_memory64(mm, descriptors, report: RedactionReport, piece: int = 16 << 20) -> None:
+    """Search Memory64List memory piece by piece (with MAX_SECRET bytes of context on both
+    sides, read from the file) and overwrite each secret with the marker pattern."""
+    from .minidump.reader import MemoryDescriptor
+
+    k = secrets.MAX_SECRET
+    merged: list = []  # address- and file-adjacent ranges as one: secrets may straddle
+    for d in sorted(descriptors, key=lambda d: d.rva):
+        last = merged[-1] if merged else None
+        if last is not None and last.end == d.start and last.rva + last.size == d.rva:
+            merged[-1] = MemoryDescriptor(last.start, last.size + d.size, last.rva)
+        else:
+            merged.append(d)
+    for d in merged:
+        for lo in range(0, d.size, piece):
+            hi = min(d.size, lo + piece)
+            ctx_lo, ctx_hi = max(0, lo - k), min(d.size, hi + k)
+            window = bytes(mm[d.rva + ctx_lo:d.rva + ctx_hi])
+            for f in secrets.find_secrets(window, base=ctx_lo):
+                if f.end <= lo or f.start >= hi:
+                    continue
+                a, b = max(f.start, lo), min(f.end, hi)
+                mm[d.rva + a:d.rva + b] = secrets.fill(b - a, d.start + a)
+                report.full_memory_bytes += b - a
+                if f.start >= lo:
+                    report.add("full-memory", f.kind)

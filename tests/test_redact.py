@@ -9,6 +9,7 @@ and Breakpad, rust-minidump and LLDB unwind every thread to the same functions.
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -291,3 +292,21 @@ def test_python_target(py_target, preset, tmp_path):
         assert all(len(f) >= 3 for f in before[reader].values()), before[reader]
         assert after[reader] == before[reader], (
             f"{reader} unwinds the Python target differently after --redact ({preset})")
+
+
+def test_full_dump_to_a_pipe_is_redacted_while_it_streams(c_target, tmp_path):
+    """-o -: no file to edit afterwards, so full memory is searched as it is written."""
+    out = tmp_path / "piped.dmp"
+    with open(out, "wb") as f:
+        r = subprocess.run([sys.executable, "-m", "generate_dump", str(c_target.target.pid),
+                            "--memory", "full", "--redact", "-o", "-"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+        f.write(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert_target_intact(c_target.target)
+    assert not present(out, c_target.planted)
+    status, doc = scan_json(out)
+    assert (status, doc["count"]) == (0, 0), doc["findings"][:5]
+    report = read_report(read_minidump(out))
+    assert report["full_memory_scan_complete"] is False  # a pipe cannot be rewritten
+    assert report["stack_words_replaced"] > 0
