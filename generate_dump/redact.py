@@ -372,7 +372,7 @@ def redact_file(fd: int, report: RedactionReport) -> None:
             new, n = sanitize_words(d.start, data, mapped, word)
             report.memory_words += n
             mm[d.rva:d.rva + d.size] = new
-        _redact_memory64(mm, md.memory64, report)
+        _redact_memory64(fd, md.memory64, report)
         names = md.streams.get(fmt.StreamType.THREAD_NAME_LIST)
         if names is not None:
             rva, _ = names
@@ -401,9 +401,13 @@ def redact_file(fd: int, report: RedactionReport) -> None:
         mm.close()
 
 
-def _redact_memory64(mm, descriptors, report: RedactionReport, piece: int = 16 << 20) -> None:
+def _redact_memory64(fd: int, descriptors, report: RedactionReport,
+                     piece: int = 16 << 20) -> None:
     """Search Memory64List memory piece by piece (with MAX_SECRET bytes of context on both
-    sides, read from the file) and overwrite each secret with the marker pattern."""
+    sides) and overwrite each secret with the marker pattern. pread/pwrite, not the
+    mapping: the dumper's memory stays one piece, whatever the dump's size."""
+    import os
+
     from .minidump.reader import MemoryDescriptor
 
     k = secrets.MAX_SECRET
@@ -418,12 +422,12 @@ def _redact_memory64(mm, descriptors, report: RedactionReport, piece: int = 16 <
         for lo in range(0, d.size, piece):
             hi = min(d.size, lo + piece)
             ctx_lo, ctx_hi = max(0, lo - k), min(d.size, hi + k)
-            window = bytes(mm[d.rva + ctx_lo:d.rva + ctx_hi])
+            window = os.pread(fd, ctx_hi - ctx_lo, d.rva + ctx_lo)
             for f in secrets.find_secrets(window, base=ctx_lo):
                 if f.end <= lo or f.start >= hi:
                     continue
                 a, b = max(f.start, lo), min(f.end, hi)
-                mm[d.rva + a:d.rva + b] = secrets.fill(b - a, d.start + a)
+                os.pwrite(fd, secrets.fill(b - a, d.start + a), d.rva + a)
                 report.full_memory_bytes += b - a
                 if f.start >= lo:
                     report.add("full-memory", f.kind)
