@@ -196,9 +196,8 @@ _ANCHORS = {
     "pem-private-key": ("-----begin ",),
     "aws-access-key-id": ("akia", "asia"),
     "aws-secret-access-key": ("aws",),
-    "github-token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-    "gitlab-token": ("glpat-", "gldt-", "glptt-", "glrt-", "glsoat-", "glcbt-", "gloas-",
-                     "glimt-", "glft-", "glagent-"),
+    "github-token": ("gh",),  # ghp_ gho_ ghu_ ghs_ ghr_ github_pat_: one search
+    "gitlab-token": ("gl",),  # glpat- gldt- glptt- ...
     "slack-token": ("xox", "https://hooks.slack.com/"),
     "jwt": ("eyj",),
     "password-assignment": ("pass", "pwd", "secret", "api", "access", "auth", "private"),
