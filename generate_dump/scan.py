@@ -62,6 +62,24 @@ class _Locator:
         for d in md.memory64:
             items.append((d.rva, d.rva + d.size, ("Memory64List", d.start, None)))
         self.memory = sorted(items, key=lambda x: x[0])
+        # Strings that live outside their stream's range: thread names.
+        self.names: list[tuple[int, int, int]] = []  # (rva, end, thread id)
+        where = md.streams.get(StreamType.THREAD_NAME_LIST)
+        if where is not None:
+            import struct
+
+            from .minidump import format as fmt
+
+            rva, size = where
+            try:
+                (count,) = struct.unpack_from("<I", md.data, rva)
+                for i in range(min(count, (size - 4) // fmt.THREAD_NAME.size)):
+                    rec = fmt.THREAD_NAME.unpack(md.data, rva + 4 + i * fmt.THREAD_NAME.size)
+                    (length,) = struct.unpack_from("<I", md.data, rec["name_rva"])
+                    self.names.append((rec["name_rva"], rec["name_rva"] + 4 + length,
+                                       rec["thread_id"]))
+            except struct.error:
+                self.names = []
         self.memory_starts = [x[0] for x in self.memory]
         streams = sorted((rva, rva + size, st) for st, (rva, size) in md.streams.items()
                          if st not in (StreamType.MEMORY_LIST, StreamType.MEMORY64_LIST))
@@ -74,6 +92,9 @@ class _Locator:
             rva, end, (stream, start, tid) = self.memory[i]
             if offset < end:
                 return Place(stream, address=start + offset - rva, thread_id=tid)
+        for rva, end, tid in self.names:
+            if rva <= offset < end:
+                return Place("ThreadNameList", offset=offset - rva, thread_id=tid)
         i = bisect.bisect_right(self.stream_starts, offset) - 1
         if i >= 0:
             rva, end, st = self.streams[i]
@@ -141,7 +162,8 @@ def _text(path: str, findings: list[dict]) -> str:
     for f in findings:
         where = f["stream"]
         if "thread_id" in f:
-            where += f" (stack of thread {f['thread_id']})"
+            what = "name" if f["stream"] == "ThreadNameList" else "stack"
+            where += f" ({what} of thread {f['thread_id']})"
         if "address" in f:
             where += f" at {f['address']}"
         elif "stream_offset" in f:
