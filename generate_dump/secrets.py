@@ -127,6 +127,8 @@ def _looks_random(token: str) -> bool:
         return False
     if core.count("_") >= 3 or any(s in core for s in _SEQUENCES):
         return False  # C++ mangled names; alphabets and digit tables
+    if _GO_BUILD_ID.fullmatch(token):
+        return False  # Go build ids (action/content hashes joined by /): public
     parts = core.split("/")
     if len(parts) >= 3 and "+" not in core and _PACKAGE.fullmatch(parts[1]):
         return False  # paths and Java class names (java/lang/Object)
@@ -138,6 +140,7 @@ def _looks_random(token: str) -> bool:
     return entropy(core) >= min(HIGH_ENTROPY_BITS, math.log2(len(core)) - 1.0)
 
 
+_GO_BUILD_ID = re.compile(r"[A-Za-z0-9_-]{20,24}(?:/[A-Za-z0-9_-]{20,24}){1,3}")
 _PACKAGE = re.compile(r"[a-z][a-z0-9_]+")
 _TEXT_RUN = re.compile(rb"[A-Za-z][A-Za-z .,:'-]{7,}")
 _MANGLED = re.compile(r"^_?Z[NK]|^St\d|St\d\d?[a-z_]{3}|cxx11|_S_|EE[A-Z]")
@@ -184,6 +187,8 @@ def _password_value_ok(value: str) -> bool:
     # class names) and single words do not: they have no digit and no symbol.
     if all(c.isalpha() or c == "_" for c in value):
         return False
+    if value[0] in "/~." or value[1:3] == ":\\":
+        return False  # a path: PWD=/home/ci (the working directory), key_file=./id_rsa
     classes = (any(c.islower() for c in value) + any(c.isupper() for c in value)
                + any(c.isdigit() for c in value) + any(not c.isalnum() for c in value))
     return classes >= 2 or len(value) >= 12
