@@ -125,13 +125,16 @@ def _looks_random(token: str) -> bool:
     # Random base64/alphanumerics mix all three; identifiers, words and hex do not.
     if upper < 3 or lower < 3 or digits < 2:
         return False
-    if core.count("_") >= 3 or any(s in core for s in _SEQUENCES):
+    separators = max(3, len(core) // 10)  # random base64url has one per 64 characters
+    if core.count("_") >= separators or any(s in core for s in _SEQUENCES):
         return False  # C++ mangled names; alphabets and digit tables
     if _GO_BUILD_ID.fullmatch(token):
         return False  # Go build ids (action/content hashes joined by /): public
     parts = core.split("/")
-    if len(parts) >= 3 and "+" not in core and _PACKAGE.fullmatch(parts[1]):
-        return False  # paths and Java class names (java/lang/Object)
+    if sum(1 for x in parts[1:-1] if _PACKAGE.fullmatch(x)) >= min(2, len(parts) - 2) >= 1:
+        return False  # paths and Java class names (java/lang/Object, sun/security/...)
+    if core.count("-") >= separators + 1 or _CONSTANT.search(core):
+        return False  # kebab-case names, CONSTANT_CASE (BYTES_PER_ELEMENT)
     if sum(len(w) for w in _WORDS.findall(core)) > WORDY_FRACTION * len(core):
         return False  # words: identifiers, symbol names, option lists
     if _mangled(core) or _encodes_text(core):
@@ -141,6 +144,7 @@ def _looks_random(token: str) -> bool:
 
 
 _GO_BUILD_ID = re.compile(r"[A-Za-z0-9_-]{20,24}(?:/[A-Za-z0-9_-]{20,24}){1,3}")
+_CONSTANT = re.compile(r"[A-Z]{3,}_[A-Z]{3,}")
 _PACKAGE = re.compile(r"[a-z][a-z0-9_]+")
 _TEXT_RUN = re.compile(rb"[A-Za-z][A-Za-z .,:'-]{7,}")
 _MANGLED = re.compile(r"^_?Z[NK]|^St\d|St\d\d?[a-z_]{3}|cxx11|_S_|EE[A-Z]")

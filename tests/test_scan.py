@@ -114,8 +114,8 @@ def _runtime(name: str, tmp_path: Path) -> list:
 FALSE_POSITIVE_BOUND = {
     ("threads", "referenced"): 0, ("threads", "full"): 0,
     ("cpython", "referenced"): 0, ("cpython", "full"): 0,
-    ("node", "referenced"): 0, ("node", "full"): 20,
-    ("jvm", "referenced"): 0, ("jvm", "full"): 20,
+    ("node", "referenced"): 0, ("node", "full"): 12,  # measured 9 (CA certificates)
+    ("jvm", "referenced"): 0, ("jvm", "full"): 3,  # measured 0
 }
 
 
