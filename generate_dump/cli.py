@@ -275,8 +275,9 @@ def command(pid: str, output: Optional[str], no_suspend: bool, include_environme
     gathered after it runs again. Exit status: 0 on success, 1 on failure.
 
     Other commands: `generate_dump run -- COMMAND` (crash and hang capture, see
-    `generate_dump run --help`) and `generate_dump inspect FILE` (threads and
-    stacks of a minidump).
+    `generate_dump run --help`), `generate_dump inspect FILE` (threads and
+    stacks of a minidump) and `generate_dump scan FILE` (secret-looking values in a
+    minidump; exit status 3 when there are some).
     """
     dump(DumpRequest(pid=parse_pid(pid), output=output, suspend=not no_suspend,
                      include_environment=include_environment, backend=backend, memory=memory,
