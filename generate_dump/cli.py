@@ -96,6 +96,7 @@ class DumpRequest:
     memory: str = "referenced"
     max_referenced: int = 8 * 1024 * 1024
     print_stacks: bool = False  # print every thread's top frames after writing
+    redact: bool = False  # sanitize stacks and memory, mask secrets (generate_dump/redact.py)
 
 
 def capture_session(req: DumpRequest, on_short_read=None):
@@ -164,18 +165,35 @@ def dump(req: DumpRequest) -> str:
     # session has let the process go: a full dump's freeze does not include the fsync.
     with (nullcontext(sys.stdout.buffer) if to_stdout else atomic_output(out_path)) as out:
         with capture_session(req, lambda at, n: short.append((at, n))) as snapshot:
+            report = None
+            to_write = snapshot
+            # A full dump of a frozen process is redacted in the file after the process
+            # runs again (the freeze stays what it is without --redact); others now.
+            in_place = (req.redact and req.memory == "full" and req.suspend
+                        and not to_stdout)
+            if req.redact:
+                from .redact import placeholder, redact_snapshot
+
+                to_write, report = (placeholder if in_place else redact_snapshot)(snapshot)
             try:
-                size = write_minidump(snapshot, out, options, progress)
+                size = write_minidump(to_write, out, options, progress)
                 out.flush()
                 _testhooks.pause("writing")
             finally:
                 if progress is not None:
                     progress.close()
+        if in_place:
+            from .redact import redact_file
+
+            out.flush()
+            redact_file(out.fileno(), report)
     _summarize_soft_errors(snapshot.soft_errors)
     if short:
         total = sum(n for _, n in short)
         click.echo(f"{PROG}: warning: {total} bytes in {len(short)} place(s) could not be "
                    f"read and are zero in the dump (first at 0x{short[0][0]:x})", err=True)
+    if report is not None:
+        click.echo(f"{PROG}: {redaction_summary(report)}", err=True)
     click.echo(f"{PROG}: wrote {out_path} ({len(snapshot.threads)} threads, "
                f"{len(snapshot.modules)} modules, {size // 1024} KiB)", err=True)
     if req.print_stacks:
@@ -183,6 +201,18 @@ def dump(req: DumpRequest) -> str:
 
         click.echo(print_stacks(snapshot), err=True)
     return out_path
+
+
+def redaction_summary(report) -> str:
+    """One line saying what --redact changed (counts only)."""
+    kinds: dict[str, int] = {}
+    for per in report.found.values():
+        for kind, n in per.items():
+            kinds[kind] = kinds.get(kind, 0) + n
+    found = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no secrets found"
+    return (f"redacted: {report.stack_words} stack words and {report.memory_words} memory "
+            f"words replaced by 0x0defaced, {report.full_memory_bytes} bytes of full memory "
+            f"overwritten; {found}")
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -234,10 +264,17 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 @click.option("--print-stacks", is_flag=True,
               help="After writing the dump, print the top frames of every thread (crashing "
                    "thread first), symbolized from the module files, on standard error.")
+@click.option("--redact/--no-redact", default=False, show_default=True,
+              help="Make the dump safe to upload: stack and captured memory words that do "
+                   "not point into mapped memory become 0x0defaced (unwinding still works), "
+                   "full memory is searched for secrets (tokens, keys, passwords) that are "
+                   "overwritten, and the command line and thread names are masked. See "
+                   "`generate_dump scan FILE` to check a dump.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...],
             cgroups: tuple[str, ...], no_suspend: bool, include_environment: bool,
-            memory: str, max_referenced: int, backend: str, print_stacks: bool) -> None:
+            memory: str, max_referenced: int, backend: str, print_stacks: bool,
+            redact: bool) -> None:
     """Write a minidump of the running process PID, then let it run on.
 
     The process is suspended while its threads' registers and stacks are copied
@@ -247,14 +284,17 @@ def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...]
     Other commands: `generate_dump run -- COMMAND` (crash and hang capture, see
     `generate_dump run --help`), `generate_dump inspect FILE` (threads and
     stacks of a minidump), `generate_dump watch` (dump when a trigger fires),
-    `generate_dump convert IN -o OUT` (core file <-> minidump) and
-    `generate_dump core-handler` (kernel core_pattern pipe handler).
+    `generate_dump convert IN -o OUT` (core file <-> minidump),
+    `generate_dump core-handler` (kernel core_pattern pipe handler) and
+    `generate_dump scan FILE` (secret-looking values in a minidump; exit status 3 when
+    there are some).
     """
     if not pids and not trees and not cgroups:
         raise click.UsageError("Missing argument 'PID'")
     common: dict[str, Any] = dict(
         suspend=not no_suspend, include_environment=include_environment, backend=backend,
-        memory=memory, max_referenced=max_referenced, print_stacks=print_stacks)
+        memory=memory, max_referenced=max_referenced, print_stacks=print_stacks,
+        redact=redact)
     if len(pids) == 1 and not trees and not cgroups:
         dump(DumpRequest(pid=parse_pid(pids[0]), output=output, **common))
         return
@@ -360,12 +400,20 @@ def _core_handler_subcommand(args: list[str]) -> None:
     handler_main(args)
 
 
+def _scan_subcommand(args: list[str]) -> None:
+    """`generate_dump scan FILE`: its own exit codes (0 clean, 3 secrets found, 1 error)."""
+    from .scan import scan_main
+
+    scan_main(args)
+
+
 SUBCOMMANDS = {
     "run": _run_subcommand,
     "inspect": _inspect_subcommand,
     "watch": _watch_subcommand,
     "convert": _convert_subcommand,
     "core-handler": _core_handler_subcommand,
+    "scan": _scan_subcommand,
 }
 
 

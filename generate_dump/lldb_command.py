@@ -4,7 +4,7 @@ Load it with ``command script import generate_dump.lldb_command`` (or put that l
 ~/.lldbinit; generate_dump must be importable by LLDB's Python). Then, with a stopped
 process selected::
 
-    (lldb) generate_dump [-o FILE] [--include-environment]
+    (lldb) generate_dump [-o FILE] [--include-environment] [--redact]
 
 It dumps the process as it is: no extra suspend, no detach. When the process is stopped
 by a signal or an exception, the dump gets an Exception stream that says which.
@@ -17,13 +17,15 @@ import shlex
 from typing import Any
 
 HELP = "Write a minidump of the process being debugged (as it is, without resuming it)."
-LONG_HELP = """Syntax: generate_dump [-o FILE] [--include-environment]
+LONG_HELP = """Syntax: generate_dump [-o FILE] [--include-environment] [--redact]
 
 Writes a minidump of the selected process, which must be stopped, to FILE (default
 minidump.PID in the current directory). Threads, registers, stacks, modules with build
 ids or UUIDs, and the memory map are recorded; when the process is stopped by a signal
 or an exception, an Exception stream names it (signal, code, fault address, thread).
-The environment is left out unless --include-environment is given."""
+The environment is left out unless --include-environment is given. --redact makes
+the dump safe to upload (stack words that are not pointers become 0x0defaced, secrets
+in the command line and thread names are masked; see `generate_dump scan`)."""
 
 
 class _ArgError(Exception):
@@ -46,6 +48,7 @@ def run(debugger: Any, command: str, result: Any) -> None:
     parser = _Parser(prog="generate_dump", add_help=False)
     parser.add_argument("-o", "--output")
     parser.add_argument("--include-environment", action="store_true")
+    parser.add_argument("--redact", action="store_true")
     parser.add_argument("-h", "--help", action="store_true")
     try:
         args = parser.parse_args(shlex.split(command))
@@ -69,7 +72,7 @@ def run(debugger: Any, command: str, result: Any) -> None:
         snapshot = snapshot_from_process(lldb, process,
                                          include_environment=args.include_environment,
                                          with_exception=True)
-        size = write_snapshot(snapshot, out)
+        size = write_snapshot(snapshot, out, redact=args.redact)
     except DumpError as exc:
         result.SetError(f"generate_dump: {exc}")
         return

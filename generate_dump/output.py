@@ -47,7 +47,8 @@ def _open_anonymous(directory: str) -> Optional[int]:
     if not flag:
         return None
     try:
-        return os.open(directory, flag | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        # Read-write: --redact of a full dump edits the file before it is named.
+        return os.open(directory, flag | os.O_RDWR | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
             return None  # the filesystem has no O_TMPFILE: use a named temporary file
@@ -59,7 +60,7 @@ def _open_named(directory: str, base: str) -> tuple[int, str]:
         candidate = os.path.join(directory, f".{base}.{os.getpid()}.{n}.tmp")
         try:
             # O_CLOEXEC does not exist on Windows (Python's fds are non-inheritable anyway).
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            fd = os.open(candidate, os.O_RDWR | os.O_CREAT | os.O_EXCL
                          | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
                          | getattr(os, "O_BINARY", 0), 0o600)
         except FileExistsError:
@@ -134,11 +135,16 @@ def _link_anonymous(fd: int, directory: str, base: str) -> str:
     raise OutputError(f"cannot name the output file in {directory}")
 
 
-def write_snapshot(snapshot, path: str, options=None, progress=None) -> int:
-    """Write ``snapshot`` as a minidump to ``path`` atomically; returns the file size."""
+def write_snapshot(snapshot, path: str, options=None, progress=None, redact: bool = False) -> int:
+    """Write ``snapshot`` as a minidump to ``path`` atomically; returns the file size.
+    ``redact``: sanitize it first (generate_dump/redact.py), as --redact does."""
     from . import _testhooks
     from .minidump.writer import write_minidump
 
+    if redact:
+        from .redact import redact_snapshot
+
+        snapshot, _ = redact_snapshot(snapshot)
     with atomic_output(path) as f:
         size = write_minidump(snapshot, f, options, progress)
         _testhooks.pause("writing")

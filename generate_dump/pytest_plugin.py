@@ -41,6 +41,10 @@ def pytest_addoption(parser) -> None:
                          "its child processes, then fail the test")
     group.addoption("--dump-dir", default="minidumps", metavar="DIR",
                     help="directory for those minidumps (default: minidumps)")
+    # --redact (issue 19): on by default, as CI uploads these dumps; README "Redaction".
+    group.addoption("--dump-no-redact", dest="dump_redact", action="store_false", default=True,
+                    help="write the minidumps without --redact (by default they are "
+                         "sanitized for upload)")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -113,7 +117,8 @@ class _Watchdog:
 
         path = self._name(pid, "child")
         try:
-            write_snapshot(capture(pid), str(path))
+            write_snapshot(capture(pid), str(path),
+                           redact=self.item.config.getoption("dump_redact"))
             self.paths.append(str(path))
         except DumpError as exc:
             self.errors.append(f"child {pid}: {exc}")
@@ -124,7 +129,8 @@ class _Watchdog:
         helper = subprocess.Popen(
             [sys.executable, "-c",
              "import sys; sys.stdin.readline(); from generate_dump.cli import main; "
-             "main(sys.argv[1:])", str(os.getpid()), "-o", str(path)],
+             "main(sys.argv[1:])", str(os.getpid()), "-o", str(path),
+             *(["--redact"] if self.item.config.getoption("dump_redact") else [])],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PTRACER, helper.pid, 0, 0, 0)

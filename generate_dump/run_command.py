@@ -112,9 +112,12 @@ def _stack_summary(event) -> str:
 @click.option("--dump-on-signal", is_flag=True,
               help="When run itself gets SIGINT, SIGTERM or SIGHUP (a cancelled CI job), "
                    "dump every process of the tree before passing the signal on.")
+# --redact (issue 19): on by default here, as CI uploads these dumps; see README "Redaction".
+@click.option("--redact/--no-redact", default=True, show_default=True,
+              help="Sanitize the dumps for upload (see generate_dump --help).")
 @click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARG...]")
 def run_command(timeout: Optional[float], output_dir: str, max_dumps: int, kill_after: float,
-                dump_on_signal: bool, command: tuple[str, ...]) -> None:
+                dump_on_signal: bool, redact: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND; write a minidump of any of its processes that crashes, or of all of
     them when --timeout expires.
 
@@ -137,7 +140,7 @@ def run_command(timeout: Optional[float], output_dir: str, max_dumps: int, kill_
 
     def write(snapshot, pid: int, exe: str, reason: str) -> str:
         path = os.path.join(out_dir, dump_file_name(exe, pid, reason, snapshot.time or None))
-        write_snapshot(snapshot, path)
+        write_snapshot(snapshot, path, redact=redact)
         return path
 
     runner = Runner(list(command), timeout=timeout, max_dumps=max_dumps, kill_after=kill_after,

@@ -425,6 +425,21 @@ class TriggerInfo:
 
 
 @dataclass(frozen=True)
+class ExtraStream:
+    """A stream that a sink-side step adds (one of our GD_* streams), stored as given.
+
+    ``render(final)`` returns at most ``size`` bytes (padded to ``size``): it is called
+    with ``final=False`` to lay the file out, and again with ``final=True`` after the
+    memory has been written, so that a step that watches the memory stream by (redaction)
+    can record what it saw; that second rendering is written back when the output can seek.
+    """
+
+    stream_type: int
+    render: Callable[[bool], bytes] = field(compare=False, repr=False)
+    size: int = 0
+
+
+@dataclass(frozen=True)
 class Snapshot:
     process: Process
     system: SystemInfo
@@ -440,3 +455,4 @@ class Snapshot:
     # Lines of the process's JIT symbol map (perf's /tmp/perf-PID.map format) that name
     # code its threads' stacks point into; None when it keeps no map.
     perf_map: Optional[bytes] = None
+    extra_streams: tuple[ExtraStream, ...] = ()  # added by sink-side steps (--redact)

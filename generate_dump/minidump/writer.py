@@ -130,6 +130,7 @@ class _Writer:
         self.options = options
         self.stacks, self.extra = _disjoint_memory(snapshot)
         self._context_bytes: dict[int, bytes] = {}
+        self._extra_rvas: dict[int, int] = {}  # extra stream type -> rva
 
     def stream_builders(self) -> list[tuple[int, Callable[[_Layout], tuple[int, int]]]]:
         s = self.s
@@ -167,6 +168,8 @@ class _Writer:
         if s.perf_map:
             # Ours: JIT symbol map lines, verbatim "START SIZE NAME\n" (generate_dump.perfmap).
             b.append((fmt.StreamType.GD_PERF_MAP, self._raw(s.perf_map)))
+        for extra in s.extra_streams:
+            b.append((extra.stream_type, self._extra(extra)))
         b.append((fmt.StreamType.MEMORY_LIST, self.memory_list))
         if self.options.memory64:
             b.append((fmt.StreamType.MEMORY64_LIST, self.memory64_list))
@@ -183,9 +186,9 @@ class _Writer:
         # Bulk order: stacks, then MemoryList extras, then Memory64 data (contiguous, last).
         for m in self.stacks:
             self._stack_rvas[m.start] = lay.place_bulk(m)
-        self._extra_rvas = []
+        self._memory_rvas = []
         if not self.options.memory64:
-            self._extra_rvas = [lay.place_bulk(m) for m in self.extra]
+            self._memory_rvas = [lay.place_bulk(m) for m in self.extra]
         self._memory64_base = _align(lay.bulk_cursor, 16)
         if self.options.memory64:
             lay.bulk_cursor = self._memory64_base
@@ -211,6 +214,7 @@ class _Writer:
             raise MinidumpWriteError(
                 "memory referenced by 32-bit offsets passes 4 GiB; use Memory64List (full dumps)")
         total = lay.bulk_cursor
+        base = out.tell() if self.s.extra_streams and out.seekable() else None
         out.write(head)
         out.write(lay.buf)
         pos = lay.end
@@ -223,9 +227,30 @@ class _Writer:
                 pos += len(chunk)
                 if progress is not None:
                     progress(pos, total)
+        if base is not None:
+            # Extra streams rendered again now that the memory went by (see ExtraStream).
+            for extra in self.s.extra_streams:
+                out.seek(base + self._extra_rvas[extra.stream_type])
+                out.write(self._extra_bytes(extra, final=True))
+            out.seek(base + pos)
         return pos
 
     # -- streams ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _extra_bytes(extra, final: bool) -> bytes:
+        data = extra.render(final)
+        if len(data) > extra.size:
+            raise MinidumpWriteError(f"stream 0x{extra.stream_type:x} is larger than the "
+                                     f"{extra.size} bytes it reserved")
+        return data.ljust(extra.size, b" ")
+
+    def _extra(self, extra) -> Callable[[_Layout], tuple[int, int]]:
+        def build(lay: _Layout) -> tuple[int, int]:
+            rva, size = lay.place(self._extra_bytes(extra, final=False), 8)
+            self._extra_rvas[extra.stream_type] = rva
+            return rva, size
+        return build
 
     @staticmethod
     def _raw(data: bytes) -> Callable[[_Layout], tuple[int, int]]:
@@ -345,7 +370,7 @@ class _Writer:
 
     def memory_list(self, lay: _Layout) -> tuple[int, int]:
         items = [(m, self._stack_rvas[m.start]) for m in self.stacks]
-        items += list(zip(self.extra, self._extra_rvas))
+        items += list(zip(self.extra, self._memory_rvas))
         records = [fmt.MEMORY_DESCRIPTOR.pack(start=m.start, data_size=m.size, rva=rva)
                    for m, rva in items]
         return lay.place(struct.pack("<I", len(records)) + b"".join(records), 8)
