@@ -42,10 +42,11 @@ def core_to_minidump(source, output: str, *, memory: str = "referenced",
                      max_referenced: int = 8 << 20, include_environment: bool = False,
                      live_pid: Optional[int] = None, temp_dir: Optional[str] = None,
                      deadline: Optional[float] = None, keep_core: Optional[str] = None,
-                     dump_time: Optional[int] = None, progress=None) -> tuple[object, int]:
+                     dump_time: Optional[int] = None, progress=None,
+                     redact: bool = False) -> tuple[object, int]:
     """Convert; returns (snapshot, minidump size). ``source`` is a path, a binary file
     (a pipe is spooled first) or an open CoreFile (left open). ``keep_core``: also keep
-    the core under this path."""
+    the core under this path. ``redact``: as --redact (the kept core is not redacted)."""
     from .minidump.writer import WriteOptions, write_minidump
     from .output import atomic_output, check_output_path
     from .sources.core import snapshot_from_core
@@ -61,6 +62,10 @@ def core_to_minidump(source, output: str, *, memory: str = "referenced",
         snap = snapshot_from_core(core, memory=memory, max_referenced=max_referenced,
                                   include_environment=include_environment, live_pid=live_pid,
                                   dump_time=dump_time, on_short_read=lambda a, n: short.append((a, n)))
+        if redact:
+            from .redact import redact_snapshot
+
+            snap, _ = redact_snapshot(snap)
         with atomic_output(output) as out:
             size = write_minidump(snap, out, WriteOptions(memory64=memory == "full"), progress)
             if short:  # the core shrank under us: no partial output
@@ -86,13 +91,18 @@ def _keep(core, path: str) -> None:
             pos += len(chunk)
 
 
-def minidump_to_core(path: str, output: str, progress=None) -> tuple[object, int]:
+def minidump_to_core(path: str, output: str, progress=None,
+                     redact: bool = False) -> tuple[object, int]:
     from .output import atomic_output, check_output_path
     from .sinks.core_writer import write_core
     from .sources.minidump_file import read_minidump_snapshot
 
     check_output_path(output)
     snap = read_minidump_snapshot(path)
+    if redact:
+        from .redact import redact_snapshot
+
+        snap, _ = redact_snapshot(snap)
     with atomic_output(output) as out:
         size = write_core(snap, out, progress)
     return snap, size
@@ -115,8 +125,12 @@ def minidump_to_core(path: str, output: str, progress=None) -> tuple[object, int
 @click.option("--include-environment", is_flag=True,
               help="Core -> minidump: keep the environment strings on the main stack "
                    "(blanked by default: environments often hold secrets).")
+@click.option("--redact", is_flag=True,
+              help="Make the output safe to upload: stacks and referenced memory keep only "
+                   "pointers, secrets in other memory are overwritten, command line and "
+                   "thread names are masked (see `generate_dump scan`).")
 def convert_command(input_path: str, output: str, to: str, memory: str, max_referenced: str,
-                    include_environment: bool) -> None:
+                    include_environment: bool, redact: bool) -> None:
     """Convert an ELF core file (from the kernel, gcore or coredumpctl, also zstd/lz4/xz
     compressed) into a minidump, or a minidump into an ELF core file that gdb and LLDB
     open. Exit status 0 on success, 1 on failure (no output file is left)."""
@@ -129,9 +143,9 @@ def convert_command(input_path: str, output: str, to: str, memory: str, max_refe
     if kind == "core":
         snap, size = core_to_minidump(input_path, output, memory=memory,
                                       max_referenced=parse_size(max_referenced),
-                                      include_environment=include_environment)
+                                      include_environment=include_environment, redact=redact)
     else:
-        snap, size = minidump_to_core(input_path, output)
+        snap, size = minidump_to_core(input_path, output, redact=redact)
     from .cli import _summarize_soft_errors
 
     _summarize_soft_errors(snap.soft_errors)

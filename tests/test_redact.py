@@ -310,3 +310,31 @@ def test_full_dump_to_a_pipe_is_redacted_while_it_streams(c_target, tmp_path):
     report = read_report(read_minidump(out))
     assert report["full_memory_scan_complete"] is False  # a pipe cannot be rewritten
     assert report["stack_words_replaced"] > 0
+
+
+def test_convert_redacts_a_core(c_target, tmp_path):
+    """`convert --redact`: a core of the planted target (gdb's gcore) becomes a minidump
+    that holds none of the planted secrets, in full; without --redact they are there."""
+    import shutil
+
+    if shutil.which("gcore") is None:
+        pytest.fail("gdb's gcore is not installed: run scripts/install-test-deps")
+    core = tmp_path / "target.core"
+    r = subprocess.run(["gcore", "-o", str(tmp_path / "target"), str(c_target.target.pid)],
+                       capture_output=True, text=True, timeout=300)
+    produced = tmp_path / f"target.{c_target.target.pid}"
+    assert r.returncode == 0 and produced.exists(), r.stderr
+    produced.rename(core)
+    live.assert_running_untraced(c_target.target.pid)
+    plain, redacted = tmp_path / "plain.dmp", tmp_path / "redacted.dmp"
+    for out, extra in ((plain, []), (redacted, ["--redact"])):
+        r = subprocess.run([sys.executable, "-m", "generate_dump", "convert", str(core),
+                            "-o", str(out), "--memory", "full", *extra],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    assert present(plain, c_target.planted), "the plain conversion should hold the secrets"
+    left = present(redacted, c_target.planted)
+    assert not left, "left in the redacted conversion: " + ", ".join(
+        sorted(f"{p.kind}@{p.place}" for p in left))
+    status, doc = scan_json(redacted)
+    assert (status, doc["count"]) == (0, 0), doc["findings"][:5]
