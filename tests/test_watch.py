@@ -534,3 +534,25 @@ def test_one_shot_cli_takes_several_targets_and_trees(tmp_path):
         root.wait()
         other.kill()
         other.wait()
+
+
+def test_watch_redact(tmp_path):
+    """`watch --redact`: the dump carries the GD_REDACTION record, and secrets in the
+    command line are masked."""
+    from generate_dump.minidump.reader import read_minidump
+    from generate_dump.redact import read_report
+
+    token = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY2z4A"
+    proc = subprocess.Popen(["sh", "-c", "sleep 60; true", "sh", token])
+    try:
+        time.sleep(0.2)
+        code, err = finish(start_watch(proc.pid, "--every", "200ms", "--interval", "100ms",
+                                       "--redact", "-o", tmp_path))
+        assert code == 0, err
+        [f] = dumps_in(tmp_path)
+        assert token.encode() not in f.read_bytes()
+        assert read_report(read_minidump(str(f))) is not None
+        assert_running_untraced(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()

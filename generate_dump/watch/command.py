@@ -56,6 +56,7 @@ class DumpSettings:
     out_dir: str
     memory: str = "referenced"
     max_referenced: int = 8 << 20
+    redact: bool = False
 
 
 def dump_process(pid: int, exe: str, firing: Firing, settings: DumpSettings,
@@ -80,8 +81,12 @@ def dump_process(pid: int, exe: str, firing: Firing, settings: DumpSettings,
     with atomic_output(path) as out:
         with capture_session(pid, options) as snapshot:
             extra = {"exception": exception} if exception is not None else {}
-            write_minidump(dataclasses.replace(snapshot, trigger=info, **extra), out,
-                           WriteOptions(memory64=settings.memory == "full"))
+            snapshot = dataclasses.replace(snapshot, trigger=info, **extra)
+            if settings.redact:
+                from ..redact import redact_snapshot
+
+                snapshot, _ = redact_snapshot(snapshot)
+            write_minidump(snapshot, out, WriteOptions(memory64=settings.memory == "full"))
     return path
 
 
@@ -315,9 +320,12 @@ def _size(c, p, v):
               default="referenced", show_default=True, help="How much memory each dump holds.")
 @click.option("--max-referenced", default="8M", show_default=True, callback=_size,
               metavar="SIZE", help="Budget for --memory=referenced.")
+@click.option("--redact", is_flag=True,
+              help="Write dumps safe to upload (see `generate_dump --help`).")
 def watch_command(pids, names, trees, cgroups, cpu_above, cpu_below, memory_above,
                   memory_below, threads_above, fds_above, hold, every, on_signal, on_exit,
-                  count, interval, cooldown, output_dir, memory, max_referenced) -> None:
+                  count, interval, cooldown, output_dir, memory, max_referenced,
+                  redact) -> None:
     """Watch processes and write a minidump when a trigger fires (like ProcDump).
 
     Targets: PIDs, --name, --tree, --cgroup (any mix). Triggers (any mix; the first that
@@ -359,7 +367,7 @@ def watch_command(pids, names, trees, cgroups, cpu_above, cpu_below, memory_abov
     for pid in spec.pids:
         if not os.path.exists(f"/proc/{pid}"):
             raise DumpError(f"no process with PID {pid}")
-    settings = DumpSettings(out_dir, memory, max_referenced)
+    settings = DumpSettings(out_dir, memory, max_referenced, redact)
     every = Every(every) if every is not None else None
     if sig is not None or on_exit:
         from .traced import TracedWatcher
