@@ -1,19 +1,21 @@
-"""The pytest plugin's helper process: it freezes pytest while pytest dumps its children.
+"""The pytest plugin's helper process, and pytest's end of the conversation with it.
 
-A tracee's ptrace stops are reported to wait() in ANY thread of the tracer's process, so
-pytest cannot trace its test's children while the test's own threads run (a thread in
-``waitpid(child)``, as in ``subprocess.run``, would take the stops for exits). So:
+The helper is started once per session, through a shell that exits at once: it is nobody's
+child in pytest's tree, so no ``os.wait()`` of a test can ever collect its exit. pytest
+allows it to trace pytest with ``prctl(PR_SET_PTRACER)`` while a dump is under way. When a
+test hangs, the plugin's watchdog asks it to ``dump`` the tree:
 
-1. this helper (started once per session, outside pytest's process tree, so that its exit
-   is never seen by a test's ``os.wait()``) seizes every thread of pytest except the
-   plugin's own, copies their registers and stacks, and answers ``frozen``;
-2. the plugin's watchdog thread, now the only thread of pytest that can run, traces each
-   child (pytest is their ancestor: allowed under Yama ``ptrace_scope=1``) and answers
-   ``done``;
-3. the helper releases pytest (restarted system calls such as ``waitpid`` or ``sleep``
-   resume exactly), writes pytest's dump and answers ``written PATH`` or ``failed WHY``.
+- the helper dumps every descendant process of pytest itself. Being another process, its
+  ptrace stops are never seen by the test (a tracee's stops go to wait() in the tracer's
+  process only; the real parent sees neither them nor, until the tracer lets go, an exit;
+  an exit the helper collects is passed on to the real parent by the kernel);
+- a child it may not trace (Yama ``ptrace_scope=1`` lets only an ancestor trace, and the
+  helper is none) is reported ``denied``: pytest, their ancestor, must trace those itself.
+  Stops of pytest's tracees are reported to wait() in ANY thread of pytest, so while it
+  does, the helper ``freeze``-s every other thread of pytest (see Helper.freeze and
+  :func:`_unsafe_threads` for what makes that safe for a Python process);
+- then it dumps pytest itself (every thread, the watchdog too) and says ``end``.
 
-pytest allows the helper to trace it with ``prctl(PR_SET_PTRACER)`` while this lasts.
 Protocol: one line per message over a socketpair. The helper exits when pytest does.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import select
 import socket
 import subprocess
@@ -31,6 +34,52 @@ from typing import Optional
 # How long pytest may stay frozen while its watchdog dumps the children; after that the
 # helper lets it run whatever happens (the watchdog stops tracing children when it sees it).
 HOLD_LIMIT = 60.0
+# Test knob: the helper leaves every child to pytest, as under Yama ptrace_scope=1.
+FORCE_DENIED_ENV = "GENERATE_DUMP_TEST_CHILDREN_DENIED"
+
+
+def dump_path(dump_dir: str, exe: str, pid: int, when: int) -> str:
+    """`generate_dump run`'s name for the dump (EXE-PID-timeout-UTCTIME.dmp), with a
+    ``-N`` suffix if two hung tests dump the same process within one second."""
+    from .run_command import dump_file_name
+
+    path = os.path.join(dump_dir, dump_file_name(exe, pid, "timeout", when or None))
+    base, n = path[: -len(".dmp")], 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}-{n}.dmp"
+    return path
+
+
+def exe_name(pid: int) -> str:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).replace(" (deleted)", "")
+    except OSError:
+        return "process"
+
+
+def descendants(pid: int) -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process below ``pid``, deepest first."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                raw = f.read()
+            ppid = int(raw[raw.rindex(b")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    out: list[tuple[int, int, int]] = []
+
+    def walk(p: int, depth: int) -> None:
+        for c in children.get(p, []):
+            out.append((depth, c, p))
+            walk(c, depth + 1)
+
+    walk(pid, 1)
+    return [(c, p) for _, c, p in sorted(out, key=lambda x: -x[0])]
 
 
 # --- in the helper process ------------------------------------------------------------------
@@ -64,58 +113,125 @@ class _Channel:
         return line.decode("utf-8", "replace")
 
 
-def dump_path(dump_dir: str, exe: str, pid: int, when: int) -> str:
-    """`generate_dump run`'s name for the dump (EXE-PID-timeout-UTCTIME.dmp), with a
-    ``-N`` suffix if two hung tests dump the same process within one second."""
-    from .run_command import dump_file_name
+def _dump_one(role: str, pid: int, dump_dir: str, options=None) -> str:
+    from .backends.linux import capture
+    from .errors import DumpError, TargetPermissionError
+    from .output import write_snapshot
 
-    path = os.path.join(dump_dir, dump_file_name(exe, pid, "timeout", when or None))
-    base, n = path[: -len(".dmp")], 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{base}-{n}.dmp"
-    return path
-
-
-def _pytest_gone_fd(pid: int) -> Optional[int]:
+    exe = exe_name(pid)
+    head = f"dump {role} {pid} {exe}"
     try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
+        snapshot = capture(pid, options)
+        path = dump_path(dump_dir, exe, pid, snapshot.time)
+        write_snapshot(snapshot, path)
+        return f"{head} written {path}"
+    except TargetPermissionError as exc:
+        return f"denied {pid} {exe} {exc}" if role == "child" else f"{head} failed {exc}"
+    except DumpError as exc:
+        return f"{head} failed {exc}"
+    except Exception as exc:  # noqa: BLE001 - reported to the plugin, never a traceback
+        return f"{head} failed internal error: {type(exc).__name__}: {exc}"
 
 
-def _freeze_and_dump(chan: _Channel, pid: int, exclude: frozenset, dump_dir: str,
-                     gone_fd: Optional[int]) -> None:
+def _dump_tree(chan: _Channel, pid: int, dump_dir: str) -> None:
+    force_denied = bool(os.environ.get(FORCE_DENIED_ENV))
+    for child, _ in descendants(pid):
+        if child == os.getpid():
+            continue
+        if force_denied:
+            chan.send(f"denied {child} {exe_name(child)} ({FORCE_DENIED_ENV} is set)")
+        else:
+            chan.send(_dump_one("child", child, dump_dir))
+    chan.send(_dump_one("pytest", pid, dump_dir))
+    chan.send("end")
+
+
+_MEMORY_SYSCALLS = {  # malloc may hold its arena lock around these
+    "x86_64": {9, 10, 11, 12, 25, 28},  # mmap mprotect munmap brk mremap madvise
+    "aarch64": {222, 226, 215, 214, 216, 233},
+}
+_FUTEX = {"x86_64": 202, "aarch64": 98}
+_GIL_SPAN = 512  # bytes around the GIL's futex word: its condition variables and mutexes
+
+
+def _unsafe_threads(pid: int, tids: list, gil: int) -> list[str]:
+    """Frozen threads of pytest that its watchdog could wait for forever.
+
+    The watchdog is Python code: it needs the GIL and malloc. A thread stopped outside a
+    system call may hold a lock of either; one stopped waiting for the GIL (a futex on the
+    GIL's condition variable, at ``gil``) blocks glibc's pthread_cond_signal when the
+    watchdog next releases the GIL; one stopped in mmap/brk may hold a malloc arena lock.
+    Threads blocked elsewhere (waitpid, sleep, poll, read, other locks) are safe."""
+    arch = platform.machine()
+    memory, futex = _MEMORY_SYSCALLS.get(arch, set()), _FUTEX.get(arch, -1)
+    out = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                words = f.read().split()
+        except OSError:
+            continue
+        if not words or words[0] in ("running", "-1"):
+            out.append(f"{tid}:running")
+            continue
+        nr = int(words[0])
+        if nr in memory:
+            out.append(f"{tid}:memory")
+        elif nr == futex and len(words) > 1 and gil and abs(int(words[1], 16) - gil) < _GIL_SPAN:
+            out.append(f"{tid}:gil")
+    return out
+
+
+def _futex_of(pid: int, tid: int) -> str:
+    """The futex address thread ``tid`` waits on, in hex ("0" if it waits on none)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            words = f.read().split()
+    except OSError:
+        return "0"
+    if len(words) > 1 and words[0] == str(_FUTEX.get(platform.machine(), -1)):
+        return words[1].replace("0x", "")
+    return "0"
+
+
+class _Released(Exception):
+    """The watchdog is done: let pytest go without writing a dump."""
+
+
+def _freeze(chan: _Channel, pid: int, exclude: frozenset, gil: int,
+            gone_fd: Optional[int]) -> None:
     from .backends.linux import capture
     from .backends.linux.capture import CaptureOptions
     from .backends.linux.procfs import list_tids
     from .errors import DumpError
-    from .output import write_snapshot
 
-    held = []
+    answer = []
 
     def hold(tids: list) -> None:
-        held.append(True)
         try:
             live = [t for t in list_tids(pid) if t not in exclude]
         except OSError:
             live = []
         missing = sorted(set(live) - set(tids))
-        chan.send("frozen ok" if not missing else
-                  "frozen partial " + ",".join(str(t) for t in missing))
+        unsafe = _unsafe_threads(pid, tids, gil)
+        if missing or unsafe:
+            # Released BEFORE the answer: the watchdog may wait on a lock of theirs.
+            answer.append("unsafe " + ",".join([f"{t}:unstoppable" for t in missing] + unsafe))
+            raise _Released()
+        chan.send("frozen ok")
         chan.readline(HOLD_LIMIT, gone_fd)  # "done", end of file, or time is up
+        answer.append("released")
+        raise _Released()
 
     try:
-        snapshot = capture(pid, CaptureOptions(exclude_tids=exclude, while_frozen=hold))
-        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe")).replace(" (deleted)", "")
-        path = dump_path(dump_dir, exe, pid, snapshot.time)
-        write_snapshot(snapshot, path)
-        reply = f"written {path}"
+        capture(pid, CaptureOptions(exclude_tids=exclude, memory="stacks", while_frozen=hold))
+        chan.send("released")
+    except _Released:
+        chan.send(answer[-1])
     except DumpError as exc:
-        reply = f"failed {exc}"
-    except Exception as exc:  # noqa: BLE001 - reported to the plugin, never a traceback
-        reply = f"failed internal error: {type(exc).__name__}: {exc}"
-    chan.send(reply)  # after "frozen", or the only answer if the freeze never happened
+        chan.send(f"failed {exc}")
+    except Exception as exc:  # noqa: BLE001
+        chan.send(f"failed internal error: {type(exc).__name__}: {exc}")
 
 
 def main(argv: Optional[list] = None) -> None:
@@ -126,8 +242,11 @@ def main(argv: Optional[list] = None) -> None:
     except OSError:
         pass
     chan = _Channel(socket.socket(fileno=fd))
-    gone_fd = _pytest_gone_fd(pytest_pid)
-    # Loaded now, while nothing waits: a freeze starts at once.
+    try:
+        gone_fd: Optional[int] = os.pidfd_open(pytest_pid)
+    except (AttributeError, OSError):
+        gone_fd = None
+    # Loaded now, while nothing waits: a dump starts at once.
     from .backends.linux import capture  # noqa: F401
     from . import output, run_command  # noqa: F401
 
@@ -140,10 +259,15 @@ def main(argv: Optional[list] = None) -> None:
             continue
         if not line:
             return
-        words = line.split(" ", 3)
-        if words[0] == "freeze" and len(words) == 4:
+        words = line.split(" ")
+        if words[0] == "dump" and len(words) >= 3:
+            _dump_tree(chan, int(words[1]), line.split(" ", 2)[2])
+        elif words[0] == "probe" and len(words) == 3:
+            time.sleep(0.05)  # pytest's watchdog holds the GIL: the probe thread waits for it
+            chan.send(f"probe {_futex_of(int(words[1]), int(words[2]))}")
+        elif words[0] == "freeze" and len(words) == 4:
             exclude = frozenset(int(t) for t in words[2].split(",") if t)
-            _freeze_and_dump(chan, int(words[1]), exclude, words[3], gone_fd)
+            _freeze(chan, int(words[1]), exclude, int(words[3], 16), gone_fd)
 
 
 # --- in pytest ------------------------------------------------------------------------------
@@ -176,11 +300,10 @@ class Helper:
         self.sock = ours
         self.buf = b""
         self.pid = 0
+        self.gil: Optional[int] = None  # see gil_futex
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         code = (f"import sys; sys.path.insert(0, {package_root!r}); "
                 "from generate_dump.pytest_helper import main; main(sys.argv[1:])")
-        # Started through a shell that exits at once: the helper is nobody's child here,
-        # so no wait() of a test can ever collect its exit.
         subprocess.run(
             ["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh",
              sys.executable, "-c", code, str(theirs.fileno()), str(os.getpid())],
@@ -214,14 +337,45 @@ class Helper:
         return self.pid
 
     def send(self, line: str) -> None:
+        self.sock.settimeout(10.0)
         self.sock.sendall(line.encode() + b"\n")
 
-    def freeze(self, exclude: list, dump_dir: str, timeout: float = 30.0) -> str:
-        """Ask for the freeze and wait for the answer WITHOUT releasing the GIL.
+    def gil_futex(self) -> int:
+        """Where a thread waiting for the GIL sleeps (0 if unknown): a thread that wants
+        the GIL is started while this one keeps it, and the helper looks at it."""
+        import threading
 
-        Holding the GIL while the helper stops pytest's other threads guarantees that
-        none of them is stopped holding it; the caller then runs Python code alone."""
-        msg = (f"freeze {os.getpid()} {','.join(map(str, exclude))} {dump_dir}\n").encode()
+        state = {"tid": 0, "stop": False}
+        started = threading.Event()
+
+        def want_gil() -> None:
+            state["tid"] = threading.get_native_id()
+            started.set()
+            while not state["stop"]:
+                pass
+
+        probe = threading.Thread(target=want_gil, name="generate_dump-gil-probe", daemon=True)
+        probe.start()
+        started.wait()
+        try:
+            answer = self.ask_holding_gil(f"probe {os.getpid()} {state['tid']}")
+        finally:
+            state["stop"] = True
+            probe.join()
+        words = answer.split()
+        return int(words[1], 16) if len(words) == 2 and words[0] == "probe" else 0
+
+    def freeze(self, exclude: list, gil: int) -> str:
+        """Freeze pytest but ``exclude``; "frozen ok" (then send "done" when finished),
+        or "unsafe ..." / "failed ..." (pytest runs already).
+
+        The GIL is kept while the helper stops pytest's other threads: none of them is
+        stopped holding it, so the caller then runs Python code alone."""
+        return self.ask_holding_gil(f"freeze {os.getpid()} {','.join(map(str, exclude))} {gil:x}")
+
+    def ask_holding_gil(self, line: str, timeout: float = 30.0) -> str:
+        """Send ``line`` and wait for the answer without releasing the GIL."""
+        msg = line.encode() + b"\n"
         fd = self.sock.fileno()
         sent = 0
         while sent < len(msg):
@@ -238,8 +392,7 @@ class Helper:
             left = int((deadline - time.monotonic()) * 1000)
             if left <= 0:
                 raise HelperError(f"the helper did not answer within {timeout:g} s")
-            r = _gil_libc.poll(ctypes.byref(pfd), 1, left)
-            if r <= 0:
+            if _gil_libc.poll(ctypes.byref(pfd), 1, left) <= 0:
                 continue  # EINTR or timeout: the deadline decides
             n = _gil_libc.read(fd, chunk, 4096)
             if n == 0:

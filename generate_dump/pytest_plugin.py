@@ -1,16 +1,16 @@
 """pytest plugin: minidumps of a test that hangs, then a clear failure.
 
 Off unless ``--dump-on-timeout=SECONDS`` is given. When one test's call phase runs longer
-than that, a watchdog thread dumps the whole process tree of pytest without changing
-what the test sees of its children (see :mod:`generate_dump.pytest_helper` for why it
-takes two processes):
+than that, a watchdog thread has the whole process tree of pytest dumped without changing
+what the test sees of its children (see :mod:`generate_dump.pytest_helper`):
 
-1. the helper process freezes every thread of pytest except the watchdog's;
-2. the watchdog, alone, dumps each descendant process of pytest (deepest first; pytest is
-   their ancestor, so this works under Yama ``ptrace_scope=1``), never collecting the exit
-   of a child whose parent is pytest: that belongs to the test;
-3. the helper lets pytest run again and writes its dump; the watchdog writes the children's;
-4. the test's thread is interrupted with a signal, so the test fails with the dump paths in
+1. the session's helper process dumps every descendant of pytest it may trace, then
+   pytest itself;
+2. children it may not trace (Yama ``ptrace_scope=1``: only an ancestor may) are dumped by
+   the watchdog, pytest being their ancestor, while the helper holds every other thread of
+   pytest stopped, so that no ``waitpid`` of the test can take their ptrace stops; it
+   never collects the exit of a child whose parent is pytest: that belongs to the test;
+3. the test's thread is interrupted with a signal, so the test fails with the dump paths in
    its message; the report has a "minidumps" section with every dump's stacks, and the
    paths are in ``user_properties``.
 
@@ -37,6 +37,7 @@ import pytest
 # plugin stays inactive elsewhere).
 _INTERRUPT = signal.SIGRTMIN + 3 if hasattr(signal, "SIGRTMIN") else None
 _HELPER = "generate_dump_helper"
+FREEZE_ATTEMPTS = 10
 
 
 def pytest_addoption(parser) -> None:
@@ -48,34 +49,12 @@ def pytest_addoption(parser) -> None:
                     help="directory for those minidumps (default: minidumps)")
 
 
-def _descendants(pid: int) -> list[tuple[int, int]]:
-    """(pid, parent pid) of every process below ``pid``, deepest first."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{name}/stat").read_bytes()
-            ppid = int(raw[raw.rindex(b")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
-    out: list[tuple[int, int, int]] = []
-
-    def walk(p: int, depth: int) -> None:
-        for c in children.get(p, []):
-            out.append((depth, c, p))
-            walk(c, depth + 1)
-
-    walk(pid, 1)
-    return [(c, p) for _, c, p in sorted(out, key=lambda x: -x[0])]
-
-
-def _exe(pid: int) -> str:
+def _parent(pid: int) -> int:
     try:
-        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).replace(" (deleted)", "")
-    except OSError:
-        return "process"
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(raw[raw.rindex(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _others_stopped(exclude: set[int]) -> bool:
@@ -105,26 +84,6 @@ def _preload() -> None:
     elf.ElfError  # noqa: B018
     from elftools.common import exceptions  # noqa: F401
     from elftools.elf import dynamic, elffile, sections  # noqa: F401
-
-
-class _GilPartner(threading.Thread):
-    """A thread left running beside the watchdog while pytest is frozen.
-
-    A frozen thread may have asked for the GIL just before it was stopped; CPython then
-    makes the GIL's holder, on its next release, wait until another thread has taken it.
-    This thread takes it, so the watchdog never waits for a frozen one."""
-
-    def __init__(self) -> None:
-        super().__init__(name="generate_dump-gil-partner", daemon=True)
-        self.tid = 0
-        self.started_ok = threading.Event()
-        self.stop = False
-
-    def run(self) -> None:
-        self.tid = threading.get_native_id()
-        self.started_ok.set()
-        while not self.stop:
-            time.sleep(0.001)
 
 
 @dataclass
@@ -185,100 +144,116 @@ class _Watchdog:
     def _dump_tree(self) -> None:
         from .pytest_helper import HelperError, set_ptracer
 
-        me = os.getpid()
         self.dump_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(self.helper, str):
-            self.notes.append(f"pytest and its children not dumped: {self.helper}")
+            self.notes.append(f"nothing dumped: {self.helper}")
             return
         try:
             helper_pid = self.helper.ready()
         except HelperError as exc:
-            self.notes.append(f"pytest and its children not dumped: {exc}")
+            self.notes.append(f"nothing dumped: {exc}")
             return
-        pytest_dump = _Dump("pytest", me, _exe(me))
-        self.dumps.append(pytest_dump)
-        _preload()
-        set_ptracer(helper_pid)
+        set_ptracer(helper_pid)  # Yama: the helper may trace pytest, for this moment only
         try:
-            children = self._freeze_and_capture_children(helper_pid, pytest_dump)
-            for d in children:  # pytest runs again: the slow part
-                self._write_child(d)
-            if not pytest_dump.error:
-                try:
-                    answer = self.helper.readline(300.0)
-                except HelperError as exc:
-                    answer = f"failed {exc}"
-                kind, _, rest = answer.partition(" ")
-                if kind == "written":
-                    pytest_dump.path = rest
-                else:
-                    pytest_dump.error = rest or answer
+            denied = self._helper_dumps()
+            if denied:
+                self._dump_denied(denied)
         finally:
             set_ptracer(0)
-        self.dumps.extend(children)
 
-    def _freeze_and_capture_children(self, helper_pid: int, pytest_dump: _Dump) -> list[_Dump]:
+    def _helper_dumps(self) -> list[_Dump]:
+        """The helper dumps the children it may trace, then pytest; returns the others."""
         from .pytest_helper import HelperError
 
-        partner = _GilPartner()
-        partner.start()
-        partner.started_ok.wait()
-        exclude = {threading.get_native_id(), partner.tid}
-        gc_was_on = gc.isenabled()
-        gc.disable()  # no finalizer of the test's objects may run here (Popen.__del__ waits)
-        children: list[_Dump] = []
-        frozen = False
+        denied: list[_Dump] = []
         try:
-            try:
-                answer = self.helper.freeze(sorted(exclude), str(self.dump_dir))
-            except HelperError as exc:
-                answer = f"failed {exc}"
-            kind, _, rest = answer.partition(" ")
-            if kind != "frozen":
-                pytest_dump.error = rest or answer
-                self.notes.append("children not dumped: pytest could not be frozen")
-                return []
-            frozen = True
-            if rest != "ok":
-                self.notes.append(f"children not dumped: some threads of pytest could not be "
-                                  f"stopped ({rest.split(' ', 1)[-1]})")
-                return []
-            if getattr(sys, "_is_gil_enabled", lambda: True)() is False:
-                self.notes.append("children not dumped: free-threaded Python is not supported")
-                return []
-            me = os.getpid()
-            for pid, ppid in _descendants(me):
-                if pid == helper_pid:
-                    continue
-                if not _others_stopped(exclude):
-                    self.notes.append("children not dumped: pytest ran again too soon")
+            self.helper.send(f"dump {os.getpid()} {self.dump_dir}")
+            while True:
+                line = self.helper.readline(600.0)
+                if line == "end":
                     break
-                children.append(self._capture_child(pid, ppid == me))
-            return children
-        finally:
-            if frozen:
-                try:
-                    self.helper.send("done")
-                except OSError:
-                    pass
-            partner.stop = True
-            partner.join()
-            if gc_was_on:
-                gc.enable()
+                kind, _, rest = line.partition(" ")
+                if kind == "denied":
+                    pid, exe, why = (rest.split(" ", 2) + ["", ""])[:3]
+                    denied.append(_Dump("child", int(pid), exe, error=why))
+                elif kind == "dump":
+                    role, pid, exe, status, detail = (rest.split(" ", 4) + [""] * 5)[:5]
+                    d = _Dump(role, int(pid), exe)
+                    if status == "written":
+                        d.path = detail
+                    else:
+                        d.error = detail
+                    self.dumps.append(d)
+        except (HelperError, OSError) as exc:
+            self.notes.append(f"the helper failed: {exc}")
+        return denied
 
-    def _capture_child(self, pid: int, ours: bool) -> _Dump:
+    def _dump_denied(self, denied: list[_Dump]) -> None:
+        """Children only pytest may trace (Yama ptrace_scope=1): pytest's other threads
+        are frozen by the helper meanwhile, so that none of them can take a stop."""
+        from .pytest_helper import HelperError
+
+        if getattr(sys, "_is_gil_enabled", lambda: True)() is False:
+            self._give_up(denied, "free-threaded Python is not supported")
+            return
+        _preload()
+        try:
+            if self.helper.gil is None:  # once per session
+                self.helper.gil = self.helper.gil_futex()
+        except (HelperError, OSError) as exc:
+            self._give_up(denied, f"the helper failed: {exc}")
+            return
+        me = os.getpid()
+        exclude = {threading.get_native_id()}
+        why = ""
+        for attempt in range(FREEZE_ATTEMPTS):
+            gc_was_on = gc.isenabled()
+            gc.disable()  # no finalizer of the test's objects may run here (Popen.__del__)
+            try:
+                try:
+                    answer = self.helper.freeze(sorted(exclude), self.helper.gil)
+                except (HelperError, OSError) as exc:
+                    answer = f"failed {exc}"
+                if answer == "frozen ok":
+                    try:
+                        for d in denied:
+                            if not _others_stopped(exclude):
+                                d.error = "pytest ran again too soon"
+                                continue
+                            self._capture_child(d, _parent(d.pid) == me)
+                    finally:
+                        self.helper.send("done")
+                        self.helper.readline(60.0)  # "released"
+                    self.dumps.extend(denied)
+                    for d in denied:
+                        self._write_child(d)
+                    return
+            finally:
+                if gc_was_on:
+                    gc.enable()
+            kind, _, why = answer.partition(" ")
+            if kind != "unsafe":
+                break
+            time.sleep(0.05 + 0.05 * attempt)  # let the busy threads move on, then again
+        self._give_up(denied, f"pytest could not be frozen safely ({why})")
+
+    def _give_up(self, denied: list[_Dump], why: str) -> None:
+        for d in denied:
+            d.error = f"{d.error}; not dumped by pytest either: {why}"
+        self.dumps.extend(denied)
+
+    def _capture_child(self, d: _Dump, ours: bool) -> None:
         from .backends.linux import capture
         from .backends.linux.capture import CaptureOptions
         from .errors import DumpError
 
-        d = _Dump("child", pid, _exe(pid))
+        d.error = ""
         try:
-            d.snapshot = capture(pid, CaptureOptions(keep_leader_exit=ours))
+            d.snapshot = capture(d.pid, CaptureOptions(keep_leader_exit=ours))
         except DumpError as exc:
             d.error = str(exc)
         except Exception as exc:  # noqa: BLE001
             d.error = f"internal error: {type(exc).__name__}: {exc}"
-        return d
 
     def _write_child(self, d: _Dump) -> None:
         from .inspect_dump import summarize_snapshot
