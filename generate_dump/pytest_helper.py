@@ -263,8 +263,14 @@ def main(argv: Optional[list] = None) -> None:
         if words[0] == "dump" and len(words) >= 3:
             _dump_tree(chan, int(words[1]), line.split(" ", 2)[2])
         elif words[0] == "probe" and len(words) == 3:
-            time.sleep(0.05)  # pytest's watchdog holds the GIL: the probe thread waits for it
-            chan.send(f"probe {_futex_of(int(words[1]), int(words[2]))}")
+            # pytest's watchdog holds the GIL: the probe thread soon waits for it.
+            found = "0"
+            for _ in range(10):
+                time.sleep(0.02)
+                found = _futex_of(int(words[1]), int(words[2]))
+                if found != "0":
+                    break
+            chan.send(f"probe {found}")
         elif words[0] == "freeze" and len(words) == 4:
             exclude = frozenset(int(t) for t in words[2].split(",") if t)
             _freeze(chan, int(words[1]), exclude, int(words[3], 16), gone_fd)

@@ -203,6 +203,9 @@ class _Watchdog:
         except (HelperError, OSError) as exc:
             self._give_up(denied, f"the helper failed: {exc}")
             return
+        if not self.helper.gil:
+            self._give_up(denied, "the GIL's futex could not be located")
+            return
         me = os.getpid()
         exclude = {threading.get_native_id()}
         why = ""

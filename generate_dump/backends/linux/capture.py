@@ -216,8 +216,8 @@ class Freezer:
         self.soft: list[SoftError] = [
             SoftError("thread-excluded", f"thread {tid} was left running (not in the dump)")
             for tid in sorted(options.exclude_tids)]
-        # Leave the leader's exit to the real parent (see CaptureOptions.keep_leader_exit).
-        self.reap_tid = (lambda tid: tid != target.pid) if options.keep_leader_exit else None
+        # Whose exit is left to the real parent (see CaptureOptions.keep_leader_exit).
+        self.keep_exit_of = target.pid if options.keep_leader_exit else None
         self.group_stopped = False
         self.bank = ptrace_ops.RegisterBank()
         self._early_status: Optional[tuple[int, int]] = None
@@ -244,7 +244,7 @@ class Freezer:
 
     def wait(self, tid: int, deadline: float) -> bool:
         # Usually the thread has stopped already: one waitpid, no helper objects.
-        reap = self.reap_tid is None or self.reap_tid(tid)
+        reap = tid != self.keep_exit_of
         try:
             if reap:
                 got, status = os.waitpid(tid, os.WNOHANG | self.pt.WALL)
