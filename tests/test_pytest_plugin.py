@@ -102,10 +102,10 @@ def test_hang():
     # Another thread waits for the child; the main thread joins it.
     "thread": ('''
 def test_hang():
+    t0 = time.monotonic()
     p = subprocess.Popen(["sleep", "6"])
     res = {}
     def waiter():
-        t0 = time.monotonic()
         try:
             res["rc"] = p.wait()
         except Exception as exc:
