@@ -335,7 +335,7 @@ def test_plugin_is_off_by_default(pytester):
 
 def test_quick_tests_untouched(pytester, tmp_path):
     pytester.makepyfile(test_ok="def test_ok():\n    assert True\n")
-    result = pytester.runpytest_subprocess(f"--dump-on-timeout=30",
+    result = pytester.runpytest_subprocess("--dump-on-timeout=30",
                                            f"--dump-dir={tmp_path / 'd'}", "-p",
                                            "no:cacheprovider")
     result.assert_outcomes(passed=1)
