@@ -380,6 +380,12 @@ def test_as_ordinary_user(tmp_path, denied):
                MARK: marker, "GD_FACTS": str(d / "facts.json"), "HOME": str(d)}
         if denied:
             env[FORCE_DENIED_ENV] = "1"
+        probe = subprocess.run([*setpriv_prefix(uid, gid), python, "-c",
+                                "import pytest, generate_dump.pytest_plugin"],
+                               cwd=d, env=env, capture_output=True, text=True, timeout=120)
+        if probe.returncode != 0:
+            pytest.skip(f"the test user cannot import pytest and generate_dump with {python} "
+                        f"(installed where it may not read?): {probe.stderr.strip()[-300:]}")
         r = subprocess.run(
             [*setpriv_prefix(uid, gid), python, "-m", "pytest", "-p", "no:cacheprovider",
              f"--dump-on-timeout={DUMP_AFTER}", f"--dump-dir={d / 'dumps'}", "test_inner.py"],
