@@ -258,7 +258,7 @@ def _check_facts(case: str, facts: dict) -> None:
         assert facts == {"rc": -signal.SIGKILL}, facts
 
 
-@pytest.mark.parametrize("case", ["wait", "grandchild", "thread", "communicate", "system"])
+@pytest.mark.parametrize("case", ["wait", "grandchild", "thread", "communicate", "system", "pool"])
 def test_children_pytest_must_trace_itself(pytester, monkeypatch, tmp_path, case):
     """As under Yama ptrace_scope=1, where only an ancestor may trace: the helper leaves
     every child to pytest's watchdog, which dumps them while the helper holds pytest's
