@@ -215,6 +215,8 @@ class _Watchdog:
                 try:
                     answer = self.helper.freeze(sorted(exclude), self.helper.gil)
                 except (HelperError, OSError) as exc:
+                    # It may still freeze pytest later: closing lets it go (and end).
+                    self.helper.close()
                     answer = f"failed {exc}"
                 if answer == "frozen ok":
                     try:
