@@ -1,37 +1,42 @@
 """pytest plugin: minidumps of a test that hangs, then a clear failure.
 
 Off unless ``--dump-on-timeout=SECONDS`` is given. When one test's call phase runs longer
-than that, a watchdog thread
+than that, a watchdog thread has the whole process tree of pytest dumped without changing
+what the test sees of its children (see :mod:`generate_dump.pytest_helper`):
 
-1. dumps every descendant process of pytest (pytest is their ancestor, so this works
-   under Yama ptrace_scope=1),
-2. dumps the pytest process itself through a helper process, which pytest allows to trace
-   it with prctl(PR_SET_PTRACER, helper) for that moment only,
-3. interrupts the test's thread with a signal, so the test fails with the dump paths in its
-   message; the paths are also in the report (a "minidumps" section and user_properties).
+1. the session's helper process dumps every descendant of pytest it may trace, then
+   pytest itself;
+2. children it may not trace (Yama ``ptrace_scope=1``: only an ancestor may) are dumped by
+   the watchdog, pytest being their ancestor, while the helper holds every other thread of
+   pytest stopped, so that no ``waitpid`` of the test can take their ptrace stops; it
+   never collects the exit of a child whose parent is pytest: that belongs to the test;
+3. the test's thread is interrupted with a signal, so the test fails with the dump paths in
+   its message; the report has a "minidumps" section with every dump's stacks, and the
+   paths are in ``user_properties``.
 
-With pytest-timeout, give this plugin the shorter time (``--dump-on-timeout=50
---timeout=60``): the dumps are taken while the test still hangs, and the test fails here
-before pytest-timeout would kill it.
+Dumps are named like `generate_dump run`'s (``EXE-PID-timeout-UTCTIME.dmp``). A dump that
+fails is reported in the same message and changes nothing else. With pytest-timeout, give
+this plugin the shorter time (``--dump-on-timeout=50 --timeout=60``).
 """
 
 from __future__ import annotations
 
-import ctypes
+import gc
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-PR_SET_PTRACER = 0x59616D61
 # A signal nobody else uses, to interrupt the hanging test's thread (Linux only: the
 # plugin stays inactive elsewhere).
 _INTERRUPT = signal.SIGRTMIN + 3 if hasattr(signal, "SIGRTMIN") else None
+_HELPER = "generate_dump_helper"
+FREEZE_ATTEMPTS = 10
 
 
 def pytest_addoption(parser) -> None:
@@ -47,27 +52,56 @@ def pytest_addoption(parser) -> None:
                          "sanitized for upload)")
 
 
-def _descendants(pid: int) -> list[int]:
-    """Processes below ``pid``, deepest first."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
+def _parent(pid: int) -> int:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(raw[raw.rindex(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _others_stopped(exclude: set[int]) -> bool:
+    """True while every thread of ours but ``exclude`` is in a ptrace stop ('t')."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return False
+    for tid in tids:
+        if tid in exclude:
             continue
         try:
-            raw = Path(f"/proc/{name}/stat").read_bytes()
-            ppid = int(raw[raw.rindex(b")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
-    out: list[tuple[int, int]] = []
+            raw = Path(f"/proc/self/task/{tid}/stat").read_bytes()
+        except OSError:
+            continue  # gone
+        state = raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3]
+        if state not in (b"t", b"Z", b"X"):
+            return False
+    return True
 
-    def walk(p: int, depth: int) -> None:
-        for c in children.get(p, []):
-            out.append((depth, c))
-            walk(c, depth + 1)
 
-    walk(pid, 1)
-    return [p for _, p in sorted(out, key=lambda x: -x[0])]
+def _preload() -> None:
+    """Import now what dumping a child needs: a frozen thread may hold an import lock."""
+    from .backends.linux import capture, ptrace_ops  # noqa: F401
+    from .modules import elf
+
+    elf.ElfError  # noqa: B018
+    from elftools.common import exceptions  # noqa: F401
+    from elftools.elf import dynamic, elffile, sections  # noqa: F401
+
+
+@dataclass
+class _Dump:
+    role: str  # "pytest" or "child"
+    pid: int
+    exe: str
+    path: str = ""
+    error: str = ""
+    summary: str = ""
+    snapshot: object = None
+
+    def line(self) -> str:
+        what = f"{self.role} {self.pid} ({self.exe})"
+        return f"  {what}: {self.path}" if self.path else f"  failed: {what}: {self.error}"
 
 
 class _TestHung(Exception):
@@ -75,17 +109,22 @@ class _TestHung(Exception):
 
 
 class _Watchdog:
-    def __init__(self, item, seconds: float, dump_dir: Path):
+    def __init__(self, item, seconds: float, dump_dir: Path, helper):
         self.item = item
         self.seconds = seconds
         self.dump_dir = dump_dir
+        self.helper = helper  # pytest_helper.Helper, or an error message
         self.main_thread = threading.get_ident()
-        self.paths: list[str] = []
-        self.errors: list[str] = []
+        self.dumps: list[_Dump] = []
+        self.notes: list[str] = []
         self.fired = threading.Event()
         self.cancelled = threading.Event()
         self.thread = threading.Thread(target=self._run, name="generate_dump-watchdog",
                                        daemon=True)
+
+    @property
+    def paths(self) -> list[str]:
+        return [d.path for d in self.dumps if d.path]
 
     def start(self) -> None:
         self.thread.start()
@@ -94,62 +133,161 @@ class _Watchdog:
         self.cancelled.set()
         self.thread.join()
 
-    def _name(self, pid: int, what: str) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        test = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.item.name)[:80]
-        return self.dump_dir / f"{test}-{what}-{pid}-timeout-{stamp}.dmp"
-
     def _run(self) -> None:
         if self.cancelled.wait(self.seconds):
             return
         self.fired.set()
-        self.dump_dir.mkdir(parents=True, exist_ok=True)
-        for pid in _descendants(os.getpid()):
-            self._dump_child(pid)
-        self._dump_self()
+        try:
+            self._dump_tree()
+        except Exception as exc:  # noqa: BLE001 - a dump failure must not change the run
+            self.notes.append(f"internal error: {type(exc).__name__}: {exc}")
         if not self.cancelled.is_set():
             signal.pthread_kill(self.main_thread, _INTERRUPT)
 
-    def _dump_child(self, pid: int) -> None:
-        from .errors import DumpError
-        from .backends.linux import capture
-        from .output import write_snapshot
+    def _dump_tree(self) -> None:
+        from .pytest_helper import HelperError, set_ptracer
 
-        path = self._name(pid, "child")
+        self.dump_dir.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.helper, str):
+            self.notes.append(f"nothing dumped: {self.helper}")
+            return
         try:
-            write_snapshot(capture(pid), str(path),
-                           redact=self.item.config.getoption("dump_redact"))
-            self.paths.append(str(path))
-        except DumpError as exc:
-            self.errors.append(f"child {pid}: {exc}")
-
-    def _dump_self(self) -> None:
-        """A helper process dumps pytest; it may trace us only while we say so."""
-        path = self._name(os.getpid(), "pytest")
-        helper = subprocess.Popen(
-            [sys.executable, "-c",
-             "import sys; sys.stdin.readline(); from generate_dump.cli import main; "
-             "main(sys.argv[1:])", str(os.getpid()), "-o", str(path),
-             *(["--redact"] if self.item.config.getoption("dump_redact") else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PTRACER, helper.pid, 0, 0, 0)
+            helper_pid = self.helper.ready()
+        except HelperError as exc:
+            self.notes.append(f"nothing dumped: {exc}")
+            return
+        set_ptracer(helper_pid)  # Yama: the helper may trace pytest, for this moment only
         try:
-            _, err = helper.communicate("go\n", timeout=300)
-        except subprocess.TimeoutExpired:
-            helper.kill()
-            _, err = helper.communicate()
+            denied = self._helper_dumps()
+            if denied:
+                self._dump_denied(denied)
         finally:
-            libc.prctl(PR_SET_PTRACER, 0, 0, 0, 0)
-        if helper.returncode == 0:
-            self.paths.append(str(path))
-        else:
-            self.errors.append(f"pytest {os.getpid()}: {err.strip()}")
+            set_ptracer(0)
+
+    def _helper_dumps(self) -> list[_Dump]:
+        """The helper dumps the children it may trace, then pytest; returns the others."""
+        from .pytest_helper import HelperError
+
+        denied: list[_Dump] = []
+        try:
+            redact = "1" if self.item.config.getoption("dump_redact") else "0"
+            self.helper.send(f"dump {os.getpid()} {redact} {self.dump_dir}")
+            while True:
+                line = self.helper.readline(600.0)
+                if line == "end":
+                    break
+                kind, _, rest = line.partition(" ")
+                if kind == "denied":
+                    pid, exe, why = (rest.split(" ", 2) + ["", ""])[:3]
+                    denied.append(_Dump("child", int(pid), exe, error=why))
+                elif kind == "dump":
+                    role, pid, exe, status, detail = (rest.split(" ", 4) + [""] * 5)[:5]
+                    d = _Dump(role, int(pid), exe)
+                    if status == "written":
+                        d.path = detail
+                    else:
+                        d.error = detail
+                    self.dumps.append(d)
+        except (HelperError, OSError) as exc:
+            self.notes.append(f"the helper failed: {exc}")
+        return denied
+
+    def _dump_denied(self, denied: list[_Dump]) -> None:
+        """Children only pytest may trace (Yama ptrace_scope=1): pytest's other threads
+        are frozen by the helper meanwhile, so that none of them can take a stop."""
+        from .pytest_helper import HelperError
+
+        if getattr(sys, "_is_gil_enabled", lambda: True)() is False:
+            self._give_up(denied, "free-threaded Python is not supported")
+            return
+        _preload()
+        try:
+            if self.helper.gil is None:  # once per session
+                self.helper.gil = self.helper.gil_futex()
+        except (HelperError, OSError) as exc:
+            self._give_up(denied, f"the helper failed: {exc}")
+            return
+        if not self.helper.gil:
+            self._give_up(denied, "the GIL's futex could not be located")
+            return
+        me = os.getpid()
+        exclude = {threading.get_native_id()}
+        why = ""
+        for attempt in range(FREEZE_ATTEMPTS):
+            gc_was_on = gc.isenabled()
+            gc.disable()  # no finalizer of the test's objects may run here (Popen.__del__)
+            try:
+                try:
+                    answer = self.helper.freeze(sorted(exclude), self.helper.gil)
+                except (HelperError, OSError) as exc:
+                    # It may still freeze pytest later: closing lets it go (and end).
+                    self.helper.close()
+                    answer = f"failed {exc}"
+                if answer == "frozen ok":
+                    try:
+                        for d in denied:
+                            if not _others_stopped(exclude):
+                                d.error = "pytest ran again too soon"
+                                continue
+                            self._capture_child(d, _parent(d.pid) == me)
+                    finally:
+                        self.helper.send("done")
+                        self.helper.readline(60.0)  # "released"
+                    self.dumps.extend(denied)
+                    for d in denied:
+                        self._write_child(d)
+                    return
+            finally:
+                if gc_was_on:
+                    gc.enable()
+            kind, _, why = answer.partition(" ")
+            if kind != "unsafe":
+                break
+            time.sleep(0.05 + 0.05 * attempt)  # let the busy threads move on, then again
+        self._give_up(denied, f"pytest could not be frozen safely ({why})")
+
+    def _give_up(self, denied: list[_Dump], why: str) -> None:
+        for d in denied:
+            d.error = f"{d.error}; not dumped by pytest either: {why}"
+        self.dumps.extend(denied)
+
+    def _capture_child(self, d: _Dump, ours: bool) -> None:
+        from .backends.linux import capture
+        from .backends.linux.capture import CaptureOptions
+        from .errors import DumpError
+
+        d.error = ""
+        try:
+            d.snapshot = capture(d.pid, CaptureOptions(keep_leader_exit=ours))
+        except DumpError as exc:
+            d.error = str(exc)
+        except Exception as exc:  # noqa: BLE001
+            d.error = f"internal error: {type(exc).__name__}: {exc}"
+
+    def _write_child(self, d: _Dump) -> None:
+        from .inspect_dump import summarize_snapshot
+        from .output import write_snapshot
+        from .pytest_helper import dump_path
+
+        if d.snapshot is None:
+            return
+        try:
+            path = dump_path(str(self.dump_dir), d.exe, d.pid, d.snapshot.time)
+            write_snapshot(d.snapshot, path, redact=self.item.config.getoption("dump_redact"))
+            d.path = path
+        except Exception as exc:  # noqa: BLE001
+            d.error = f"could not write the dump: {exc}"
+            return
+        try:
+            d.summary = summarize_snapshot(d.snapshot)
+        except Exception as exc:  # noqa: BLE001 - a summary must not break the report
+            d.summary = f"(no summary: {exc})"
+        d.snapshot = None
 
     def message(self) -> str:
         lines = [f"test ran longer than {self.seconds:g} s (--dump-on-timeout); minidumps:"]
-        lines += [f"  {p}" for p in self.paths] or ["  (none written)"]
-        lines += [f"  failed: {e}" for e in self.errors]
+        lines += [d.line() for d in self.dumps] or ["  (none written)"]
+        lines += [f"  {n}" for n in self.notes]
         return "\n".join(lines)
 
     def stacks(self) -> str:
@@ -157,12 +295,37 @@ class _Watchdog:
         from .inspect_dump import summarize_file
 
         out = []
-        for path in self.paths:
-            try:
-                out.append(f"{path}:\n{summarize_file(path)}")
-            except Exception as exc:  # noqa: BLE001 - a summary must not break the report
-                out.append(f"{path}: no summary ({exc})")
+        for d in self.dumps:
+            if not d.path:
+                continue
+            if not d.summary:
+                try:
+                    d.summary = summarize_file(d.path)
+                except Exception as exc:  # noqa: BLE001 - a summary must not break the report
+                    d.summary = f"(no summary: {exc})"
+            out.append(f"{d.role} {d.pid} ({d.exe}) {d.path}:\n{d.summary}")
         return "\n\n".join(out)
+
+
+def _helper(config):
+    """The session's helper process, started before the first test runs (see
+    pytest_helper); an error message if it cannot be started."""
+    helper = getattr(config, _HELPER, None)
+    if helper is None:
+        from .pytest_helper import Helper
+
+        try:
+            helper = Helper()
+        except Exception as exc:  # noqa: BLE001 - the plugin must not break the run
+            helper = f"the helper process could not be started: {exc}"
+        setattr(config, _HELPER, helper)
+    return helper
+
+
+def pytest_unconfigure(config) -> None:
+    helper = getattr(config, _HELPER, None)
+    if helper is not None and not isinstance(helper, str):
+        helper.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -172,7 +335,7 @@ def pytest_runtest_call(item):
         yield
         return
     dump_dir = Path(item.config.getoption("dump_dir")).absolute()
-    dog = _Watchdog(item, seconds, dump_dir)
+    dog = _Watchdog(item, seconds, dump_dir, _helper(item.config))
 
     def interrupt(signum, frame):
         raise _TestHung()

@@ -18,7 +18,7 @@ import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, FrozenSet, Iterator, Optional
 
 from ... import _testhooks
 from ...errors import InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
@@ -53,6 +53,16 @@ class CaptureOptions(BaseOptions):
     # For a process we already trace (generate_dump run): makes the freezer that borrows
     # our own tracees instead of seizing them.
     freezer_factory: Optional[Callable[..., "Freezer"]] = None
+    # Threads left running, never seized (the pytest plugin's helper freezes pytest except
+    # the plugin's own threads). The dump has no record of them but a soft error.
+    exclude_tids: FrozenSet[int] = frozenset()
+    # Never collect the exit of the process itself (the thread-group leader), only stops:
+    # for a process whose real parent is the caller's own process, where that exit status
+    # belongs to the code that started the child (pytest dumping its test's children).
+    keep_leader_exit: bool = False
+    # Called with the tids held stopped once registers and stacks are copied, before any
+    # thread runs again: the caller does what needs the process frozen, then returns.
+    while_frozen: Optional[Callable[[list], None]] = None
 
 
 @dataclass
@@ -202,8 +212,12 @@ class Freezer:
         self.target = target
         self.options = options
         self.seized: dict[int, int] = {}  # tid -> signal to re-deliver on detach
-        self.skip: set[int] = set()  # zombies, vanished, unstoppable
-        self.soft: list[SoftError] = []
+        self.skip: set[int] = set(options.exclude_tids)  # + zombies, vanished, unstoppable
+        self.soft: list[SoftError] = [
+            SoftError("thread-excluded", f"thread {tid} was left running (not in the dump)")
+            for tid in sorted(options.exclude_tids)]
+        # Whose exit is left to the real parent (see CaptureOptions.keep_leader_exit).
+        self.keep_exit_of = target.pid if options.keep_leader_exit else None
         self.group_stopped = False
         self.bank = ptrace_ops.RegisterBank()
         self._early_status: Optional[tuple[int, int]] = None
@@ -230,8 +244,12 @@ class Freezer:
 
     def wait(self, tid: int, deadline: float) -> bool:
         # Usually the thread has stopped already: one waitpid, no helper objects.
+        reap = tid != self.keep_exit_of
         try:
-            got, status = os.waitpid(tid, os.WNOHANG | self.pt.WALL)
+            if reap:
+                got, status = os.waitpid(tid, os.WNOHANG | self.pt.WALL)
+            else:
+                got, status = self.pt.poll_status(tid, reap=False)
         except ChildProcessError:
             got, status = 0, 0
         if got == tid and os.WIFSTOPPED(status) and status >> 16 == self.pt.PTRACE_EVENT_STOP:
@@ -241,7 +259,7 @@ class Freezer:
         if got == tid:  # another kind of stop, or an exit: let the careful path decide
             self._early_status = (tid, status)
         try:
-            res = self.pt.wait_stop(tid, deadline, self._take_early(tid))
+            res = self.pt.wait_stop(tid, deadline, self._take_early(tid), reap=reap)
         except self.pt.ThreadGone:
             self.seized.pop(tid, None)
             self.skip.add(tid)
@@ -460,6 +478,8 @@ def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Itera
                 raise gone
             if options.suspend:
                 frozen = _freeze_all(target, options, reader, fz)
+                if options.while_frozen is not None:
+                    options.while_frozen([r.tid for r in frozen.threads])
                 if not hold:
                     fz.release_all()
                 fz.materialize(frozen.threads)

@@ -48,12 +48,29 @@ class StopResult:
 STOP_SIGNALS = {19, 20, 21, 22}  # SIGSTOP SIGTSTP SIGTTIN SIGTTOU
 
 
-def wait_stop(tid: int, deadline: float, status: Optional[int] = None) -> StopResult:
+def poll_status(tid: int, reap: bool = True) -> tuple[int, int]:
+    """One non-blocking wait for ``tid``: ``(tid, waitpid status)`` or ``(0, 0)``.
+
+    ``reap=False`` never collects an exit (waitid without WEXITED): for a process whose
+    real parent is our own process, whose exit status belongs to the code that started it.
+    Its exit then shows as ChildProcessError, like a thread that is gone."""
+    if reap:
+        return os.waitpid(tid, os.WNOHANG | WALL)
+    info = os.waitid(os.P_PID, tid, os.WSTOPPED | os.WNOHANG | WALL)
+    if info is None:
+        return 0, 0
+    # waitid's si_status is the stop's whole exit_code (signal | event << 8): the
+    # waitpid status is that shifted by 8 with the "stopped" marker 0x7f.
+    return tid, (info.si_status << 8) | 0x7F
+
+
+def wait_stop(tid: int, deadline: float, status: Optional[int] = None,
+              reap: bool = True) -> StopResult:
     """Wait until the seized and interrupted thread is in a ptrace-stop.
 
     ``status``: a wait status already collected for it. Returns ``stopped=False`` if it
     did not stop before ``deadline`` (for example a thread in uninterruptible sleep).
-    Raises ThreadGone if it exited.
+    Raises ThreadGone if it exited. ``reap``: see :func:`poll_status`.
     """
     delay = 0.00005
     while True:
@@ -61,7 +78,7 @@ def wait_stop(tid: int, deadline: float, status: Optional[int] = None) -> StopRe
             got, status = tid, status
         else:
             try:
-                got, status = os.waitpid(tid, os.WNOHANG | WALL)
+                got, status = poll_status(tid, reap)
             except ChildProcessError:
                 raise ThreadGone(tid) from None
         if got == tid:
