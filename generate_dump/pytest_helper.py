@@ -202,7 +202,7 @@ def _freeze(chan: _Channel, pid: int, exclude: frozenset, gil: int,
             gone_fd: Optional[int]) -> None:
     from .backends.linux import capture
     from .backends.linux.capture import CaptureOptions
-    from .backends.linux.procfs import list_tids
+    from .platform.linux.procfs import list_tids
     from .errors import DumpError
 
     answer = []
