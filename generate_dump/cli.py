@@ -96,6 +96,7 @@ class DumpRequest:
     memory: str = "referenced"
     max_referenced: int = 8 * 1024 * 1024
     print_stacks: bool = False  # print every thread's top frames after writing
+    python: bool = True  # decode CPython stacks into the dump (GD_PYTHON stream)
 
 
 def capture_session(req: DumpRequest, on_short_read=None):
@@ -103,7 +104,7 @@ def capture_session(req: DumpRequest, on_short_read=None):
     backend = _backend_for(req.backend)
     common = dict(suspend=req.suspend, include_environment=req.include_environment,
                   memory=req.memory, max_referenced=req.max_referenced,
-                  on_short_read=on_short_read)
+                  on_short_read=on_short_read, python=req.python)
     if backend == "ptrace":
         if not sys.platform.startswith("linux"):
             raise DumpError("the ptrace backend works on Linux only; use --backend lldb")
@@ -228,9 +229,13 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 @click.option("--print-stacks", is_flag=True,
               help="After writing the dump, print the top frames of every thread (crashing "
                    "thread first), symbolized from the module files, on standard error.")
+@click.option("--no-python", is_flag=True,
+              help="Do not look for CPython: no Python stacks (GD_PYTHON stream) and none of "
+                   "the interpreter memory they are rebuilt from.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 def command(pid: str, output: Optional[str], no_suspend: bool, include_environment: bool,
-            memory: str, max_referenced: int, backend: str, print_stacks: bool) -> None:
+            memory: str, max_referenced: int, backend: str, print_stacks: bool,
+            no_python: bool) -> None:
     """Write a minidump of the running process PID, then let it run on.
 
     The process is suspended while its threads' registers and stacks are copied
@@ -243,7 +248,8 @@ def command(pid: str, output: Optional[str], no_suspend: bool, include_environme
     """
     dump(DumpRequest(pid=parse_pid(pid), output=output, suspend=not no_suspend,
                      include_environment=include_environment, backend=backend, memory=memory,
-                     max_referenced=max_referenced, print_stacks=print_stacks))
+                     max_referenced=max_referenced, print_stacks=print_stacks,
+                     python=not no_python))
 
 
 def _run_subcommand(args: list[str]) -> None:

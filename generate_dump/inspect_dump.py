@@ -76,6 +76,7 @@ import click
 
 from .errors import DumpError
 from .minidump.codeview import code_id, debug_id
+from .python.merge import MODES, PyFrame, merge, state_for_view, thread_for
 from .snapshot import OS, Snapshot
 from .unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
 from .unwind.locate import module_name
@@ -172,6 +173,45 @@ def format_frame(f, width: int = 16, trust: bool = True) -> str:
     return text
 
 
+def format_python_frame(f, index: int, trust: bool = True) -> str:
+    line = f.line if f.line is not None else "?"
+    text = f'#{index} File "{f.file}", line {line}, in {f.display_name}'
+    return text + " [python]" if trust else text
+
+
+def format_item(f, index: int, trust: bool = True) -> str:
+    """A line for a merged-stack item: a Python frame or a native one (renumbered)."""
+    if isinstance(f, PyFrame):
+        return format_python_frame(f, index, trust)
+    text = format_frame(f, trust=trust)
+    return f"#{index}" + text[text.index(" "):]
+
+
+def python_frame_json(f, index: int) -> dict:
+    return {
+        "index": index, "pc": None, "sp": None, "trust": "python", "module": None,
+        "module_offset": None, "function": f.function, "qualname": f.qualname,
+        "function_offset": None, "file": f.file, "line": f.line,
+    }
+
+
+def item_json(f, index: int) -> dict:
+    if isinstance(f, PyFrame):
+        return python_frame_json(f, index)
+    d = frame_json(f)
+    d["index"] = index
+    return d
+
+
+def python_json(state) -> Optional[dict]:
+    if state is None:
+        return None
+    return {"version": state.version, "gil_holder": state.gil_holder,
+            "read_while_running": state.read_while_running,
+            "changed_tids": list(state.changed_tids), "errors": list(state.errors),
+            "threads": len(state.threads)}
+
+
 def frame_json(f) -> dict:
     return {
         "index": f.index,
@@ -227,13 +267,16 @@ def _options(symbols_paths: Iterable[str], system_debug: bool) -> SymbolOptions:
 
 
 def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] = None,
-                 max_frames: int = 512) -> dict:
-    """The whole report as the JSON document described in the module doc."""
+                 max_frames: int = 512, mode: str = "merged") -> dict:
+    """The whole report as the JSON document described in the module doc. ``mode``:
+    merged (Python frames in place of the eval loop's), native (both) or python (only
+    Python frames), see :mod:`generate_dump.python.merge`."""
     if tid is not None and all(t.tid != tid for t in view.threads):
         have = ", ".join(str(t.tid) for t in view.threads[:20])
         raise DumpError(f"no thread {tid} in the dump (threads: {have}"
                         f"{', ...' if len(view.threads) > 20 else ''})")
     stacks = walk_process(view, options, {tid} if tid is not None else None, max_frames)
+    python = state_for_view(view, options)
     modules = []
     for m in view.module_order:
         md = module_debug(m, options)
@@ -269,18 +312,28 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
             "cpu_count": sysinfo.cpu.count if sysinfo else None,
         },
         "reason": reason,
+        "python": python_json(python),
         "modules": modules,
-        "threads": [{
-            "tid": t.tid, "name": t.name, "crashed": t.crashed, "note": t.note or None,
-            "frames": [frame_json(f) for f in t.frames],
-            "_stack": t,
-        } for t in stacks],
+        "threads": [_thread_json(t, thread_for(python, t.tid), mode, max_frames)
+                    for t in stacks],
+    }
+
+
+def _thread_json(t: ThreadStack, py, mode: str, max_frames: int) -> dict:
+    items = merge(t.frames, py, mode)[:max_frames]
+    return {
+        "tid": t.tid, "name": t.name, "crashed": t.crashed, "note": t.note or None,
+        "holds_gil": bool(py is not None and py.holds_gil),
+        "python_note": (py.note or None) if py is not None else None,
+        "frames": [item_json(f, i) for i, f in enumerate(items)],
+        "_stack": t, "_items": items,
     }
 
 
 def report_json(report: dict) -> str:
     doc = dict(report)
-    doc["threads"] = [{k: v for k, v in t.items() if k != "_stack"} for t in report["threads"]]
+    doc["threads"] = [{k: v for k, v in t.items() if not k.startswith("_")}
+                      for t in report["threads"]]
     return json.dumps(doc, indent=2)
 
 
@@ -300,6 +353,9 @@ def report_text(report: dict, view: ProcessView) -> str:
         lines.append(f"System: {s['os']} {s['arch']}, {s['cpu_count']} CPUs"
                      + (f", {s['os_version']}" if s["os_version"] else ""))
     lines.append("Reason: " + describe_reason(view))
+    py = report.get("python")
+    if py is not None:
+        lines.append(_python_line(py))
     lines.append("")
     lines.append(f"Modules ({len(report['modules'])}):")
     for m in report["modules"]:
@@ -321,12 +377,28 @@ def report_text(report: dict, view: ProcessView) -> str:
     for t in report["threads"]:
         st: ThreadStack = t["_stack"]
         lines.append("")
-        lines.append(_thread_title(st))
-        for f in st.frames:
-            lines.append("  " + format_frame(f))
+        lines.append(_thread_title(st) + (" (holds the GIL)" if t["holds_gil"] else ""))
+        for i, f in enumerate(t["_items"]):
+            lines.append("  " + format_item(f, i))
         if st.note:
             lines.append(f"  ({st.note})")
+        if t["python_note"]:
+            lines.append(f"  (Python stack incomplete: {t['python_note']})")
     return "\n".join(lines)
+
+
+def _python_line(py: dict) -> str:
+    text = f"Python: CPython {py['version']}, {py['threads']} thread states"
+    if py["gil_holder"]:
+        text += f", GIL held by thread {py['gil_holder']}"
+    if py["changed_tids"]:
+        text += (", stacks of threads " + ", ".join(map(str, py["changed_tids"]))
+                 + " moved on between the freeze and the read")
+    elif py["read_while_running"]:
+        text += " (read just after the process resumed)"
+    if py["errors"]:
+        text += "; errors: " + "; ".join(py["errors"][:3])
+    return text
 
 
 # -- summaries -------------------------------------------------------------------------------
@@ -334,14 +406,19 @@ def report_text(report: dict, view: ProcessView) -> str:
 
 def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
                    frames: int = SUMMARY_FRAMES) -> str:
-    """Top ``frames`` frames per thread, crashing thread first; identical stacks grouped."""
+    """Top ``frames`` frames per thread (Python frames merged in), crashing thread first;
+    identical stacks grouped."""
     options = options or SymbolOptions()
-    stacks = walk_process(view, options, max_frames=frames + 1)
+    stacks = walk_process(view, options, max_frames=frames + 64)
+    python = state_for_view(view, options)
+    items: dict[int, list] = {}
     groups: dict[tuple, list[ThreadStack]] = {}
     order: list[tuple] = []
     for t in stacks:
-        body = tuple(format_frame(f, trust=f.trust in ("fp", "scan")) for f in t.frames[:frames])
-        more = len(t.frames) > frames
+        merged = items[id(t)] = merge(t.frames, thread_for(python, t.tid))
+        body = tuple(format_item(f, i, trust=f.trust in ("fp", "scan"))
+                     for i, f in enumerate(merged[:frames]))
+        more = len(merged) > frames
         key = ("crashed", t.tid) if t.crashed else (body, more, t.note, t.name)
         if key not in groups:
             groups[key] = []
@@ -350,6 +427,8 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
     out = []
     if view.exception is not None:
         out.append(f"Crash: {describe_reason(view)}")
+    if python is not None:
+        out.append(_python_line(python_json(python)))
     for key in order:
         members = groups[key]
         t = members[0]
@@ -361,11 +440,12 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
                 tids += f" and {len(members) - SUMMARY_MAX_TIDS} more"
             head = f"{len(members)} threads" + (f' "{t.name}"' if t.name else "") + f": {tids}"
         out.append(head + ":")
-        for f in t.frames[:frames]:
-            out.append("  " + format_frame(f, trust=f.trust in ("fp", "scan")))
-        if len(t.frames) > frames:
+        merged = items[id(t)]
+        for i, f in enumerate(merged[:frames]):
+            out.append("  " + format_item(f, i, trust=f.trust in ("fp", "scan")))
+        if len(merged) > frames:
             out.append("  ...")
-        if not t.frames:
+        if not merged:
             out.append(f"  (no frames: {t.note or 'unknown'})")
     return "\n".join(out)
 
@@ -391,10 +471,13 @@ def print_stacks(path_or_snapshot: Union[str, os.PathLike, Snapshot]) -> str:
 
 def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (),
                  as_json: bool = False, thread: Optional[int] = None,
-                 system_debug: bool = True, max_frames: int = 512) -> str:
+                 system_debug: bool = True, max_frames: int = 512,
+                 mode: str = "merged") -> str:
+    if mode not in MODES:
+        raise DumpError(f"unknown stack mode {mode!r}")
     options = _options(symbols_paths, system_debug)
     view = load_view(path)
-    report = inspect_view(view, options, thread, max_frames)
+    report = inspect_view(view, options, thread, max_frames, mode)
     return report_json(report) if as_json else report_text(report, view)
 
 
@@ -413,12 +496,21 @@ def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (
               help="Look for debug files under /usr/lib/debug.")
 @click.option("--max-frames", default=512, show_default=True, type=click.IntRange(1, 100000),
               help="Stop each thread's walk after this many frames.")
+@click.option("--native", "mode", flag_value="native",
+              help="Python processes: keep every native frame, the interpreter's own "
+                   "included, with the Python frames above the eval loop frame running them.")
+@click.option("--python-only", "mode", flag_value="python",
+              help="Python processes: show only the Python frames.")
 def inspect_command(file: str, symbols_paths: tuple[str, ...], as_json: bool,
-                    thread: Optional[int], system_debug: bool, max_frames: int) -> None:
+                    thread: Optional[int], system_debug: bool, max_frames: int,
+                    mode: Optional[str]) -> None:
     """Print what the minidump FILE says: process, reason, modules, and every thread's
     stack walked with CFI, frame pointers or stack scanning, symbolized from the module
-    files (matched by build id) and the symbol paths."""
-    click.echo(inspect_file(file, symbols_paths, as_json, thread, system_debug, max_frames))
+    files (matched by build id) and the symbol paths. In a CPython process the
+    interpreter's frames are replaced by the Python frames they ran (File "...", line N,
+    in function)."""
+    click.echo(inspect_file(file, symbols_paths, as_json, thread, system_debug, max_frames,
+                            mode or "merged"))
 
 
 def main(argv: Optional[list[str]] = None) -> None:

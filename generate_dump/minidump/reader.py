@@ -29,6 +29,7 @@ from ..snapshot import (
     ModuleIdentity,
     OS,
     Process,
+    PythonState,
     RegionKind,
     Snapshot,
     SoftError,
@@ -111,6 +112,7 @@ class Minidump:
     linux: dict[str, bytes] = field(default_factory=dict)
     dso_debug: Optional[DsoDebug] = None
     soft_errors: list[SoftError] = field(default_factory=list)
+    python: Optional[PythonState] = None  # our GD_PYTHON stream
     old_arm64: bool = False  # contexts use Breakpad's MDRawContextARM64_Old layout
 
     # -- access ----------------------------------------------------------------------------
@@ -174,6 +176,7 @@ class Minidump:
             linux=linux,
             soft_errors=tuple(self.soft_errors),
             time=self.time,
+            python=self.python,
         )
 
 
@@ -457,6 +460,17 @@ def _soft_errors(p: _Parser, md: Minidump, rva: int, size: int) -> None:
             md.soft_errors.append(SoftError("unknown", json.dumps(item)))
 
 
+def _python(p: _Parser, md: Minidump, rva: int, size: int) -> None:
+    from ..python.stream import decode
+
+    raw = p.raw(rva, size, "Python stream")
+    try:
+        md.python = decode(raw)
+    except ValueError as exc:
+        # Only our own addition is lost: the rest of the dump stays readable.
+        md.soft_errors.append(SoftError("python-stream", str(exc)))
+
+
 _HANDLERS = {
     fmt.StreamType.SYSTEM_INFO: _system_info,
     fmt.StreamType.MISC_INFO: _misc_info,
@@ -469,4 +483,5 @@ _HANDLERS = {
     fmt.StreamType.EXCEPTION: _exception,
     fmt.StreamType.LINUX_DSO_DEBUG: _dso_debug,
     fmt.StreamType.MOZ_SOFT_ERRORS: _soft_errors,
+    fmt.StreamType.GD_PYTHON: _python,
 }

@@ -162,6 +162,8 @@ class _Writer:
                 b.append((fmt.StreamType.LINUX_DSO_DEBUG, self.dso_debug))
         if s.soft_errors:
             b.append((fmt.StreamType.MOZ_SOFT_ERRORS, self.soft_errors))
+        if s.python is not None:
+            b.append((fmt.StreamType.GD_PYTHON, self.python))
         b.append((fmt.StreamType.MEMORY_LIST, self.memory_list))
         if self.options.memory64:
             b.append((fmt.StreamType.MEMORY64_LIST, self.memory64_list))
@@ -379,6 +381,12 @@ class _Writer:
     def soft_errors(self, lay: _Layout) -> tuple[int, int]:
         doc = [{"kind": e.kind, "message": e.message} for e in self.s.soft_errors]
         return lay.place(json.dumps(doc).encode(), 4)
+
+
+    def python(self, lay: _Layout) -> tuple[int, int]:
+        from ..python.stream import encode
+
+        return lay.place(encode(self.s.python), 4)  # type: ignore[arg-type]
 
 
 def _protection(r: bool, w: bool, x: bool) -> int:

@@ -280,6 +280,8 @@ def find_symbols(path: str, names: "tuple[str, ...]") -> dict[str, tuple[int, in
                         continue
                     f.seek(str_off)
                     strings = f.read(str_size)
+                    if not any(raw + b"\0" in strings for raw in wanted):
+                        continue
                     f.seek(off)
                     syms = f.read(size)
                     for st_name, _info, _other, shndx, value, sz in struct.iter_unpack(

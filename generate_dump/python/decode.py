@@ -374,10 +374,11 @@ def _threads(r: _Reader, interp: int, index: int, head: int,
     return out
 
 
-def top_frames(mem: MemorySource, rt: Runtime) -> dict[int, int]:
-    """{thread_id: innermost frame address}: the few reads done while the process is
-    frozen, to tell later whether a stack moved on before it was decoded."""
-    out: dict[int, int] = {}
+def top_frames(mem: MemorySource, rt: Runtime) -> dict[int, tuple[int, int]]:
+    """{thread_id: (innermost frame address, its instruction position)} of the main
+    interpreter: the few reads done while the process is frozen, to tell afterwards
+    whether a thread's stack moved on before it was decoded."""
+    out: dict[int, tuple[int, int]] = {}
     try:
         minor, _, table = read_layout(mem, rt)
         r = _Reader(mem, table, minor)
@@ -389,13 +390,19 @@ def top_frames(mem: MemorySource, rt: Runtime) -> dict[int, int]:
         keys = ["tstate.next", "tstate.thread_id"]
         keys.append("tstate.frame" if minor <= 10 else
                     "tstate.cframe" if minor <= 12 else "tstate.current_frame")
+        where = "frame.f_lasti" if minor <= 10 else "iframe.instr"
         ts = r.ptr(ip, "interp.threads_head")
         while ts and len(out) < MAX_THREADS:
             raw = r.block(ts, r.span(*keys), "thread state")
             tid = r.ptr(raw, "tstate.thread_id")
             if tid in out:
                 break
-            out[tid] = r.top_frame(raw)
+            top = r.top_frame(raw)
+            pos = 0
+            if top:
+                got = mem.read(top + table[where], 8)
+                pos = struct.unpack("<Q", got)[0] if len(got) == 8 else 0
+            out[tid] = (top, pos)
             ts = r.ptr(raw, "tstate.next")
     except (ValueError, _Corrupt):
         pass

@@ -1,0 +1,60 @@
+"""Python state for a snapshot: decode it from a live process's memory and keep the bytes.
+
+Backends call :func:`runtime_before_freeze` (file reads only, nothing stopped yet),
+:func:`frozen_marks` while the threads are stopped (a few reads per thread), and
+:func:`capture_python` after they run again: the full decode, through a recorder so that
+every byte it used goes into the dump and the stacks can be rebuilt offline.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from ..memsource import MemorySource
+from ..snapshot import MemoryRange, Module, PythonState, Snapshot
+from .decode import Recorder, Runtime, decode, top_frames
+from .locate import find_runtime
+
+
+def runtime_before_freeze(modules: Iterable[Module], mem: MemorySource) -> Optional[Runtime]:
+    try:
+        return find_runtime(modules, mem)
+    except (OSError, ValueError):
+        return None
+
+
+def frozen_marks(mem: MemorySource, rt: Optional[Runtime]) -> dict[int, tuple[int, int]]:
+    return top_frames(mem, rt) if rt is not None else {}
+
+
+def tid_mapper(snapshot: Snapshot):
+    """thread_id (pthread_t) -> TID for versions without native_thread_id: on x86-64 glibc
+    pthread_self() is the thread pointer (fs base)."""
+    by_tp = {t.thread_pointer: t.tid for t in snapshot.threads if t.thread_pointer}
+    return lambda thread_id: by_tp.get(thread_id, 0)
+
+
+def capture_python(snapshot: Snapshot, mem: MemorySource, rt: Optional[Runtime] = None,
+                   marks: Optional[dict[int, tuple[int, int]]] = None,
+                   ran: bool = True) -> tuple[Optional[PythonState], list[MemoryRange]]:
+    """(state, memory ranges it was decoded from); (None, []) when no CPython is found.
+
+    ``ran``: the threads ran between the freeze and now. With ``marks`` (from
+    :func:`frozen_marks`) the threads whose innermost frame or instruction differs now
+    are listed in ``changed_tids``."""
+    if rt is None:
+        rt = runtime_before_freeze(snapshot.modules, mem)
+        if rt is None:
+            return None, []
+    rec = Recorder(mem)
+    state = decode(rec, rt, tid_mapper(snapshot))
+    changed: list[int] = []
+    if ran and marks:
+        after = top_frames(mem, rt)
+        for t in state.threads:
+            if marks.get(t.thread_id) != after.get(t.thread_id):
+                changed.append(t.tid)
+    from dataclasses import replace
+
+    state = replace(state, read_while_running=ran, changed_tids=tuple(changed))
+    return state, [MemoryRange(a, d) for a, d in rec.ranges()]
