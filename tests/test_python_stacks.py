@@ -1,0 +1,303 @@
+"""Python stacks in dumps of CPython processes, judged by py-spy and pystack.
+
+One target per CPython version (tests/programs/pystacks.py: threads in time.sleep, a lock,
+a socket read, C code via ctypes, 200-deep recursion, a generator, a coroutine, and one
+spinning with the GIL) is stopped with SIGSTOP; ``py-spy dump`` and ``pystack remote``
+read it, generate_dump dumps it, then it runs on and exits. The dump, moved to another
+directory after the target is gone, is inspected: every thread's Python frames (function,
+file, line) must equal what both tools saw, frame by frame, and the GIL holder too. Then
+the same dump without its GD_PYTHON stream decodes to the same frames from the dump's
+memory alone; with that memory scrambled it still inspects (soft errors, native frames).
+
+Interpreters: pyenv's (/root/.pyenv/versions), the ones scripts/install-python-test-versions
+builds (/var/cache/generate_dump-pythons) and Debian's /usr/bin/python3.X. 3.11 and 3.13
+must exist in CI; other versions are skipped (with the reason) when absent.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from generate_dump.minidump import format as fmt
+from generate_dump.minidump.reader import read_minidump
+
+HERE = Path(__file__).parent
+PROGRAM = HERE / "programs" / "pystacks.py"
+VENV_BIN = Path(sys.executable).parent
+REQUIRED = {"3.11", "3.13"}
+CACHE = os.environ.get("GENERATE_DUMP_PYTHONS", "/var/cache/generate_dump-pythons")
+DEPTH = 200
+
+
+def _tool(name: str) -> str:
+    for cand in (VENV_BIN / name, Path("/work/main/.venv/bin") / name):
+        if cand.exists():
+            return str(cand)
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is not installed (scripts/install-test-deps installs it)")
+    pytest.skip(f"{name} is not installed")
+
+
+def find_python(version: str, debian: bool = False) -> str:
+    if debian:
+        cands = [f"/usr/bin/python{version}"]
+    else:
+        cands = sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python{version}"))
+        cands += [f"{CACHE}/{version}/bin/python{version}"]
+        cands += [f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    for c in cands:
+        if os.access(c, os.X_OK):
+            return c
+    if version in REQUIRED and not debian and os.environ.get("CI"):
+        pytest.fail(f"CPython {version} is missing: run scripts/install-python-test-versions")
+    pytest.skip(f"CPython {version} is not installed here "
+                f"(scripts/install-python-test-versions builds it)")
+
+
+def _stopped(pid: int) -> bool:
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        raw = Path(f"/proc/{pid}/task/{tid}/stat").read_bytes()
+        if raw[raw.rindex(b")") + 2:].split()[0] not in (b"T", b"t"):
+            return False
+    return True
+
+
+def _wait_stopped(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while not _stopped(pid):
+        assert time.monotonic() < deadline, "target did not stop"
+        time.sleep(0.02)
+
+
+# -- what the other tools say ----------------------------------------------------------------
+
+
+def pyspy_frames(pid: int) -> tuple[dict[int, list[tuple]], set[int]]:
+    r = subprocess.run([_tool("py-spy"), "dump", "--pid", str(pid), "--json", "--nonblocking"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out, gil = {}, set()
+    for t in json.loads(r.stdout):
+        out[t["os_thread_id"]] = [(f["name"], f["filename"], f["line"]) for f in t["frames"]]
+        if t.get("owns_gil"):
+            gil.add(t["os_thread_id"])
+    return out, gil
+
+
+_PYSTACK_THREAD = re.compile(r"^Traceback for thread (\d+) .*?\[(.*?)\]")
+_PYSTACK_FRAME = re.compile(r'^\s+\(Python\) File "(.*)", line (\d+), in (.*)$')
+
+
+def pystack_frames(pid: int) -> tuple[dict[int, list[tuple]], set[int]]:
+    r = subprocess.run([_tool("pystack"), "remote", "--no-block", "--no-color", str(pid)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out: dict[int, list[tuple]] = {}
+    gil: set[int] = set()
+    tid = None
+    for line in r.stdout.splitlines():
+        m = _PYSTACK_THREAD.match(line)
+        if m:
+            tid = int(m.group(1))
+            out[tid] = []
+            if "Has the GIL" in m.group(2):
+                gil.add(tid)
+            continue
+        m = _PYSTACK_FRAME.match(line)
+        if m and tid is not None:
+            out[tid].append((m.group(3), m.group(1), int(m.group(2))))
+    return {t: list(reversed(f)) for t, f in out.items()}, gil  # most recent call first
+
+
+def inspect_json(path: Path, *extra: str) -> dict:
+    r = subprocess.run([sys.executable, "-m", "generate_dump", "inspect", "--json", *extra,
+                        str(path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    return json.loads(r.stdout)
+
+
+def python_frames(doc: dict) -> dict[int, list[dict]]:
+    """Each thread's Python frames (without their position in the merged stack)."""
+    return {t["tid"]: [{k: v for k, v in f.items() if k != "index"}
+                       for f in t["frames"] if f["trust"] == "python"]
+            for t in doc["threads"]}
+
+
+# -- the paused target, seen by everyone -----------------------------------------------------
+
+
+class Seen:
+    def __init__(self, exe: str, tmp: Path):
+        self.exe = exe
+        proc = subprocess.Popen([exe, str(PROGRAM), str(DEPTH)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("READY"), line
+            self.pid = proc.pid
+            os.kill(proc.pid, signal.SIGSTOP)
+            _wait_stopped(proc.pid)
+            self.pyspy, self.pyspy_gil = pyspy_frames(proc.pid)
+            self.pystack, self.pystack_gil = pystack_frames(proc.pid)
+            dump = tmp / "py.dmp"
+            r = subprocess.run([sys.executable, "-m", "generate_dump", str(proc.pid), "-o",
+                                str(dump)], capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+            assert _stopped(proc.pid), "a stopped target must stay stopped"
+        finally:
+            try:
+                os.kill(proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            proc.kill()
+            proc.wait(timeout=30)
+        # Read after the target has exited, from another directory.
+        moved = tmp / "elsewhere"
+        moved.mkdir()
+        self.dump = moved / "copy.dmp"
+        shutil.move(str(dump), self.dump)
+
+
+VERSIONS = [
+    pytest.param(("3.11", False), id="3.11"),
+    pytest.param(("3.13", False), id="3.13"),
+    pytest.param(("3.12", False), id="3.12"),
+    pytest.param(("3.11", True), id="debian-3.11", marks=pytest.mark.slow),
+    pytest.param(("3.10", False), id="3.10", marks=pytest.mark.slow),
+    pytest.param(("3.9", False), id="3.9", marks=pytest.mark.slow),
+]
+
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def seen(request, tmp_path_factory) -> Seen:
+    version, debian = request.param
+    exe = find_python(version, debian)
+    return Seen(exe, tmp_path_factory.mktemp(f"py{version}"))
+
+
+def _ours(frames: list[dict], qualified: bool) -> list[tuple]:
+    return [((f["qualname"] or f["function"]) if qualified else f["function"], f["file"],
+             f["line"]) for f in frames]
+
+
+def test_frames_match_pyspy_and_pystack(seen: Seen):
+    doc = inspect_json(seen.dump)
+    ours = python_frames(doc)
+    assert doc["python"] is not None and not doc["python"]["errors"], doc["python"]
+    assert doc["python"]["read_while_running"] is False  # the target was stopped throughout
+    assert set(seen.pyspy) == set(seen.pystack)
+    assert len(seen.pyspy) == 9  # main + 8 kinds of thread
+    names = {t["tid"]: t["name"] for t in doc["threads"]}
+    for tid, frames in seen.pyspy.items():
+        assert tid in ours, f"thread {tid} has no Python frames in the dump"
+        # py-spy names frames by qualified name on 3.11+, pystack by co_name.
+        qualified = "." in "".join(f[0] for f in frames) or any(
+            f["qualname"] and f["qualname"] != f["function"] for f in ours[tid])
+        assert _ours(ours[tid], qualified) == frames, f"thread {tid} ({names.get(tid)}): py-spy"
+        assert _ours(ours[tid], False) == seen.pystack[tid], f"thread {tid}: pystack"
+    deep = [f for f in ours.values() if sum(x["function"] == "recurse" for x in f) == DEPTH + 1]
+    assert len(deep) == 1
+    assert any(f[0]["function"] == "inner" or any(x["function"] == "inner" for x in f)
+               for f in ours.values())
+
+
+def test_gil_holder_matches(seen: Seen):
+    doc = inspect_json(seen.dump)
+    holders = {t["tid"] for t in doc["threads"] if t["holds_gil"]}
+    assert holders == seen.pystack_gil == seen.pyspy_gil
+    # The spinning thread holds the GIL, unless it was stopped while handing it over.
+    assert len(holders) <= 1
+    for tid in holders:
+        assert python_frames(doc)[tid][0]["function"] == "busy"
+        assert doc["python"]["gil_holder"] == tid
+
+
+def test_merged_text_and_modes(seen: Seen):
+    text = subprocess.run([sys.executable, "-m", "generate_dump", "inspect", str(seen.dump)],
+                          capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0, text.stderr
+    assert re.search(r'File ".*pystacks\.py", line \d+, in nap \[python\]', text.stdout)
+    assert "Python: CPython 3." in text.stdout
+    # Merged: the eval loop's frames are replaced; --native keeps them; --python-only
+    # shows nothing else.
+    merged = inspect_json(seen.dump)
+    native = inspect_json(seen.dump, "--native")
+    only = inspect_json(seen.dump, "--python-only")
+    for m, n, o in zip(merged["threads"], native["threads"], only["threads"]):
+        assert m["tid"] == n["tid"] == o["tid"]
+        assert all(f["trust"] == "python" for f in o["frames"])
+        assert python_frames({"threads": [m]}) == python_frames({"threads": [n]})
+        assert [f["function"] for f in o["frames"]] == \
+            [f["function"] for f in m["frames"] if f["trust"] == "python"]
+        assert not any(f["function"] == "_PyEval_EvalFrameDefault" for f in m["frames"])
+    if any(f["function"] == "_PyEval_EvalFrameDefault"
+           for t in native["threads"] for f in t["frames"]):
+        # With symbols for the interpreter, Python frames sit where the eval loop was:
+        # native frames (time_sleep, clock_nanosleep) above them, thread start below.
+        t = [t for t in merged["threads"] if any(f["function"] == "sleeper"
+                                                 for f in t["frames"])][0]
+        kinds = [f["trust"] == "python" for f in t["frames"]]
+        first = kinds.index(True)
+        assert first > 0 and not any(kinds[:first])
+        assert any(f["function"] and "sleep" in f["function"] for f in t["frames"][:first])
+
+
+def _without_stream(src: Path, dst: Path) -> None:
+    """A copy whose GD_PYTHON directory entry is renamed to an unused stream type."""
+    data = bytearray(src.read_bytes())
+    count, rva = struct.unpack_from("<II", data, 8)
+    for i in range(count):
+        at = rva + 12 * i
+        if struct.unpack_from("<I", data, at)[0] == fmt.StreamType.GD_PYTHON:
+            struct.pack_into("<I", data, at, 0x4744FFFF)
+    dst.write_bytes(bytes(data))
+
+
+def test_offline_decode_from_memory(seen: Seen, tmp_path):
+    bare = tmp_path / "bare.dmp"
+    _without_stream(seen.dump, bare)
+    assert read_minidump(bare).python is None
+    with_stream = python_frames(inspect_json(seen.dump))
+    from_memory = python_frames(inspect_json(bare))
+    assert from_memory == with_stream
+
+
+def test_scrambled_interpreter_memory(seen: Seen, tmp_path):
+    """Every memory range except stacks filled with random bytes, stream removed: still a
+    report, the native frames, no traceback, no hang."""
+    bare = tmp_path / "bare.dmp"
+    _without_stream(seen.dump, bare)
+    md = read_minidump(bare)
+    stacks = {t.stack.start for t in md.threads if t.stack}
+    data = bytearray(bare.read_bytes())
+    rng = random.Random(16)
+    for d in md.all_memory():
+        if d.start not in stacks:
+            data[d.rva:d.rva + d.size] = bytes(rng.getrandbits(8) for _ in range(d.size))
+    bare.write_bytes(bytes(data))
+    doc = inspect_json(bare)
+    assert len(doc["threads"]) == 9
+    assert all(t["frames"] for t in doc["threads"])
+    assert not any(f["trust"] == "python" for t in doc["threads"] for f in t["frames"])
+    summary = subprocess.run([sys.executable, "-c",
+                              "import sys; from generate_dump.inspect_dump import summarize_file;"
+                              " print(summarize_file(sys.argv[1]))", str(bare)],
+                             capture_output=True, text=True, timeout=300)
+    assert summary.returncode == 0, summary.stderr
