@@ -4,6 +4,7 @@
 
     generate_dump inspect FILE [--symbols-path DIR ...] [--json] [--thread TID]
                                [--no-system-debug] [--max-frames N]
+                               [--native | --python-only]
 
 Prints the process, why it was dumped (the signal, its code, the fault address and the
 crashing thread; or "live snapshot"), the modules with where their symbols came from,
@@ -59,10 +60,32 @@ keys are always present, with ``null`` when unknown::
 ``missing`` when none, ``no-id`` when the dump records no build id for the module.
 ``note`` says why a thread's walk ended early (no context, a loop, the depth limit).
 
+Python processes. When the dump holds CPython stacks (our GD_PYTHON stream, see
+:mod:`generate_dump.python.stream`; or, without it, the interpreter's memory in the dump,
+decoded again through the module file that has ``_PyRuntime``), every thread's run of
+interpreter frames (``_PyEval_EvalFrameDefault`` and the call plumbing around it) is
+replaced by the Python frames it was executing, native frames around them kept::
+
+    Thread 4243 "python3.12" (holds the GIL)
+      #0 0x00007f2f99eed545 libc.so.6!clock_nanosleep+0x65 (clock_nanosleep.c:48) [context]
+      #1 0x00007f2f9a364b62 libpython3.12.so.1.0!time_sleep+0x82 (timemodule.c:2182) [cfi]
+      #2 File "/srv/app/worker.py", line 31, in Worker.wait [python]
+      #3 File "/usr/lib/python3.12/threading.py", line 1010, in Thread.run [python]
+      #4 0x00007f2f9a363a26 libpython3.12.so.1.0!thread_run+0x46 (_threadmodule.c:1114) [cfi]
+
+``--native`` keeps every native frame (each Python run just above the eval-loop frame that
+ran it), ``--python-only`` shows only the Python frames. Python frames whose eval-loop
+frame the native walk did not reach follow the native frames. In JSON a Python frame has
+``"trust": "python"``, ``function`` (``co_name``), ``qualname``, ``file`` and ``line``
+(null when the line table has none), and null ``pc``/``sp``/``module``/offsets; a thread
+has ``holds_gil``, ``python_thread_id`` (its pthread id) and ``python_note`` (why its
+Python stack may be incomplete); the document has ``"python": {"version", "gil_holder",
+"read_while_running", "changed_tids", "errors", "threads"}`` or null.
+
 For other code: :func:`summarize_snapshot` (a snapshot just captured, as ``generate_dump
 run`` and the pytest plugin report it), :func:`summarize_file` and :func:`print_stacks`
-give a short text: the top frames of every thread, crashing thread first, threads with
-identical top frames listed together.
+give a short text: the top frames of every thread (Python frames merged in), crashing
+thread first, threads with identical top frames listed together.
 """
 
 from __future__ import annotations
@@ -320,10 +343,12 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
 
 
 def _thread_json(t: ThreadStack, py, mode: str, max_frames: int) -> dict:
-    items = merge(t.frames, py, mode)[:max_frames]
+    # The walk stops at max_frames native frames; Python frames beyond it still follow.
+    items = merge(t.frames, py, mode)
     return {
         "tid": t.tid, "name": t.name, "crashed": t.crashed, "note": t.note or None,
         "holds_gil": bool(py is not None and py.holds_gil),
+        "python_thread_id": f"0x{py.thread_id:x}" if py is not None else None,
         "python_note": (py.note or None) if py is not None else None,
         "frames": [item_json(f, i) for i, f in enumerate(items)],
         "_stack": t, "_items": items,

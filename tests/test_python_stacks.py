@@ -94,10 +94,18 @@ def pyspy_frames(pid: int) -> tuple[dict[int, list[tuple]], set[int]]:
     assert r.returncode == 0, r.stderr
     out, gil = {}, set()
     for t in json.loads(r.stdout):
-        out[t["os_thread_id"]] = [(f["name"], f["filename"], f["line"]) for f in t["frames"]]
+        # Without native_thread_id (3.9, 3.10) py-spy knows only the pthread id.
+        key = t["os_thread_id"] or f"0x{t['thread_id']:x}"
+        out[key] = [(f["name"], f["filename"], f["line"]) for f in t["frames"]]
         if t.get("owns_gil"):
-            gil.add(t["os_thread_id"])
+            gil.add(key)
     return out, gil
+
+
+def by_pthread(doc: dict, keys) -> dict:
+    """py-spy's keys (TIDs, or pthread ids as hex for 3.9/3.10) -> our TIDs."""
+    ids = {t["python_thread_id"]: t["tid"] for t in doc["threads"] if t["python_thread_id"]}
+    return {k: (ids.get(k, k) if isinstance(k, str) else k) for k in keys}
 
 
 _PYSTACK_THREAD = re.compile(r"^Traceback for thread (\d+) .*?\[(.*?)\]")
@@ -202,10 +210,12 @@ def test_frames_match_pyspy_and_pystack(seen: Seen):
     ours = python_frames(doc)
     assert doc["python"] is not None and not doc["python"]["errors"], doc["python"]
     assert doc["python"]["read_while_running"] is False  # the target was stopped throughout
-    assert set(seen.pyspy) == set(seen.pystack)
+    tids = by_pthread(doc, seen.pyspy)
+    assert set(tids.values()) == set(seen.pystack)
     assert len(seen.pyspy) == 9  # main + 8 kinds of thread
     names = {t["tid"]: t["name"] for t in doc["threads"]}
-    for tid, frames in seen.pyspy.items():
+    for key, frames in seen.pyspy.items():
+        tid = tids[key]
         assert tid in ours, f"thread {tid} has no Python frames in the dump"
         # py-spy names frames by qualified name on 3.11+, pystack by co_name.
         qualified = "." in "".join(f[0] for f in frames) or any(
@@ -221,7 +231,7 @@ def test_frames_match_pyspy_and_pystack(seen: Seen):
 def test_gil_holder_matches(seen: Seen):
     doc = inspect_json(seen.dump)
     holders = {t["tid"] for t in doc["threads"] if t["holds_gil"]}
-    assert holders == seen.pystack_gil == seen.pyspy_gil
+    assert holders == seen.pystack_gil == set(by_pthread(doc, seen.pyspy_gil).values())
     # The spinning thread holds the GIL, unless it was stopped while handing it over.
     assert len(holders) <= 1
     for tid in holders:
@@ -301,3 +311,146 @@ def test_scrambled_interpreter_memory(seen: Seen, tmp_path):
                               " print(summarize_file(sys.argv[1]))", str(bare)],
                              capture_output=True, text=True, timeout=300)
     assert summary.returncode == 0, summary.stderr
+
+
+# -- no Python, broken Python -----------------------------------------------------------------
+
+
+def test_non_python_process_has_no_python_stream(tmp_path):
+    proc = subprocess.Popen(["sleep", "600"])
+    try:
+        time.sleep(0.2)
+        dump = tmp_path / "sleep.dmp"
+        r = subprocess.run([sys.executable, "-m", "generate_dump", str(proc.pid), "-o",
+                            str(dump), "--print-stacks"], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "Python:" not in r.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+    md = read_minidump(dump)
+    assert md.python is None
+    assert fmt.StreamType.GD_PYTHON not in md.streams
+    doc = inspect_json(dump)
+    assert doc["python"] is None
+    assert doc["threads"][0]["frames"]
+    assert not any(f["trust"] == "python" for f in doc["threads"][0]["frames"])
+
+
+def _fake_312(cycle: bool) -> tuple:
+    """A hand-made CPython 3.12 runtime in a RangesMemory: one interpreter, one thread
+    whose two frames run one code object; with ``cycle`` the outer frame's ``previous``
+    points back at the inner one."""
+    from generate_dump.memsource import RangesMemory
+    from generate_dump.python.offsets import TABLES
+
+    t = TABLES[(3, 12)]
+    base = 0x100000
+    runtime, interp, tstate, cframe = base, base + 0x1000, base + 0x2000, base + 0x3000
+    f1, f2, code, ctype = base + 0x4000, base + 0x4100, base + 0x5000, base + 0x6000
+    name, fname, table, tname = base + 0x7000, base + 0x7100, base + 0x7200, base + 0x7300
+    mem = {a: bytearray(0x400) for a in (runtime, interp, tstate, cframe, f1, code, ctype,
+                                         name, fname, table, tname)}
+    mem[f1] = bytearray(0x200)  # f1 and f2 share one block
+    q = lambda blk, off, v: struct.pack_into("<Q", mem[blk], off, v)  # noqa: E731
+    q(runtime, t["runtime.interpreters_head"], interp)
+    q(interp, t["interp.threads_head"], tstate)
+    q(tstate, t["tstate.interp"], interp)
+    q(tstate, t["tstate.native_thread_id"], 4242)
+    q(tstate, t["tstate.cframe"], cframe)
+    q(cframe, t["cframe.current_frame"], f1)
+    for fr, prev in ((f1, f2), (f2, f1 if cycle else 0)):
+        off = fr - f1
+        struct.pack_into("<Q", mem[f1], off + t["iframe.code"], code)
+        struct.pack_into("<Q", mem[f1], off + t["iframe.previous"], prev)
+        struct.pack_into("<Q", mem[f1], off + t["iframe.instr"],
+                         code + t["code.co_code_adaptive"] + 2)
+    q(code, t["object.ob_type"], ctype)
+    q(ctype, t["type.tp_name"], tname)
+    mem[tname][:5] = b"code\0"
+    q(code, t["code.co_name"], name)
+    q(code, t["code.co_qualname"], name)
+    q(code, t["code.co_filename"], fname)
+    q(code, t["code.co_linetable"], table)
+    struct.pack_into("<i", mem[code], t["code.co_firstlineno"], 10)
+    for obj, text in ((name, b"spin"), (fname, b"/x/fake.py")):
+        q(obj, t["unicode.length"], len(text))
+        struct.pack_into("<I", mem[obj], t["unicode.state"], (1 << 2) | (1 << 5) | (1 << 6))
+        mem[obj][t["unicode.ascii_size"]:t["unicode.ascii_size"] + len(text)] = text
+    # Location table: 2 code units on line 10, then 2 on line 11 (short forms 10, 11).
+    lt = bytes([0x80 | (10 << 3) | 1, 0, 0, 0x80 | (11 << 3) | 1, 0, 0])
+    q(table, t["bytes.ob_size"], len(lt))
+    mem[table][t["bytes.ob_sval"]:t["bytes.ob_sval"] + len(lt)] = lt
+    from generate_dump.python.decode import Runtime
+
+    return RangesMemory((a, bytes(b)) for a, b in mem.items()), Runtime(runtime, 0x030C01F0, 12)
+
+
+def test_decoder_on_handmade_runtime():
+    from generate_dump.python.decode import decode
+
+    mem, rt = _fake_312(cycle=False)
+    state = decode(mem, rt)
+    assert state.version == "3.12.1" and not state.errors
+    (thread,) = state.threads
+    assert thread.tid == 4242 and not thread.note
+    assert [(f.function, f.file, f.line) for f in thread.frames] == \
+        [("spin", "/x/fake.py", 10), ("spin", "/x/fake.py", 10)]
+
+
+def test_decoder_stops_at_a_frame_cycle():
+    from generate_dump.python.decode import decode
+
+    mem, rt = _fake_312(cycle=True)
+    started = time.monotonic()
+    state = decode(mem, rt)
+    assert time.monotonic() - started < 5
+    (thread,) = state.threads
+    assert len(thread.frames) == 2
+    assert "loops back" in thread.note
+
+
+def test_decoder_on_garbage_and_nothing():
+    from generate_dump.memsource import EmptyMemory, RangesMemory
+    from generate_dump.python.decode import Runtime, decode
+
+    state = decode(EmptyMemory(), Runtime(0x1000, 0, 11))
+    assert not state.threads and state.errors
+    rng = random.Random(3)
+    noise = RangesMemory([(0x1000, bytes(rng.getrandbits(8) for _ in range(1 << 16)))])
+    for minor in (9, 10, 11, 12, 13):
+        state = decode(noise, Runtime(0x1000 + 8 * minor, 0, minor))
+        assert state.errors or not state.threads
+    state = decode(EmptyMemory(), Runtime(0x1000, 0, 8))
+    assert "not supported" in state.errors[0]
+
+
+# -- the pytest plugin's report -----------------------------------------------------------------
+
+pytest_plugins = ["pytester"]
+
+HANGING = """
+import subprocess, sys, time
+
+def test_hangs():
+    child = subprocess.Popen([sys.executable, "-c", "import time\\ntime.sleep(600)"])
+    try:
+        time.sleep(600)
+    finally:
+        child.kill()
+        child.wait()
+"""
+
+
+def test_pytest_report_shows_python_lines(pytester, tmp_path):
+    """A hung test: the report shows the Python line it hangs on, in pytest and in its
+    Python child."""
+    pytester.makepyfile(test_hang=HANGING)
+    result = pytester.runpytest_subprocess("--dump-on-timeout=2", f"--dump-dir={tmp_path}",
+                                           "-p", "no:cacheprovider", timeout=300)
+    out = result.stdout.str()
+    lines = (pytester.path / "test_hang.py").read_text().splitlines()
+    line = 1 + lines.index("        time.sleep(600)")
+    assert re.search(rf'File ".*test_hang\.py", line {line}, in test_hangs', out), out[-4000:]
+    assert 'File "<string>", line 2, in <module>' in out, out[-4000:]
