@@ -270,7 +270,10 @@ def find_symbols(path: str, names: "tuple[str, ...]") -> dict[str, tuple[int, in
                  entsize) = struct.unpack_from("<IIQQQQIIQQ", table, i * shentsize)
                 sections.append((stype, off, size, link, entsize))
             wanted = {n.encode(): n for n in names}
-            for kind in (SHT_SYMTAB, SHT_DYNSYM):
+            # .dynsym first: small, and where an executable exports what modules need.
+            for kind in (SHT_DYNSYM, SHT_SYMTAB):
+                if len(out) == len(wanted):
+                    break
                 for stype, off, size, link, entsize in sections:
                     if stype != kind or entsize != 24 or size > _MAX_SYMTAB \
                             or link >= len(sections):
