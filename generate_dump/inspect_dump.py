@@ -434,8 +434,9 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
     """Top ``frames`` frames per thread (Python frames merged in), crashing thread first;
     identical stacks grouped."""
     options = options or SymbolOptions()
-    stacks = walk_process(view, options, max_frames=frames + 64)
     python = state_for_view(view, options)
+    # Python frames replace eval-loop frames: walk deeper to reach the innermost ones.
+    stacks = walk_process(view, options, max_frames=frames + (64 if python else 1))
     items: dict[int, list] = {}
     groups: dict[tuple, list[ThreadStack]] = {}
     order: list[tuple] = []

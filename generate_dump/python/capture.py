@@ -12,19 +12,30 @@ from typing import Iterable, Optional
 
 from ..memsource import MemorySource
 from ..snapshot import MemoryRange, Module, PythonState, Snapshot
-from .decode import Recorder, Runtime, decode, top_frames
+from .decode import Recorder, Runtime, ThreadStates, decode, sequential, thread_states
 from .locate import find_runtime
 
 
 def runtime_before_freeze(modules: Iterable[Module], mem: MemorySource) -> Optional[Runtime]:
     try:
         return find_runtime(modules, mem)
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - an unreadable module file means no Python stacks
         return None
 
 
-def frozen_marks(mem: MemorySource, rt: Optional[Runtime]) -> dict[int, tuple[int, int]]:
-    return top_frames(mem, rt) if rt is not None else {}
+def states_before_freeze(mem: MemorySource, rt: Optional[Runtime]) -> Optional[ThreadStates]:
+    """The thread states to mark while frozen (read before the freeze)."""
+    return thread_states(mem, rt) if rt is not None else None
+
+
+def frozen_marks(states: Optional[ThreadStates], read_many) -> dict[int, tuple[int, int]]:
+    """While frozen: each thread's innermost frame and instruction, in 2-3 batched reads."""
+    if states is None:
+        return {}
+    try:
+        return states.marks(read_many)
+    except Exception:  # noqa: BLE001 - a hint only; never fail the freeze over it
+        return {}
 
 
 def tid_mapper(snapshot: Snapshot):
@@ -36,7 +47,8 @@ def tid_mapper(snapshot: Snapshot):
 
 def capture_python(snapshot: Snapshot, mem: MemorySource, rt: Optional[Runtime] = None,
                    marks: Optional[dict[int, tuple[int, int]]] = None,
-                   ran: bool = True) -> tuple[Optional[PythonState], list[MemoryRange]]:
+                   ran: bool = True, states: Optional[ThreadStates] = None
+                   ) -> tuple[Optional[PythonState], list[MemoryRange]]:
     """(state, memory ranges it was decoded from); (None, []) when no CPython is found.
 
     ``ran``: the threads ran between the freeze and now. With ``marks`` (from
@@ -49,8 +61,8 @@ def capture_python(snapshot: Snapshot, mem: MemorySource, rt: Optional[Runtime] 
     rec = Recorder(mem)
     state = decode(rec, rt, tid_mapper(snapshot))
     changed: list[int] = []
-    if ran and marks:
-        after = top_frames(mem, rt)
+    if ran and marks and states is not None:
+        after = frozen_marks(states, sequential(mem))
         for t in state.threads:
             if marks.get(t.thread_id) != after.get(t.thread_id):
                 changed.append(t.tid)

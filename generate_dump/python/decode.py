@@ -281,6 +281,17 @@ def decode(mem: MemorySource, rt: Runtime,
            tid_of_thread_id: Optional[Callable[[int], int]] = None) -> PythonState:
     """Every interpreter's thread states and their Python frames. Never raises for bad
     memory: problems become ``errors`` (and ``note`` on the thread concerned)."""
+    try:
+        return _decode(mem, rt, tid_of_thread_id)
+    except Exception as exc:  # noqa: BLE001 - memory we did not foresee: say so, go on
+        return PythonState(version=version_text(rt.minor, rt.hexversion),
+                           runtime_address=rt.address, module=rt.module,
+                           errors=(f"Python stacks could not be decoded: "
+                                   f"{type(exc).__name__}: {exc}",))
+
+
+def _decode(mem: MemorySource, rt: Runtime,
+            tid_of_thread_id: Optional[Callable[[int], int]]) -> PythonState:
     errors: list[str] = []
     try:
         minor, hexversion, table = read_layout(mem, rt)
@@ -374,36 +385,68 @@ def _threads(r: _Reader, interp: int, index: int, head: int,
     return out
 
 
-def top_frames(mem: MemorySource, rt: Runtime) -> dict[int, tuple[int, int]]:
-    """{thread_id: (innermost frame address, its instruction position)} of the main
-    interpreter: the few reads done while the process is frozen, to tell afterwards
-    whether a thread's stack moved on before it was decoded."""
-    out: dict[int, tuple[int, int]] = {}
+ReadMany = Callable[[list], list]
+
+
+def thread_states(mem: MemorySource, rt: Runtime) -> Optional["ThreadStates"]:
+    """The main interpreter's thread states (address, thread_id), read before a freeze, or
+    None when the runtime cannot be read."""
     try:
         minor, _, table = read_layout(mem, rt)
         r = _Reader(mem, table, minor)
         runtime = r.block(rt.address, table["runtime.interpreters_head"] + 8, "_PyRuntime")
         interp = r.ptr(runtime, "runtime.interpreters_head")
         if not interp:
-            return out
+            return None
         ip = r.block(interp, r.span("interp.threads_head"), "interpreter state")
-        keys = ["tstate.next", "tstate.thread_id"]
-        keys.append("tstate.frame" if minor <= 10 else
-                    "tstate.cframe" if minor <= 12 else "tstate.current_frame")
-        where = "frame.f_lasti" if minor <= 10 else "iframe.instr"
+        out: list[tuple[int, int]] = []
         ts = r.ptr(ip, "interp.threads_head")
-        while ts and len(out) < MAX_THREADS:
-            raw = r.block(ts, r.span(*keys), "thread state")
-            tid = r.ptr(raw, "tstate.thread_id")
-            if tid in out:
-                break
-            top = r.top_frame(raw)
-            pos = 0
-            if top:
-                got = mem.read(top + table[where], 8)
-                pos = struct.unpack("<Q", got)[0] if len(got) == 8 else 0
-            out[tid] = (top, pos)
+        while ts and len(out) < MAX_THREADS and all(ts != a for a, _ in out):
+            raw = r.block(ts, r.span("tstate.next", "tstate.thread_id"), "thread state")
+            out.append((ts, r.ptr(raw, "tstate.thread_id")))
             ts = r.ptr(raw, "tstate.next")
-    except (ValueError, _Corrupt):
-        pass
-    return out
+        return ThreadStates(minor, table, out)
+    except Exception:  # noqa: BLE001 - no marks then
+        return None
+
+
+@dataclass
+class ThreadStates:
+    minor: int
+    table: dict[str, int]
+    states: list[tuple[int, int]]  # (thread state address, thread_id)
+
+    def marks(self, read_many: ReadMany) -> dict[int, tuple[int, int]]:
+        """{thread_id: (innermost frame, its instruction position)}: one batched read per
+        pointer level (two or three in all, whatever the thread count), so it is cheap
+        enough to do while the process is frozen."""
+        t = self.table
+        if self.minor <= 10:
+            levels = ["tstate.frame"]
+            where = "frame.f_lasti"
+        elif self.minor <= 12:
+            levels = ["tstate.cframe", "cframe.current_frame"]
+            where = "iframe.instr"
+        else:
+            levels = ["tstate.current_frame"]
+            where = "iframe.instr"
+        addrs = [ts for ts, _ in self.states]
+        for key in levels + [where]:
+            want = [(a + t[key], 8) for a in addrs if a]
+            got = iter(read_many(want) if want else [])
+            nxt = []
+            for a in addrs:
+                if not a:
+                    nxt.append(0)
+                    continue
+                data = next(got)
+                nxt.append(struct.unpack("<Q", bytes(data[:8]))[0]
+                           if data is not None and len(data) >= 8 else 0)
+            if key == levels[-1]:
+                tops = nxt
+            addrs = nxt
+        return {tid: (top, pos) for (_, tid), top, pos in zip(self.states, tops, addrs)}
+
+
+def sequential(mem: MemorySource) -> ReadMany:
+    return lambda ranges: [mem.read(a, n) for a, n in ranges]

@@ -161,7 +161,7 @@ def state_for_view(view, options=None) -> Optional[PythonState]:
     mem = ViewMemory(view)
     try:
         rt = find_runtime(view.module_order, mem, file_for)
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - unreadable module files: no Python stacks
         return None
     if rt is None:
         return None

@@ -298,7 +298,7 @@ def _assign_stacks(raws: list[_RawThread], stack_map: StackMap, main_tid: int) -
 
 
 def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
-                fz: "Freezer", python_runtime=None) -> _Frozen:
+                fz: "Freezer", python_states=None) -> _Frozen:
     """Stop every thread and copy registers and stacks. The threads stay stopped: the
     caller releases them (at once, or after writing a full dump); on failure they are
     released here."""
@@ -343,10 +343,10 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
                                  views=True)
         for r, data in zip(with_stack, datas):
             r.stack = data
-        if python_runtime is not None:
+        if python_states is not None:
             from ...python.capture import frozen_marks
 
-            frozen.python_marks = frozen_marks(reader, python_runtime)
+            frozen.python_marks = frozen_marks(python_states, reader.read_many)
         _testhooks.pause("frozen")
     except BaseException:
         fz.release_all()
@@ -463,6 +463,11 @@ def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Itera
     fz = (options.freezer_factory or Freezer)(target, options)
     hold = options.memory == "full" and options.suspend
     python_runtime = _python_runtime(target, reader) if options.python else None
+    python_states = None
+    if python_runtime is not None and options.suspend:
+        from ...python.capture import states_before_freeze
+
+        python_states = states_before_freeze(reader, python_runtime)
     try:
         # While threads are stopped, SIGINT/SIGTERM/SIGHUP wait: the release always
         # completes, then the signal is handled (and the dump abandoned).
@@ -471,7 +476,7 @@ def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Itera
             if not _still_same(target):
                 raise gone
             if options.suspend:
-                frozen = _freeze_all(target, options, reader, fz, python_runtime)
+                frozen = _freeze_all(target, options, reader, fz, python_states)
                 if not hold:
                     fz.release_all()
                 fz.materialize(frozen.threads)
@@ -488,8 +493,8 @@ def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Itera
             snapshot = _add_memory(snapshot, target, frozen, options, reader)
             if options.python:
                 ran = not (hold or (options.suspend and frozen.group_stopped))
-                snapshot = _add_python(snapshot, reader, python_runtime, frozen, ran,
-                                       keep_memory=options.memory != "full")
+                snapshot = _add_python(snapshot, reader, python_runtime, python_states,
+                                       frozen, ran, keep_memory=options.memory != "full")
         except ProcessLookupError:
             raise gone from None
         if not hold and not _still_same(target):
@@ -597,7 +602,7 @@ def _python_runtime(target: _Target, reader: MemoryReader):
     return runtime_before_freeze(modules, reader)
 
 
-def _add_python(snapshot: Snapshot, reader: MemoryReader, runtime, frozen: _Frozen,
+def _add_python(snapshot: Snapshot, reader: MemoryReader, runtime, states, frozen: _Frozen,
                 ran: bool, keep_memory: bool = True) -> Snapshot:
     """The decoded Python stacks, and the memory they came from (first, so that it wins
     over overlapping windows and the dump decodes to the same stacks; a full dump holds
@@ -605,7 +610,8 @@ def _add_python(snapshot: Snapshot, reader: MemoryReader, runtime, frozen: _Froz
     from ...python.capture import capture_python
 
     try:
-        state, ranges = capture_python(snapshot, reader, runtime, frozen.python_marks, ran)
+        state, ranges = capture_python(snapshot, reader, runtime, frozen.python_marks, ran,
+                                       states)
     except Exception as exc:  # noqa: BLE001 - never lose the dump over the Python part
         return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
             SoftError("python-unreadable", f"Python stacks could not be read: {exc}"),))
