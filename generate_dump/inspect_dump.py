@@ -39,6 +39,7 @@ keys are always present, with ``null`` when unknown::
       "reason": {"kind": "live"}
               | {"kind": "exception", "thread": 4242, "code": 11, "name": "SIGSEGV",
                  "flags": 1, "flags_name": "SEGV_MAPERR", "address": "0x0"},
+      "python": {...} | null,            # see "Python processes" below
       "modules": [{"name": "libc.so.6", "path": "/usr/lib/x86_64-linux-gnu/libc.so.6",
                    "base": "0x7f...", "end": "0x7f...", "main": false,
                    "debug_id": "EC61AC93...0", "code_id": "93ac61ec...",
@@ -46,10 +47,12 @@ keys are always present, with ``null`` when unknown::
                    "files": ["/usr/lib/x86_64-linux-gnu/libc.so.6", ...],
                    "mismatched": ["/other/libc.so.6 (build id ...)"]}],
       "threads": [{"tid": 4242, "name": "threads", "crashed": false, "note": null,
+                   "holds_gil": false, "python_thread_id": null, "python_note": null,
                    "frames": [{"index": 0, "pc": "0x7f...", "sp": "0x7ffc...",
-                               "trust": "context" | "cfi" | "fp" | "scan",
+                               "trust": "context" | "cfi" | "fp" | "scan" | "python",
                                "module": "libc.so.6" | null, "module_offset": "0x..." | null,
-                               "function": "pause" | null, "function_offset": "0x32" | null,
+                               "function": "pause" | null, "qualname": null,
+                               "function_offset": "0x32" | null,
                                "file": "../sysdeps/unix/sysv/linux/pause.c" | null,
                                "line": 29 | null}]}]
     }
@@ -244,6 +247,7 @@ def frame_json(f) -> dict:
         "module": f.module_name,
         "module_offset": f"0x{f.module_offset:x}" if f.module is not None else None,
         "function": f.function,
+        "qualname": None,  # Python frames only
         "function_offset": f"0x{f.function_offset:x}" if f.symbol is not None else None,
         "file": f.file,
         "line": f.line,
