@@ -338,6 +338,28 @@ def test_non_python_process_has_no_python_stream(tmp_path):
     assert not any(f["trust"] == "python" for f in doc["threads"][0]["frames"])
 
 
+def test_python_without_runtime_symbol_is_a_soft_error(tmp_path):
+    """An executable named like CPython without _PyRuntime (as a stripped static build
+    would be): the dump is written, with a soft error saying why there are no stacks."""
+    fake = tmp_path / "python3.99"
+    shutil.copy("/usr/bin/sleep", fake)
+    proc = subprocess.Popen([str(fake), "600"])
+    try:
+        time.sleep(0.2)
+        dump = tmp_path / "fake.dmp"
+        r = subprocess.run([sys.executable, "-m", "generate_dump", str(proc.pid), "-o",
+                            str(dump)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "no readable _PyRuntime" in r.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+    md = read_minidump(dump)
+    assert md.python is None
+    assert [e.kind for e in md.soft_errors] == ["python-not-found"]
+    assert inspect_json(dump)["python"] is None
+
+
 def _fake_312(cycle: bool) -> tuple:
     """A hand-made CPython 3.12 runtime in a RangesMemory: one interpreter, one thread
     whose two frames run one code object; with ``cycle`` the outer frame's ``previous``

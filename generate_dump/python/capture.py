@@ -8,6 +8,7 @@ every byte it used goes into the dump and the stacks can be rebuilt offline.
 
 from __future__ import annotations
 
+import os
 from typing import Iterable, Optional
 
 from ..memsource import MemorySource
@@ -21,6 +22,18 @@ def runtime_before_freeze(modules: Iterable[Module], mem: MemorySource) -> Optio
         return find_runtime(modules, mem)
     except Exception:  # noqa: BLE001 - an unreadable module file means no Python stacks
         return None
+
+
+def missing_reason(modules: Iterable[Module]) -> Optional[str]:
+    """Why a process that looks like CPython (a python3.X or libpython3.X module) gives no
+    Python stacks, or None when nothing looks like CPython."""
+    from .locate import _minor_from_name
+
+    for m in modules:
+        if _minor_from_name(m.path) or os.path.basename(m.path).startswith("libpython3."):
+            return (f"{m.path} looks like CPython but has no readable _PyRuntime symbol "
+                    "(a stripped or static build, or the file changed): no Python stacks")
+    return None
 
 
 def states_before_freeze(mem: MemorySource, rt: Optional[Runtime]) -> Optional[ThreadStates]:

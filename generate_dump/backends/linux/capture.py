@@ -616,6 +616,12 @@ def _add_python(snapshot: Snapshot, reader: MemoryReader, runtime, states, froze
         return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
             SoftError("python-unreadable", f"Python stacks could not be read: {exc}"),))
     if state is None:
+        from ...python.capture import missing_reason
+
+        reason = missing_reason(snapshot.modules)
+        if reason:
+            return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
+                SoftError("python-not-found", reason),))
         return snapshot
     soft = snapshot.soft_errors
     if state.errors:
