@@ -476,3 +476,31 @@ def test_pytest_report_shows_python_lines(pytester, tmp_path):
     line = 1 + lines.index("        time.sleep(600)")
     assert re.search(rf'File ".*test_hang\.py", line {line}, in test_hangs', out), out[-4000:]
     assert 'File "<string>", line 2, in <module>' in out, out[-4000:]
+
+
+def test_lldb_backend_reads_python_stacks_too(tmp_path):
+    """The LLDB backend decodes while LLDB holds the process stopped: the parked threads'
+    Python frames equal py-spy's (the spinning thread moves, so it is left out)."""
+    exe = find_python("3.13")
+    proc = subprocess.Popen([exe, str(PROGRAM), "20"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("READY")
+        dump = tmp_path / "lldb.dmp"
+        r = subprocess.run([sys.executable, "-m", "generate_dump", "--backend", "lldb",
+                            str(proc.pid), "-o", str(dump)], capture_output=True, text=True,
+                           timeout=300)
+        if r.returncode != 0 and "lldb" in r.stderr.lower() and not os.environ.get("CI"):
+            pytest.skip(f"LLDB backend unavailable: {r.stderr.strip()}")
+        assert r.returncode == 0, r.stderr
+        spy, _ = pyspy_frames(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    doc = inspect_json(dump)
+    assert doc["python"]["read_while_running"] is False
+    ours = python_frames(doc)
+    parked = {tid: frames for tid, frames in spy.items() if frames[0][0] != "busy"}
+    assert len(parked) == 8
+    for tid, frames in parked.items():
+        assert _ours(ours[tid], True) == frames, tid
