@@ -23,7 +23,9 @@ MAX_THREADS = 4096
 MAX_DEPTH = 8192
 MAX_STRING = 4096  # characters
 MAX_TABLE = 1 << 20  # bytes of a line table
-FRAME_OWNED_BY_CSTACK = 3  # 3.12+: the C stack's shim frame (3.14 calls it INTERPRETER)
+# 3.12/3.13: 3 is FRAME_OWNED_BY_CSTACK (the shim an eval call pushes); 3.14: 3 is
+# FRAME_OWNED_BY_INTERPRETER and 4 FRAME_OWNED_BY_CSTACK. Owner >= 3: not a Python frame.
+FIRST_NOT_PYTHON_OWNER = 3
 
 
 class Recorder:
@@ -223,7 +225,7 @@ class _Reader:
         raw = self.block(addr, self.span(*keys), "interpreter frame")
         previous = self.ptr(raw, "iframe.previous")
         owner = raw[t["iframe.owner"]]
-        if self.minor >= 12 and owner == FRAME_OWNED_BY_CSTACK:
+        if self.minor >= 12 and owner >= FIRST_NOT_PYTHON_OWNER:
             # The shim a C-level eval call pushes: the frame above it was that call's first.
             if out and not out[-1].entry:
                 out[-1] = _with_entry(out[-1])
