@@ -30,7 +30,8 @@ from typing import Optional
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-ALL_TOOLS = ["generate_dump", "generate_dump-r", "probe", "gcore", "lldb"]
+ALL_TOOLS = ["generate_dump", "generate_dump-r", "generate_dump-nopy", "probe", "gcore", "lldb"]
+DEFAULT_TOOLS = ["generate_dump", "generate_dump-r", "probe", "gcore", "lldb"]
 LLDB = "lldb-22"
 LLDB_SERVER = "/usr/lib/llvm-22/bin/lldb-server"
 
@@ -75,8 +76,9 @@ class Target:
                  tick_us: int = 1000):
         self.exe, self.nthreads, self.heap_mb = exe, nthreads, heap_mb
         self.tick_ms = tick_us / 1000.0
-        self.proc = subprocess.Popen([exe, str(nthreads), str(heap_mb), str(stack_kb),
-                                      str(tick_us)], stdin=subprocess.PIPE,
+        argv = list(exe) if isinstance(exe, (list, tuple)) else [exe]
+        self.proc = subprocess.Popen(argv + [str(nthreads), str(heap_mb), str(stack_kb),
+                                             str(tick_us)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self._readline(120.0)
         if not line.startswith("READY "):
@@ -267,6 +269,9 @@ def tool_command(tool: str, pid: int, outdir: str, probe: str) -> tuple[list[str
     env = dict(os.environ)
     if tool == "generate_dump":
         return [sys.executable, "-m", "generate_dump", str(pid), "-o",
+                os.path.join(outdir, "out.dmp")], env
+    if tool == "generate_dump-nopy":  # the same without looking for CPython
+        return [sys.executable, "-m", "generate_dump", "--no-python", str(pid), "-o",
                 os.path.join(outdir, "out.dmp")], env
     if tool == "generate_dump-r":
         return [sys.executable, "-m", "generate_dump", "-r", str(pid), "-o",
@@ -570,7 +575,11 @@ def parse_args(argv):
     p.add_argument("--tick-us", type=int, default=1000,
                    help="the ticker's sleep in microseconds (default 1000); freeze = longest "
                         "gap minus one tick, so a shorter tick resolves short freezes better")
-    p.add_argument("--tools", default=",".join(ALL_TOOLS),
+    p.add_argument("--python", metavar="EXE",
+                   help="target: bench/python_target.py run by this CPython instead of "
+                        "bench/target.c (with --tools generate_dump,generate_dump-nopy: the "
+                        "cost of Python capture)")
+    p.add_argument("--tools", default=",".join(DEFAULT_TOOLS),
                    help=f"comma-separated, from {','.join(ALL_TOOLS)}")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds before a tool run is killed and reported as timeout "
@@ -643,6 +652,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGHUP, on_signal)
     try:
         target_exe, probe_exe = build(workdir)
+        if args.python:
+            target_exe = [args.python, os.path.join(BENCH, "python_target.py")]
         # Measure generate_dump as installed: pip compiles the package to bytecode, so do
         # that here too (this machine sets PYTHONDONTWRITEBYTECODE, which only stops
         # Python from writing .pyc files, not from reading them).

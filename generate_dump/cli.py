@@ -97,6 +97,7 @@ class DumpRequest:
     max_referenced: int = 8 * 1024 * 1024
     print_stacks: bool = False  # print every thread's top frames after writing
     redact: bool = False  # sanitize stacks and memory, mask secrets (generate_dump/redact.py)
+    python: bool = True  # decode CPython stacks into the dump (GD_PYTHON stream)
 
 
 def capture_session(req: DumpRequest, on_short_read=None):
@@ -104,7 +105,7 @@ def capture_session(req: DumpRequest, on_short_read=None):
     backend = _backend_for(req.backend)
     common = dict(suspend=req.suspend, include_environment=req.include_environment,
                   memory=req.memory, max_referenced=req.max_referenced,
-                  on_short_read=on_short_read)
+                  on_short_read=on_short_read, python=req.python)
     if backend == "ptrace":
         if not sys.platform.startswith("linux"):
             raise DumpError("the ptrace backend works on Linux only; use --backend lldb")
@@ -270,11 +271,14 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
                    "full memory is searched for secrets (tokens, keys, passwords) that are "
                    "overwritten, and the command line and thread names are masked. See "
                    "`generate_dump scan FILE` to check a dump.")
+@click.option("--no-python", is_flag=True,
+              help="Do not look for CPython: no Python stacks (GD_PYTHON stream) and none of "
+                   "the interpreter memory they are rebuilt from.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...],
             cgroups: tuple[str, ...], no_suspend: bool, include_environment: bool,
             memory: str, max_referenced: int, backend: str, print_stacks: bool,
-            redact: bool) -> None:
+            redact: bool, no_python: bool) -> None:
     """Write a minidump of the running process PID, then let it run on.
 
     The process is suspended while its threads' registers and stacks are copied
@@ -294,7 +298,7 @@ def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...]
     common: dict[str, Any] = dict(
         suspend=not no_suspend, include_environment=include_environment, backend=backend,
         memory=memory, max_referenced=max_referenced, print_stacks=print_stacks,
-        redact=redact)
+        redact=redact, python=not no_python)
     if len(pids) == 1 and not trees and not cgroups:
         dump(DumpRequest(pid=parse_pid(pids[0]), output=output, **common))
         return

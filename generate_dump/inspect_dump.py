@@ -5,7 +5,7 @@
     generate_dump inspect FILE [--symbols-path DIR ...] [--symbols-url URL ...]
                                [--json [--format generate_dump|rust-minidump]]
                                [--thread TID] [--no-system-debug] [--no-debuginfod]
-                               [--max-frames N]
+                               [--max-frames N] [--native | --python-only]
 
 Prints the process, why it was dumped (the signal, its code, the fault address and the
 crashing thread; or "live snapshot"), the modules with where their symbols came from,
@@ -78,6 +78,7 @@ keys are always present, with ``null`` when unknown::
       "reason": {"kind": "live"}
               | {"kind": "exception", "thread": 4242, "code": 11, "name": "SIGSEGV",
                  "flags": 1, "flags_name": "SEGV_MAPERR", "address": "0x0"},
+      "python": {...} | null,            # see "Python processes" below
       "modules": [{"name": "libc.so.6", "path": "/usr/lib/x86_64-linux-gnu/libc.so.6",
                    "base": "0x7f...", "end": "0x7f...", "main": false,
                    "debug_id": "EC61AC93...0", "code_id": "93ac61ec...",
@@ -85,11 +86,13 @@ keys are always present, with ``null`` when unknown::
                    "files": ["/usr/lib/x86_64-linux-gnu/libc.so.6", ...],
                    "mismatched": ["/other/libc.so.6 (build id ...)"]}],
       "threads": [{"tid": 4242, "name": "threads", "crashed": false, "note": null,
+                   "holds_gil": false, "python_thread_id": null, "python_note": null,
                    "frames": [{"index": 0, "pc": "0x7f...", "sp": "0x7ffc...",
-                               "trust": "context" | "cfi" | "fp" | "scan",
+                               "trust": "context" | "cfi" | "fp" | "scan" | "python",
                                "module": "libc.so.6" | "perf-map" | null,
                                "module_offset": "0x..." | null,
-                               "function": "pause" | null, "function_offset": "0x32" | null,
+                               "function": "pause" | null, "qualname": null,
+                               "function_offset": "0x32" | null,
                                "file": "../sysdeps/unix/sysv/linux/pause.c" | null,
                                "line": 29 | null}]}]
     }
@@ -103,10 +106,32 @@ keys are always present, with ``null`` when unknown::
 ``--format rust-minidump`` (implies ``--json``) writes the schema of rust-minidump's
 ``minidump-stackwalk --json`` instead; docs/inspect.md lists the fields filled.
 
+Python processes. When the dump holds CPython stacks (our GD_PYTHON stream, see
+:mod:`generate_dump.python.stream`; or, without it, the interpreter's memory in the dump,
+decoded again through the module file that has ``_PyRuntime``), every thread's run of
+interpreter frames (``_PyEval_EvalFrameDefault`` and the call plumbing around it) is
+replaced by the Python frames it was executing, native frames around them kept::
+
+    Thread 4243 "python3.12" (holds the GIL)
+      #0 0x00007f2f99eed545 libc.so.6!clock_nanosleep+0x65 (clock_nanosleep.c:48) [context]
+      #1 0x00007f2f9a364b62 libpython3.12.so.1.0!time_sleep+0x82 (timemodule.c:2182) [cfi]
+      #2 File "/srv/app/worker.py", line 31, in Worker.wait [python]
+      #3 File "/usr/lib/python3.12/threading.py", line 1010, in Thread.run [python]
+      #4 0x00007f2f9a363a26 libpython3.12.so.1.0!thread_run+0x46 (_threadmodule.c:1114) [cfi]
+
+``--native`` keeps every native frame (each Python run just above the eval-loop frame that
+ran it), ``--python-only`` shows only the Python frames. Python frames whose eval-loop
+frame the native walk did not reach follow the native frames. In JSON a Python frame has
+``"trust": "python"``, ``function`` (``co_name``), ``qualname``, ``file`` and ``line``
+(null when the line table has none), and null ``pc``/``sp``/``module``/offsets; a thread
+has ``holds_gil``, ``python_thread_id`` (its pthread id) and ``python_note`` (why its
+Python stack may be incomplete); the document has ``"python": {"version", "gil_holder",
+"read_while_running", "changed_tids", "errors", "threads"}`` or null.
+
 For other code: :func:`summarize_snapshot` (a snapshot just captured, as ``generate_dump
 run`` and the pytest plugin report it), :func:`summarize_file` and :func:`print_stacks`
-give a short text: the top frames of every thread, crashing thread first, threads with
-identical top frames listed together.
+give a short text: the top frames of every thread (Python frames merged in), crashing
+thread first, threads with identical top frames listed together.
 """
 
 from __future__ import annotations
@@ -121,6 +146,7 @@ import click
 
 from .errors import DumpError
 from .minidump.codeview import code_id, debug_id
+from .python.merge import MODES, PyFrame, merge, state_for_view, thread_for
 from .snapshot import OS, Snapshot
 from .unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
 from .unwind.locate import module_name
@@ -221,6 +247,45 @@ def format_frame(f, width: int = 16, trust: bool = True) -> str:
     return text
 
 
+def format_python_frame(f, index: int, trust: bool = True) -> str:
+    line = f.line if f.line is not None else "?"
+    text = f'#{index} File "{f.file}", line {line}, in {f.display_name}'
+    return text + " [python]" if trust else text
+
+
+def format_item(f, index: int, trust: bool = True) -> str:
+    """A line for a merged-stack item: a Python frame or a native one (renumbered)."""
+    if isinstance(f, PyFrame):
+        return format_python_frame(f, index, trust)
+    text = format_frame(f, trust=trust)
+    return f"#{index}" + text[text.index(" "):]
+
+
+def python_frame_json(f, index: int) -> dict:
+    return {
+        "index": index, "pc": None, "sp": None, "trust": "python", "module": None,
+        "module_offset": None, "function": f.function, "qualname": f.qualname,
+        "function_offset": None, "file": f.file, "line": f.line,
+    }
+
+
+def item_json(f, index: int) -> dict:
+    if isinstance(f, PyFrame):
+        return python_frame_json(f, index)
+    d = frame_json(f)
+    d["index"] = index
+    return d
+
+
+def python_json(state) -> Optional[dict]:
+    if state is None:
+        return None
+    return {"version": state.version, "gil_holder": state.gil_holder,
+            "read_while_running": state.read_while_running,
+            "changed_tids": list(state.changed_tids), "errors": list(state.errors),
+            "threads": len(state.threads)}
+
+
 def frame_json(f) -> dict:
     return {
         "index": f.index,
@@ -230,6 +295,7 @@ def frame_json(f) -> dict:
         "module": f.module_name,
         "module_offset": f"0x{f.module_offset:x}" if f.module is not None else None,
         "function": f.function,
+        "qualname": None,  # Python frames only
         "function_offset": f"0x{f.function_offset:x}" if f.symbol is not None else None,
         "file": f.file,
         "line": f.line,
@@ -310,14 +376,17 @@ def walk_fetching(view: ProcessView, options: SymbolOptions, tids: Optional[set[
 
 
 def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] = None,
-                 max_frames: int = 512) -> dict:
-    """The whole report as the JSON document described in the module doc."""
+                 max_frames: int = 512, mode: str = "merged") -> dict:
+    """The whole report as the JSON document described in the module doc. ``mode``:
+    merged (Python frames in place of the eval loop's), native (both) or python (only
+    Python frames), see :mod:`generate_dump.python.merge`."""
     if tid is not None and all(t.tid != tid for t in view.threads):
         have = ", ".join(str(t.tid) for t in view.threads[:20])
         raise DumpError(f"no thread {tid} in the dump (threads: {have}"
                         f"{', ...' if len(view.threads) > 20 else ''})")
     stacks, options = walk_fetching(view, options, {tid} if tid is not None else None,
                                     max_frames)
+    python = state_for_view(view, options)
     modules = []
     for m in view.module_order:
         md = module_debug(m, options)
@@ -356,19 +425,31 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
         "trigger": ({"trigger": view.trigger.trigger, "threshold": view.trigger.threshold,
                      "value": view.trigger.value, "time": view.trigger.time}
                     if getattr(view, "trigger", None) is not None else None),
+        "python": python_json(python),
         "modules": modules,
-        "threads": [{
-            "tid": t.tid, "name": t.name, "crashed": t.crashed, "note": t.note or None,
-            "frames": [frame_json(f) for f in t.frames],
-            "_stack": t,
-        } for t in stacks],
+        "threads": [_thread_json(t, thread_for(python, t.tid), mode, max_frames)
+                    for t in stacks],
         "_options": options,  # what the walk used (servers: the modules given names)
     }
 
 
+def _thread_json(t: ThreadStack, py, mode: str, max_frames: int) -> dict:
+    # The walk stops at max_frames native frames; Python frames beyond it still follow.
+    items = merge(t.frames, py, mode)
+    return {
+        "tid": t.tid, "name": t.name, "crashed": t.crashed, "note": t.note or None,
+        "holds_gil": bool(py is not None and py.holds_gil),
+        "python_thread_id": f"0x{py.thread_id:x}" if py is not None else None,
+        "python_note": (py.note or None) if py is not None else None,
+        "frames": [item_json(f, i) for i, f in enumerate(items)],
+        "_stack": t, "_items": items,
+    }
+
+
 def report_json(report: dict) -> str:
-    doc = {k: v for k, v in report.items() if k != "_options"}
-    doc["threads"] = [{k: v for k, v in t.items() if k != "_stack"} for t in report["threads"]]
+    doc = {k: v for k, v in report.items() if not k.startswith("_")}
+    doc["threads"] = [{k: v for k, v in t.items() if not k.startswith("_")}
+                      for t in report["threads"]]
     return json.dumps(doc, indent=2)
 
 
@@ -391,6 +472,9 @@ def report_text(report: dict, view: ProcessView) -> str:
     if report.get("trigger"):
         t = report["trigger"]
         lines.append(f"Trigger: {t['trigger']} {t['threshold']} (measured {t['value']})")
+    py = report.get("python")
+    if py is not None:
+        lines.append(_python_line(py))
     lines.append("")
     lines.append(f"Modules ({len(report['modules'])}):")
     for m in report["modules"]:
@@ -414,12 +498,28 @@ def report_text(report: dict, view: ProcessView) -> str:
     for t in report["threads"]:
         st: ThreadStack = t["_stack"]
         lines.append("")
-        lines.append(_thread_title(st))
-        for f in st.frames:
-            lines.append("  " + format_frame(f))
+        lines.append(_thread_title(st) + (" (holds the GIL)" if t["holds_gil"] else ""))
+        for i, f in enumerate(t["_items"]):
+            lines.append("  " + format_item(f, i))
         if st.note:
             lines.append(f"  ({st.note})")
+        if t["python_note"]:
+            lines.append(f"  (Python stack incomplete: {t['python_note']})")
     return "\n".join(lines)
+
+
+def _python_line(py: dict) -> str:
+    text = f"Python: CPython {py['version']}, {py['threads']} thread states"
+    if py["gil_holder"]:
+        text += f", GIL held by thread {py['gil_holder']}"
+    if py["changed_tids"]:
+        text += (", stacks of threads " + ", ".join(map(str, py["changed_tids"]))
+                 + " moved on between the freeze and the read")
+    elif py["read_while_running"]:
+        text += " (read just after the process resumed)"
+    if py["errors"]:
+        text += "; errors: " + "; ".join(py["errors"][:3])
+    return text
 
 
 # -- summaries -------------------------------------------------------------------------------
@@ -427,16 +527,22 @@ def report_text(report: dict, view: ProcessView) -> str:
 
 def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
                    frames: int = SUMMARY_FRAMES) -> str:
-    """Top ``frames`` frames per thread, crashing thread first; identical stacks grouped."""
+    """Top ``frames`` frames per thread (Python frames merged in), crashing thread first;
+    identical stacks grouped."""
     options = options or SymbolOptions()
+    python = state_for_view(view, options)
+    # Python frames replace eval-loop frames: walk deeper to reach the innermost ones.
     with budget(SUMMARY_SYMBOLS_SECONDS if options.remote else None):
-        stacks, _ = walk_fetching(view, options, max_frames=frames + 1,
+        stacks, _ = walk_fetching(view, options, max_frames=frames + (64 if python else 1),
                                   wait=SUMMARY_SYMBOLS_SECONDS)
+    items: dict[int, list] = {}
     groups: dict[tuple, list[ThreadStack]] = {}
     order: list[tuple] = []
     for t in stacks:
-        body = tuple(format_frame(f, trust=f.trust in ("fp", "scan")) for f in t.frames[:frames])
-        more = len(t.frames) > frames
+        merged = items[id(t)] = merge(t.frames, thread_for(python, t.tid))
+        body = tuple(format_item(f, i, trust=f.trust in ("fp", "scan"))
+                     for i, f in enumerate(merged[:frames]))
+        more = len(merged) > frames
         key = ("crashed", t.tid) if t.crashed else (body, more, t.note, t.name)
         if key not in groups:
             groups[key] = []
@@ -445,6 +551,8 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
     out = []
     if view.exception is not None:
         out.append(f"Crash: {describe_reason(view)}")
+    if python is not None:
+        out.append(_python_line(python_json(python)))
     for key in order:
         members = groups[key]
         t = members[0]
@@ -456,11 +564,12 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
                 tids += f" and {len(members) - SUMMARY_MAX_TIDS} more"
             head = f"{len(members)} threads" + (f' "{t.name}"' if t.name else "") + f": {tids}"
         out.append(head + ":")
-        for f in t.frames[:frames]:
-            out.append("  " + format_frame(f, trust=f.trust in ("fp", "scan")))
-        if len(t.frames) > frames:
+        merged = items[id(t)]
+        for i, f in enumerate(merged[:frames]):
+            out.append("  " + format_item(f, i, trust=f.trust in ("fp", "scan")))
+        if len(merged) > frames:
             out.append("  ...")
-        if not t.frames:
+        if not merged:
             out.append(f"  (no frames: {t.note or 'unknown'})")
     return "\n".join(out)
 
@@ -491,10 +600,12 @@ def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (
                  as_json: bool = False, thread: Optional[int] = None,
                  system_debug: bool = True, max_frames: int = 512,
                  symbols_urls: Iterable[str] = (), debuginfod: bool = True,
-                 fmt: str = "generate_dump") -> str:
+                 fmt: str = "generate_dump", mode: str = "merged") -> str:
+    if mode not in MODES:
+        raise DumpError(f"unknown stack mode {mode!r}")
     options = _options(symbols_paths, system_debug, symbols_urls, debuginfod)
     view = load_view(path)
-    report = inspect_view(view, options, thread, max_frames)
+    report = inspect_view(view, options, thread, max_frames, mode)
     if fmt == "rust-minidump":
         from .rust_minidump_json import rust_minidump_json
 
@@ -527,14 +638,21 @@ def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (
               help="Look for debug files under /usr/lib/debug.")
 @click.option("--max-frames", default=512, show_default=True, type=click.IntRange(1, 100000),
               help="Stop each thread's walk after this many frames.")
+@click.option("--native", "mode", flag_value="native",
+              help="Python processes: keep every native frame, the interpreter's own "
+                   "included, with the Python frames above the eval loop frame running them.")
+@click.option("--python-only", "mode", flag_value="python",
+              help="Python processes: show only the Python frames.")
 def inspect_command(file: str, symbols_paths: tuple[str, ...], symbols_urls: tuple[str, ...],
                     debuginfod: bool, as_json: bool, fmt: str, thread: Optional[int],
-                    system_debug: bool, max_frames: int) -> None:
+                    system_debug: bool, max_frames: int, mode: Optional[str]) -> None:
     """Print what the minidump FILE says: process, reason, modules, and every thread's
     stack walked with CFI, frame pointers or stack scanning, symbolized from the module
-    files (matched by build id) and the symbol paths."""
+    files (matched by build id), the symbol paths and symbol servers. In a CPython process
+    the interpreter's frames are replaced by the Python frames they ran (File "...", line
+    N, in function)."""
     click.echo(inspect_file(file, symbols_paths, as_json, thread, system_debug, max_frames,
-                            symbols_urls, debuginfod, fmt))
+                            symbols_urls, debuginfod, fmt, mode or "merged"))
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -414,6 +414,54 @@ class SoftError:
     message: str
 
 
+# --- Python ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PythonFrame:
+    """One Python frame: what a traceback line says. ``entry`` marks the outermost frame of
+    one C-level call of the interpreter loop (_PyEval_EvalFrameDefault), for merging with
+    native frames."""
+
+    function: str
+    file: str
+    line: Optional[int] = None
+    qualname: Optional[str] = None
+    first_line: int = 0
+    entry: bool = True
+
+
+@dataclass(frozen=True)
+class PythonThread:
+    """A Python thread state: its native thread (0 when not known) and frames, innermost
+    first. ``note`` says why the frames may be incomplete."""
+
+    tid: int
+    thread_id: int = 0  # PyThread_get_thread_ident (pthread_t)
+    interpreter: int = 0  # index of its interpreter in the runtime's list
+    holds_gil: bool = False
+    frames: tuple[PythonFrame, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PythonState:
+    """CPython's threads and their Python stacks, decoded from the process's memory.
+
+    ``read_while_running``: read after the threads ran again (the stacks may have moved
+    on since registers were copied); ``changed_tids`` lists threads whose innermost frame
+    differs from the one seen while frozen."""
+
+    version: str  # "3.11.7"
+    runtime_address: int = 0
+    module: str = ""
+    threads: tuple[PythonThread, ...] = ()
+    gil_holder: Optional[int] = None  # tid
+    read_while_running: bool = False
+    changed_tids: tuple[int, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class TriggerInfo:
     """Why `watch` took the dump: the trigger that fired and what it measured."""
@@ -456,3 +504,4 @@ class Snapshot:
     # code its threads' stacks point into; None when it keeps no map.
     perf_map: Optional[bytes] = None
     extra_streams: tuple[ExtraStream, ...] = ()  # added by sink-side steps (--redact)
+    python: Optional[PythonState] = None  # CPython stacks, when the process runs CPython

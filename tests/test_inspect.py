@@ -222,12 +222,15 @@ def test_json_schema_keys(threads_bin, tmp_path):
     target, dump = dump_threads(threads_bin, tmp_path)
     with target:
         doc = inspect_json("--thread", target.pid, dump)
-    assert set(doc) == {"schema", "file", "process", "system", "reason", "modules", "threads"}
+    assert set(doc) == {"schema", "file", "process", "system", "reason", "python", "modules",
+                        "threads"}
+    assert doc["python"] is None  # a C program
     assert [t["tid"] for t in doc["threads"]] == [target.pid]
     t = doc["threads"][0]
-    assert set(t) == {"tid", "name", "crashed", "note", "frames"}
+    assert set(t) == {"tid", "name", "crashed", "note", "holds_gil", "python_thread_id",
+                      "python_note", "frames"}
     assert set(t["frames"][0]) == {"index", "pc", "sp", "trust", "module", "module_offset",
-                                   "function", "function_offset", "file", "line"}
+                                   "function", "qualname", "function_offset", "file", "line"}
     assert set(doc["modules"][0]) == {"name", "path", "base", "end", "main", "debug_id",
                                       "code_id", "symbols", "files", "mismatched"}
     assert [f["function"] for f in t["frames"]][1] == "main_park"

@@ -16,6 +16,7 @@ class CaptureOptions:
     include_environment: bool = False
     memory: str = "referenced"  # stacks | referenced | full
     max_referenced: int = DEFAULT_BUDGET
+    python: bool = True  # decode CPython stacks (and keep their memory) when found
     # Full dumps: told about bytes that could not be read while writing (zero-filled).
     on_short_read: Optional[Callable[[int, int], None]] = None
 

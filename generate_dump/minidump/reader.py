@@ -29,6 +29,7 @@ from ..snapshot import (
     ModuleIdentity,
     OS,
     Process,
+    PythonState,
     RegionKind,
     Snapshot,
     SoftError,
@@ -114,6 +115,7 @@ class Minidump:
     soft_errors: list[SoftError] = field(default_factory=list)
     trigger: Optional[TriggerInfo] = None
     perf_map: Optional[bytes] = None  # our GD_PERF_MAP stream: JIT symbol map lines
+    python: Optional[PythonState] = None  # our GD_PYTHON stream
     old_arm64: bool = False  # contexts use Breakpad's MDRawContextARM64_Old layout
 
     # -- access ----------------------------------------------------------------------------
@@ -179,6 +181,7 @@ class Minidump:
             time=self.time,
             trigger=self.trigger,
             perf_map=self.perf_map,
+            python=self.python,
         )
 
 
@@ -467,8 +470,21 @@ def _trigger(p: _Parser, md: Minidump, rva: int, size: int) -> None:
                              threshold=str(doc.get("threshold", "")),
                              value=str(doc.get("value", "")),
                              time=t if isinstance(t, int) else 0)
+
+
 def _perf_map(p: _Parser, md: Minidump, rva: int, size: int) -> None:
     md.perf_map = p.raw(rva, size, "perf map")
+
+
+def _python(p: _Parser, md: Minidump, rva: int, size: int) -> None:
+    from ..python.stream import decode
+
+    raw = p.raw(rva, size, "Python stream")
+    try:
+        md.python = decode(raw)
+    except ValueError as exc:
+        # Only our own addition is lost: the rest of the dump stays readable.
+        md.soft_errors.append(SoftError("python-stream", str(exc)))
 
 
 _HANDLERS = {
@@ -485,4 +501,5 @@ _HANDLERS = {
     fmt.StreamType.MOZ_SOFT_ERRORS: _soft_errors,
     fmt.StreamType.GD_TRIGGER: _trigger,
     fmt.StreamType.GD_PERF_MAP: _perf_map,
+    fmt.StreamType.GD_PYTHON: _python,
 }

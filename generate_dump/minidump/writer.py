@@ -170,6 +170,8 @@ class _Writer:
             b.append((fmt.StreamType.GD_PERF_MAP, self._raw(s.perf_map)))
         for extra in s.extra_streams:
             b.append((extra.stream_type, self._extra(extra)))
+        if s.python is not None:
+            b.append((fmt.StreamType.GD_PYTHON, self.python))
         b.append((fmt.StreamType.MEMORY_LIST, self.memory_list))
         if self.options.memory64:
             b.append((fmt.StreamType.MEMORY64_LIST, self.memory64_list))
@@ -416,6 +418,12 @@ class _Writer:
     def soft_errors(self, lay: _Layout) -> tuple[int, int]:
         doc = [{"kind": e.kind, "message": e.message} for e in self.s.soft_errors]
         return lay.place(json.dumps(doc).encode(), 4)
+
+
+    def python(self, lay: _Layout) -> tuple[int, int]:
+        from ..python.stream import encode
+
+        return lay.place(encode(self.s.python), 4)  # type: ignore[arg-type]
 
 
 def write_minidump(snapshot: Snapshot, out: BinaryIO, options: Optional[WriteOptions] = None,

@@ -236,3 +236,66 @@ def file_identity(path: str) -> FileIdentity:
             return FileIdentity(build_id, th, soname)
     except (OSError, ELFError, ValueError, KeyError) as exc:
         raise ElfError(f"{path}: {exc}") from None
+
+
+# -- data symbols from the file (Python's _PyRuntime, Py_Version) -----------------------------
+
+SHT_SYMTAB = 2
+SHT_DYNSYM = 11
+_MAX_SYMTAB = 64 << 20
+
+
+def find_symbols(path: str, names: "tuple[str, ...]") -> dict[str, tuple[int, int]]:
+    """{name: (st_value, st_size)} for defined symbols of any type named in ``names``, from
+    the file's .symtab or .dynsym (64-bit little-endian files; {} for anything else).
+
+    Reads only the section headers, the two symbol tables and their string tables: finding
+    a data symbol such as ``_PyRuntime`` needs no full ELF parser.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != ELF_MAGIC or head[4] != 2 or head[5] != 1:
+                return out
+            shoff, = struct.unpack_from("<Q", head, 0x28)
+            shentsize, shnum = struct.unpack_from("<HH", head, 0x3A)
+            if not shoff or shentsize < 64 or not 0 < shnum < 65536:
+                return out
+            f.seek(shoff)
+            table = f.read(shentsize * shnum)
+            sections = []
+            for i in range(len(table) // shentsize):
+                (_n, stype, _fl, _addr, off, size, link, _info, _al,
+                 entsize) = struct.unpack_from("<IIQQQQIIQQ", table, i * shentsize)
+                sections.append((stype, off, size, link, entsize))
+            wanted = {n.encode(): n for n in names}
+            # .dynsym first: small, and where an executable exports what modules need.
+            for kind in (SHT_DYNSYM, SHT_SYMTAB):
+                if len(out) == len(wanted):
+                    break
+                for stype, off, size, link, entsize in sections:
+                    if stype != kind or entsize != 24 or size > _MAX_SYMTAB \
+                            or link >= len(sections):
+                        continue
+                    _, str_off, str_size, _, _ = sections[link]
+                    if str_size > _MAX_SYMTAB:
+                        continue
+                    f.seek(str_off)
+                    strings = f.read(str_size)
+                    if not any(raw + b"\0" in strings for raw in wanted):
+                        continue
+                    f.seek(off)
+                    syms = f.read(size)
+                    for st_name, _info, _other, shndx, value, sz in struct.iter_unpack(
+                            "<IBBHQQ", syms[: len(syms) // 24 * 24]):
+                        if shndx == 0 or not value:
+                            continue
+                        for raw, name in wanted.items():
+                            if strings.startswith(raw, st_name) \
+                                    and strings[st_name + len(raw):st_name + len(raw) + 1] \
+                                    == b"\0":
+                                out.setdefault(name, (value, sz))
+    except OSError:
+        return out
+    return out

@@ -20,6 +20,7 @@ class ThreadView:
     context: Optional[CpuContext]
     stack_start: int = 0
     stack: bytes = b""
+    thread_pointer: int = 0  # fs base / TPIDR_EL0 / TEB (the dump's Teb field)
 
 
 def _slicer(data: bytes):
@@ -31,7 +32,8 @@ class ProcessView:
                  modules: list[Module], memory: list[tuple[int, int, Callable]],
                  regions: list[MemoryRegion], exception: Optional[ExceptionInfo],
                  pid: int = 0, command_line: tuple[str, ...] = (), path: Optional[str] = None,
-                 soft_errors: tuple = (), time: int = 0, perf_map: Optional[bytes] = None):
+                 soft_errors: tuple = (), time: int = 0, perf_map: Optional[bytes] = None,
+                 python=None):
         self.system = system
         self.arch = system.arch if system else None
         self.os = system.os if system else None
@@ -59,6 +61,7 @@ class ProcessView:
         self.trigger = None  # TriggerInfo of a `watch` dump
         # The process's JIT symbol map, when the dump carries one: names code outside modules.
         self.perf_map = PerfMap.parse(perf_map) if perf_map else None
+        self.python = python  # PythonState from the dump's GD_PYTHON stream / the snapshot
 
     # -- constructors -------------------------------------------------------------------------
 
@@ -75,7 +78,8 @@ class ProcessView:
             if t.stack is not None:
                 start, data = t.stack.start, md.bytes_at(t.stack)
                 stacks.append(t.stack.start)
-            threads.append(ThreadView(t.tid, md.thread_names.get(t.tid), ctx, start, data))
+            threads.append(ThreadView(t.tid, md.thread_names.get(t.tid), ctx, start, data,
+                                      t.teb))
         data = md.data
 
         def reader(rva: int):
@@ -91,7 +95,8 @@ class ProcessView:
         view = cls(md.system, threads, list(md.modules), memory, list(md.regions),
                    md.exception, pid=misc.get("process_id", 0), command_line=cmdline,
                    path=os.fspath(path) if path is not None else None,
-                   soft_errors=tuple(md.soft_errors), time=md.time, perf_map=md.perf_map)
+                   soft_errors=tuple(md.soft_errors), time=md.time, perf_map=md.perf_map,
+                   python=md.python)
         view.trigger = md.trigger
         return view
 
@@ -104,7 +109,8 @@ class ProcessView:
                   if isinstance(m, MemoryRange)]
         for t in snap.threads:
             start, data = (t.stack.start, t.stack.data) if t.stack is not None else (0, b"")
-            threads.append(ThreadView(t.tid, t.name, t.context, start, data))
+            threads.append(ThreadView(t.tid, t.name, t.context, start, data,
+                                      t.thread_pointer))
             if data:
                 memory.append((start, len(data), _slicer(data)))
         cmdline = snap.process.command_line
@@ -113,7 +119,8 @@ class ProcessView:
                             for a in snap.linux.cmdline.rstrip(b"\0").split(b"\0"))
         view = cls(snap.system, threads, list(snap.modules), memory, list(snap.regions),
                    snap.exception, pid=snap.process.pid, command_line=cmdline,
-                   soft_errors=snap.soft_errors, time=snap.time, perf_map=snap.perf_map)
+                   soft_errors=snap.soft_errors, time=snap.time, perf_map=snap.perf_map,
+                   python=snap.python)
         view.trigger = snap.trigger
         return view
 
@@ -147,6 +154,28 @@ class ProcessView:
                 return read(addr - start, size)
             j -= 1
         return None
+
+    def read_partial(self, addr: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``addr``, across adjacent captured ranges; short where
+        the dump holds no more (a MemorySource over the dump)."""
+        out = bytearray()
+        while size > 0:
+            j = bisect.bisect_right(self._mem_starts, addr) - 1
+            best = None
+            while j >= 0 and self._mem_max_end[j] > addr:
+                start, length, read = self._mem[j]
+                if start <= addr < start + length and (
+                        best is None or start + length > best[0] + best[1]):
+                    best = (start, length, read)
+                j -= 1
+            if best is None:
+                break
+            start, length, read = best
+            n = min(size, start + length - addr)
+            out += read(addr - start, n)
+            addr += n
+            size -= n
+        return bytes(out)
 
     @property
     def main_module(self) -> Optional[Module]:

@@ -91,6 +91,8 @@ class _Frozen:
     soft_errors: list[SoftError] = field(default_factory=list)
     time: int = 0
     group_stopped: bool = False
+    # Python threads' innermost frames as seen while frozen (see python.capture).
+    python_marks: dict = field(default_factory=dict)
 
 
 def _host_arch() -> Arch:
@@ -314,7 +316,7 @@ def _assign_stacks(raws: list[_RawThread], stack_map: StackMap, main_tid: int) -
 
 
 def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
-                fz: "Freezer") -> _Frozen:
+                fz: "Freezer", python_states=None) -> _Frozen:
     """Stop every thread and copy registers and stacks. The threads stay stopped: the
     caller releases them (at once, or after writing a full dump); on failure they are
     released here."""
@@ -359,6 +361,10 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
                                  views=True)
         for r, data in zip(with_stack, datas):
             r.stack = data
+        if python_states is not None:
+            from ...python.capture import frozen_marks
+
+            frozen.python_marks = frozen_marks(python_states, reader.read_many)
         _testhooks.pause("frozen")
     except BaseException:
         fz.release_all()
@@ -469,6 +475,12 @@ def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Itera
                       "process, or none); no dump was written")
     fz = (options.freezer_factory or Freezer)(target, options)
     hold = options.memory == "full" and options.suspend
+    python_runtime = _python_runtime(target, reader) if options.python else None
+    python_states = None
+    if python_runtime is not None and options.suspend:
+        from ...python.capture import states_before_freeze
+
+        python_states = states_before_freeze(reader, python_runtime)
     try:
         # While threads are stopped, SIGINT/SIGTERM/SIGHUP wait: the release always
         # completes, then the signal is handled (and the dump abandoned).
@@ -477,7 +489,7 @@ def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Itera
             if not _still_same(target):
                 raise gone
             if options.suspend:
-                frozen = _freeze_all(target, options, reader, fz)
+                frozen = _freeze_all(target, options, reader, fz, python_states)
                 if options.while_frozen is not None:
                     options.while_frozen([r.tid for r in frozen.threads])
                 if not hold:
@@ -494,6 +506,10 @@ def capture_session(pid: int, options: Optional[CaptureOptions] = None) -> Itera
         try:
             snapshot = _assemble(target, arch, frozen, options, reader)
             snapshot = _add_memory(snapshot, target, frozen, options, reader)
+            if options.python:
+                ran = not (hold or (options.suspend and frozen.group_stopped))
+                snapshot = _add_python(snapshot, reader, python_runtime, python_states,
+                                       frozen, ran, keep_memory=options.memory != "full")
         except ProcessLookupError:
             raise gone from None
         if not hold and not _still_same(target):
@@ -602,3 +618,52 @@ def _perf_map(pid: int, threads: list[Thread], soft: list[SoftError]) -> Optiona
     return kept or None
 
 
+# --- Python --------------------------------------------------------------------------------
+
+
+def _python_runtime(target: _Target, reader: MemoryReader):
+    """Before the freeze: where CPython's _PyRuntime is, from the maps and the module files
+    (None for a process that runs no CPython, or one without symbols)."""
+    from ...python.capture import runtime_before_freeze
+    from ...snapshot import Module
+
+    _, maps = _read_maps(target)
+    try:
+        exe = os.readlink(f"/proc/{target.pid}/exe")
+    except OSError:
+        exe = ""
+    modules, seen = [], set()
+    for m in maps:
+        if m.path.startswith("/") and m.offset == 0 and m.path not in seen:
+            seen.add(m.path)
+            modules.append(Module(path=m.path, base=m.start, size=m.end - m.start,
+                                  is_main=m.path == exe))
+    return runtime_before_freeze(modules, reader)
+
+
+def _add_python(snapshot: Snapshot, reader: MemoryReader, runtime, states, frozen: _Frozen,
+                ran: bool, keep_memory: bool = True) -> Snapshot:
+    """The decoded Python stacks, and the memory they came from (first, so that it wins
+    over overlapping windows and the dump decodes to the same stacks; a full dump holds
+    it already)."""
+    from ...python.capture import capture_python
+
+    try:
+        state, ranges = capture_python(snapshot, reader, runtime, frozen.python_marks, ran,
+                                       states)
+    except Exception as exc:  # noqa: BLE001 - never lose the dump over the Python part
+        return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
+            SoftError("python-unreadable", f"Python stacks could not be read: {exc}"),))
+    if state is None:
+        from ...python.capture import missing_reason
+
+        reason = missing_reason(snapshot.modules)
+        if reason:
+            return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
+                SoftError("python-not-found", reason),))
+        return snapshot
+    soft = snapshot.soft_errors
+    if state.errors:
+        soft += (SoftError("python-partial", "Python stacks: " + "; ".join(state.errors[:5])),)
+    return dataclasses.replace(snapshot, python=state, soft_errors=soft,
+                               memory=(tuple(ranges) if keep_memory else ()) + snapshot.memory)

@@ -338,8 +338,8 @@ def _with_memory(snapshot: Snapshot, proc: "_Process", memory: str, max_referenc
 def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool = False,
                           with_exception: bool = False, memory: str = "referenced",
                           max_referenced: int = DEFAULT_BUDGET,
-                          on_short_read: Optional[Callable[[int, int], None]] = None
-                          ) -> Snapshot:
+                          on_short_read: Optional[Callable[[int, int], None]] = None,
+                          python: bool = True) -> Snapshot:
     """Snapshot a process that LLDB holds stopped. Nothing here resumes it. With
     ``memory="full"`` the memory is read while the snapshot is written, so the process
     must stay stopped until then."""
@@ -401,7 +401,26 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
         regions=tuple(regions), exception=exception_of(lldb, process, os_) if with_exception else None,
         linux=linux, soft_errors=tuple(soft), time=int(time.time()),
     )
-    return _with_memory(snapshot, proc, memory, max_referenced, on_short_read)
+    snapshot = _with_memory(snapshot, proc, memory, max_referenced, on_short_read)
+    return _with_python(snapshot, proc, keep_memory=memory != "full") if python else snapshot
+
+
+def _with_python(snapshot: Snapshot, proc: "_Process", keep_memory: bool) -> Snapshot:
+    """CPython stacks, read while LLDB holds the process stopped (so they are exact)."""
+    from ...python.capture import capture_python
+
+    try:
+        state, ranges = capture_python(snapshot, proc, ran=False)
+    except Exception as exc:  # noqa: BLE001 - never lose the dump over the Python part
+        return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
+            SoftError("python-unreadable", f"Python stacks could not be read: {exc}"),))
+    if state is None:
+        return snapshot
+    soft = snapshot.soft_errors
+    if state.errors:
+        soft += (SoftError("python-partial", "Python stacks: " + "; ".join(state.errors[:5])),)
+    return dataclasses.replace(snapshot, python=state, soft_errors=soft,
+                               memory=(tuple(ranges) if keep_memory else ()) + snapshot.memory)
 
 
 @contextmanager
@@ -431,7 +450,7 @@ def capture_session(pid: int, options: Optional[LldbOptions] = None) -> Iterator
             yield snapshot_from_process(
                 lldb, process, include_environment=options.include_environment,
                 memory=options.memory, max_referenced=options.max_referenced,
-                on_short_read=options.on_short_read)
+                on_short_read=options.on_short_read, python=options.python)
         finally:
             process.Detach()
     finally:
