@@ -222,7 +222,7 @@ def test_json_schema_keys(threads_bin, tmp_path):
     target, dump = dump_threads(threads_bin, tmp_path)
     with target:
         doc = inspect_json("--thread", target.pid, dump)
-    assert set(doc) == {"schema", "file", "process", "system", "reason", "python", "modules",
+    assert set(doc) == {"schema", "file", "process", "system", "reason", "trigger", "python", "modules",
                         "threads"}
     assert doc["python"] is None  # a C program
     assert [t["tid"] for t in doc["threads"]] == [target.pid]
