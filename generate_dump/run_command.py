@@ -1,8 +1,12 @@
 """`generate_dump run [OPTIONS] -- COMMAND [ARG...]`: crash and hang capture for CI.
 
-Starts COMMAND as its tracer, writes a minidump of any process of the tree that is about
-to die of a crash signal, and on --timeout dumps every live process, then ends the tree
-and exits 124 like timeout(1). Otherwise it exits with COMMAND's own status.
+Runs COMMAND, writes a minidump of any process of its tree that dies of a crash signal,
+and on --timeout dumps every live process, then ends the tree and exits 124 like
+timeout(1). Otherwise it exits with COMMAND's own status. By default nothing is traced
+(crashes come from the kernel's core dumps; see backends/linux/supervisor.py); --trace
+follows every process as its tracer (backends/linux/tracer.py). Both report through the
+same naming (dump_file_name) and summary (inspect_dump.summarize_snapshot) as the pytest
+plugin and the ci/ hooks.
 """
 
 from __future__ import annotations
@@ -28,6 +32,16 @@ def parse_duration(text: str) -> float:
     if not m or float(m.group(1)) <= 0:
         raise click.BadParameter(f"'{text}' is not a duration; use e.g. 90, 30s, 500ms, 5m, 1h")
     return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+_SIZES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]+)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise click.BadParameter(f"'{text}' is not a size; use e.g. 0, 512M, 2G")
+    return int(m.group(1)) * _SIZES[m.group(2).lower()]
 
 
 def dump_file_name(exe: str, pid: int, reason: str, when: Optional[float] = None) -> str:
@@ -96,6 +110,15 @@ def _stack_summary(event) -> str:
         return ""
 
 
+def _read_core(path: str):
+    """A core file as a Snapshot (the core reader lives in sources/core.py)."""
+    try:
+        from .sources.core import read_core
+    except ImportError:
+        raise DumpError("this build has no core file reader; use --trace") from None
+    return read_core(path)
+
+
 @click.command(name="run", context_settings={"help_option_names": ["-h", "--help"],
                                              "ignore_unknown_options": False})
 @click.option("--timeout", "timeout", metavar="DURATION", callback=lambda c, p, v: (
@@ -112,21 +135,31 @@ def _stack_summary(event) -> str:
 @click.option("--dump-on-signal", is_flag=True,
               help="When run itself gets SIGINT, SIGTERM or SIGHUP (a cancelled CI job), "
                    "dump every process of the tree before passing the signal on.")
+@click.option("--trace", is_flag=True,
+              help="Follow every process as its tracer (ptrace) instead of relying on core "
+                   "dumps: also catches crashes the kernel writes no core for and faults "
+                   "a handler re-raises, at a cost on every fork, exec and signal.")
+@click.option("--core-limit", default="2G", show_default=True, metavar="SIZE",
+              callback=lambda c, p, v: parse_size(v),
+              help="Default mode: the RLIMIT_CORE soft limit given to the command so the "
+                   "kernel writes the cores run converts (0: no crash capture).")
 @click.argument("command", nargs=-1, required=True, metavar="-- COMMAND [ARG...]")
 def run_command(timeout: Optional[float], output_dir: str, max_dumps: int, kill_after: float,
-                dump_on_signal: bool, command: tuple[str, ...]) -> None:
+                dump_on_signal: bool, trace: bool, core_limit: int,
+                command: tuple[str, ...]) -> None:
     """Run COMMAND; write a minidump of any of its processes that crashes, or of all of
     them when --timeout expires.
 
-    A process about to die of SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS,
-    SIGQUIT, SIGXCPU or SIGXFSZ (default disposition, or re-raised by its own handler) is
-    dumped with an Exception stream; a signal the program handles and survives is passed
-    through untouched. Exit status: COMMAND's own (128+N if killed by signal N), 124 after
-    a timeout. Dump files are named EXE-PID-REASON-UTCTIME.dmp.
+    A process that dies of SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS,
+    SIGQUIT, SIGXCPU or SIGXFSZ is dumped with an Exception stream: by default from the
+    core file the kernel writes (RLIMIT_CORE is raised for the command; a core that would
+    not have been written without run is deleted once converted); with --trace just
+    before it dies. Signals the program handles are never touched. Exit status: COMMAND's
+    own (128+N if killed by signal N), 124 after a timeout. Dump files are named
+    EXE-PID-REASON-UTCTIME.dmp.
     """
     if not sys.platform.startswith("linux"):
         raise DumpError("`generate_dump run` needs Linux (ptrace)")
-    from .backends.linux.tracer import Runner
     from .output import write_snapshot
 
     out_dir = os.path.abspath(output_dir)
@@ -140,9 +173,22 @@ def run_command(timeout: Optional[float], output_dir: str, max_dumps: int, kill_
         write_snapshot(snapshot, path)
         return path
 
-    runner = Runner(list(command), timeout=timeout, max_dumps=max_dumps, kill_after=kill_after,
-                    write=write, on_dump=_Reporter(os.environ.get("GITHUB_ACTIONS") == "true"),
-                    dump_on_signal=dump_on_signal)
+    def notice(text: str) -> None:
+        sys.stderr.write(f"{PROG}: {text}\n")
+        sys.stderr.flush()
+
+    common = dict(timeout=timeout, max_dumps=max_dumps, kill_after=kill_after, write=write,
+                  on_dump=_Reporter(os.environ.get("GITHUB_ACTIONS") == "true"),
+                  dump_on_signal=dump_on_signal, notice=notice)
+    if trace:
+        from .backends.linux.tracer import Runner
+
+        runner = Runner(list(command), **common)
+    else:
+        from .backends.linux.supervisor import Supervisor
+
+        runner = Supervisor(list(command), core_limit=core_limit, convert_core=_read_core,
+                            **common)
     runner.start()
     result = runner.run()
     if result.timed_out:
