@@ -1,0 +1,1 @@
+"""Snapshot sources that read files rather than live processes (ELF core files)."""
