@@ -159,36 +159,45 @@ class CoreIds:
 
 
 def core_ids(path: str) -> Optional[CoreIds]:
-    """Read NT_PRPSINFO of a 64-bit little-endian ELF core; None if it is not one."""
+    """Who wrote a 64-bit little-endian ELF core (from its first NT_PRSTATUS and its
+    NT_PRPSINFO); None if it is not one. Reads only the headers and notes, so it works on
+    a core the size limit cut short."""
+    from ...modules import elfcore as ec
+
     try:
         with open(path, "rb") as f:
-            head = f.read(64)
-            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1 \
-                    or struct.unpack_from("<H", head, 16)[0] != 4:  # ET_CORE
+            head = f.read(ec.EHDR.size)
+            if len(head) < ec.EHDR.size:
                 return None
-            phoff, = struct.unpack_from("<Q", head, 32)
-            phentsize, phnum = struct.unpack_from("<HH", head, 54)
+            (ident, etype, machine, _v, _e, phoff, _s, _f, _eh, phentsize, phnum, *_r) = \
+                ec.EHDR.unpack(head)
+            if ident[:4] != b"\x7fELF" or ident[4] != ec.ELFCLASS64 \
+                    or ident[5] != ec.ELFDATA2LSB or etype != ec.ET_CORE \
+                    or phentsize < ec.PHDR.size:
+                return None
             f.seek(phoff)
-            table = f.read(phentsize * min(phnum, 65535))
+            table = f.read(phentsize * phnum)
+            status = info = None
             for i in range(len(table) // phentsize):
-                ptype, _flags, offset, _v, _p, filesz = struct.unpack_from(
-                    "<IIQQQQ", table, i * phentsize)
-                if ptype != 4:  # PT_NOTE
+                ptype, _fl, offset, _va, _pa, filesz, _mem, _al = ec.PHDR.unpack_from(
+                    table, i * phentsize)
+                if ptype != ec.PT_NOTE:
                     continue
                 f.seek(offset)
-                notes = f.read(min(filesz, 1 << 20))
-                pos, cursig = 0, 0
-                while pos + 12 <= len(notes):
+                notes = f.read(min(filesz, 4 << 20))
+                pos = 0
+                while pos + 12 <= len(notes) and (status is None or info is None):
                     namesz, descsz, ntype = struct.unpack_from("<III", notes, pos)
                     pos += 12 + ((namesz + 3) & ~3)
                     desc = notes[pos:pos + descsz]
                     pos += (descsz + 3) & ~3
-                    if ntype == 1 and not cursig and len(desc) >= 14:  # NT_PRSTATUS
-                        cursig, = struct.unpack_from("<h", desc, 12)
-                    if ntype == 3 and len(desc) >= 56:  # NT_PRPSINFO, struct elf_prpsinfo
-                        pid, ppid, pgrp, sid = struct.unpack_from("<iiii", desc, 24)
-                        fname = desc[40:56].split(b"\0", 1)[0].decode(errors="replace")
-                        return CoreIds(pid, ppid, pgrp, sid, fname, cursig)
-    except (OSError, struct.error):
+                    if ntype == ec.NT_PRSTATUS and status is None:
+                        status = ec.parse_prstatus(desc, machine)
+                    elif ntype == ec.NT_PRPSINFO and info is None:
+                        info = ec.parse_prpsinfo(desc)
+            if status is None or info is None:
+                return None
+            return CoreIds(info.pid, info.ppid, status.pgrp, status.sid, info.fname,
+                           status.cursig)
+    except (OSError, struct.error, ValueError, KeyError):
         return None
-    return None

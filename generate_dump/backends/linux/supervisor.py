@@ -25,13 +25,15 @@ import os
 import select
 import signal
 import time
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ...errors import DumpError
-from ...snapshot import Snapshot
 from . import coredumps, proctree
 from .spawn import spawn
-from .tracer import DumpEvent, RunResult, exe_name, one_line
+
+if TYPE_CHECKING:
+    from ...snapshot import Snapshot
+from .run_events import DumpEvent, RunResult, exe_name, one_line
 
 SCAN_INTERVAL = 1.0
 CRASH_SIGNALS = frozenset({
@@ -44,10 +46,10 @@ class Supervisor:
     """Run COMMAND untraced; see the module docstring."""
 
     def __init__(self, argv: list[str], *, timeout: Optional[float], max_dumps: int,
-                 kill_after: float, write: Callable[[Snapshot, int, str, str], str],
+                 kill_after: float, write: Callable[["Snapshot", int, str, str], str],
                  on_dump: Callable[[DumpEvent], None] = lambda e: None,
                  dump_on_signal: bool = False, core_limit: int = 2 << 30,
-                 convert_core: Optional[Callable[[str], Snapshot]] = None,
+                 convert_core: Optional[Callable[[str], "Snapshot"]] = None,
                  notice: Callable[[str], None] = lambda s: None):
         self.argv = argv
         self.timeout = timeout
@@ -267,6 +269,7 @@ class Supervisor:
         except ValueError:
             reason = "crash"
         event = DumpEvent(pid=ids.pid, reason=reason, path=None, exe=ids.fname or "process")
+        step = "cannot read core file " + path
         try:
             if len(self.result.dumps) >= self.max_dumps:
                 event.error = f"not dumped: --max-dumps {self.max_dumps} reached"
@@ -277,9 +280,11 @@ class Supervisor:
                 main = next((m for m in snap.modules if m.is_main), None)
                 if main is not None:
                     event.exe = os.path.basename(main.path) or event.exe
+                step = "cannot write the minidump"
                 event.path = self.write(snap, ids.pid, event.exe, event.reason)
         except Exception as exc:  # noqa: BLE001 - a failed dump must not end the run
-            event.error = f"cannot convert core file {path}: {one_line(exc)}"
+            detail = str(exc) if isinstance(exc, DumpError) else one_line(exc)
+            event.error = f"{step}: {detail}"
         finally:
             if self.delete_cores:
                 try:

@@ -32,6 +32,7 @@ from typing import Callable, Optional
 from ...errors import DumpError
 from ...snapshot import ExceptionInfo, Snapshot
 from . import procfs
+from .run_events import DumpEvent, RunResult, exe_name, one_line
 from .capture import CaptureOptions, Freezer, capture
 
 PTRACE_O_TRACEFORK = 0x2
@@ -49,31 +50,6 @@ CRASH_SIGNALS = frozenset({
     signal.SIGTRAP, signal.SIGSYS, signal.SIGQUIT, signal.SIGXCPU, signal.SIGXFSZ,
 })
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
-
-
-@dataclass
-class DumpEvent:
-    """One dump the run made (or tried to make)."""
-
-    pid: int
-    reason: str  # "SIGSEGV", "timeout", ...
-    path: Optional[str]
-    exe: str
-    exception: Optional[ExceptionInfo] = None
-    error: Optional[str] = None
-    snapshot: Optional[Snapshot] = None
-
-
-@dataclass
-class RunResult:
-    status: int  # what `run` should exit with
-    timed_out: bool = False
-    dumps: list[DumpEvent] = field(default_factory=list)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _ptrace(request: int, tid: int, addr: int = 0, data: int = 0) -> None:
@@ -207,14 +183,6 @@ class _BorrowingFreezer(Freezer):
                 pass
         elif tid not in self.session.tgid_of:
             super().release(tid)
-
-
-def exe_name(pid: int) -> str:
-    try:
-        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).replace(" (deleted)", "")
-    except OSError:
-        comm = procfs.read_file(f"/proc/{pid}/comm")
-        return comm.decode(errors="replace").strip() if comm else "process"
 
 
 class Runner:
