@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from checks import breakpad_frames
 from generate_dump.backends.linux.coredumps import parse_core_pattern, system_core_pattern
 from generate_dump.minidump import read_minidump
-from live import compile_program
+from live import PROGRAMS, compile_program
 from readers import breakpad_stackwalk, minidump_dump, rust_stackwalk_json
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="run needs ptrace")
@@ -433,3 +434,76 @@ def test_a_dying_tracer_drops_the_signal_of_a_stopped_tracee(tmp_path):
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
         os.close(r_fd)
+
+
+# --- Go: preemption signals, crashes and hangs under run --------------------------------
+
+
+@pytest.fixture(scope="module")
+def gopreempt(tmp_path_factory) -> Path:
+    go = shutil.which("go")
+    assert go, "Go (golang-go) is needed: scripts/install-test-deps installs it"
+    d = tmp_path_factory.mktemp("go")
+    env = dict(os.environ, GOCACHE=str(d / "cache"), GO111MODULE="off", CGO_ENABLED="0")
+    out = d / "gopreempt"
+    subprocess.run([go, "build", "-o", str(out), str(PROGRAMS / "gopreempt.go")], check=True,
+                   env=env, timeout=600)
+    return out
+
+
+def _go_busy_runs(gopreempt, tmp_path, mode, times):
+    for i in range(times):
+        status = 10 + i
+        r = run(tmp_path, *mode, "--", gopreempt, "busy", "3", status, timeout=300)
+        assert r.returncode == status, (i, r.stderr[-2000:])
+        assert r.stdout.strip() == "rounds 3" and r.stderr == ""
+    assert dumps(tmp_path) == []
+
+
+@MODES
+def test_go_preemption_under_run(gopreempt, tmp_path, mode):
+    """Garbage collections that must preempt spinning goroutines (SIGURG) finish, and the
+    program exits with its own status; see the slow variant for many runs in a row."""
+    _go_busy_runs(gopreempt, tmp_path, mode, 3)
+
+
+@pytest.mark.slow
+@MODES
+def test_go_preemption_under_run_20_times(gopreempt, tmp_path, mode):
+    _go_busy_runs(gopreempt, tmp_path, mode, 20)
+
+
+@MODES
+def test_go_crash(gopreempt, symbols, tmp_path, mode):
+    """GOTRACEBACK=crash: the runtime prints its traceback and dies of SIGABRT; run exits
+    with the same status as the bare program and leaves a dump with the exception."""
+    need_core_files()
+    env = dict(os.environ, GOTRACEBACK="crash")
+    bare = subprocess.run([str(gopreempt), "crash"], capture_output=True, env=env,
+                          preexec_fn=no_cores, cwd=tmp_path, timeout=60)
+    r = run(tmp_path / "out", *mode, "--", gopreempt, "crash", env=env, cwd=tmp_path)
+    assert r.returncode == bare.returncode == 128 + signal.SIGABRT, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert "nil pointer dereference" in r.stderr  # the runtime's own report got through
+    (path,) = dumps(tmp_path / "out")
+    md = read_minidump(path)
+    assert md.exception.code == signal.SIGABRT
+    minidump_dump(path)
+    crash, frames = crash_report(path, symbols)
+    assert crash[0].startswith("SIGABRT")
+    crashed = frames[md.exception.thread_id]
+    assert len(crashed) >= 3 and any(f.startswith("runtime.") for f in crashed), crashed
+
+
+@MODES
+def test_go_timeout(gopreempt, tmp_path, mode):
+    r = run(tmp_path, *mode, "--timeout", "2s", "--", gopreempt, "hang", timeout=120)
+    assert r.returncode == 124, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    files = dumps(tmp_path)
+    assert len(files) == 1, r.stderr[-3000:]
+    pid = int(NAME.match(files[0].name).group(1))
+    md = read_minidump(files[0])
+    assert len(md.threads) >= 3
+    minidump_dump(files[0])
+    assert _gone(pid)
