@@ -3,8 +3,10 @@
 # they die, hanging ones when the timeout expires or the job is cancelled (SIGINT/SIGTERM).
 # The command's exit status is kept (124 after a timeout).
 #
-#   ci/run-with-dumps.sh [--timeout 30m] [--dump-dir DIR] -- COMMAND [ARG...]
+#   ci/run-with-dumps.sh [--timeout 30m] [--dump-dir DIR] [--trace] -- COMMAND [ARG...]
 #
+# By default nothing is traced (crashes come from core files; see the README's
+# "Default mode"); --trace (or RUN_TRACE=1) follows every process as its tracer instead.
 # Environment: GENERATE_DUMP (the generate_dump command to use; default: the one on PATH,
 # else installed into a private venv from this checkout), DUMP_DIR (default: minidumps).
 # Afterwards the dumps, if any, are listed and their paths are written to
@@ -14,16 +16,19 @@ set -uo pipefail
 
 timeout=""
 dump_dir=${DUMP_DIR:-minidumps}
+trace=${RUN_TRACE:-}
+[ "$trace" = "0" ] || [ "$trace" = "false" ] && trace=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) timeout=$2; shift 2 ;;
         --dump-dir) dump_dir=$2; shift 2 ;;
+        --trace) trace=1; shift ;;
         --) shift; break ;;
         *) break ;;
     esac
 done
 if [ $# -eq 0 ]; then
-    echo "usage: $0 [--timeout DURATION] [--dump-dir DIR] -- COMMAND [ARG...]" >&2
+    echo "usage: $0 [--timeout DURATION] [--dump-dir DIR] [--trace] -- COMMAND [ARG...]" >&2
     exit 125
 fi
 
@@ -46,6 +51,7 @@ fi
 
 args=(run --dump-on-signal --output-dir "$dump_dir")
 [ -n "$timeout" ] && args+=(--timeout "$timeout")
+[ -n "$trace" ] && args+=(--trace)
 "$gd" "${args[@]}" -- "$@"
 status=$?
 
