@@ -108,6 +108,7 @@ def main() -> int:
     busy_starts = 0
     failures = []
     rows = []
+    fixed: dict[str, list[float]] = {}
     try:
         workloads = build(work, args.npe_iterations)
         if args.only:
@@ -131,6 +132,12 @@ def main() -> int:
                     times[mode].append(t)
             base = min(times["bare"])
             rows.append((name, {m: (min(v), statistics.median(v)) for m, v in times.items()}, base))
+        # The fixed cost: starting the interpreter, and run's own start and exit.
+        fixed = {m: [] for m in modes}
+        for rnd in range(max(5, args.rounds)):
+            for mode in modes:
+                wait_idle(budget)
+                fixed[mode].append(timed(modes[mode] + ["true"], env)[0])
         if any(dumps.glob("*.dmp")) if dumps.exists() else False:
             failures.append(f"dumps were written in {dumps}: none expected")
     finally:
@@ -148,6 +155,8 @@ def main() -> int:
             cells.append(f"{stats[m][0]:.2f} / {stats[m][1]:.2f} s")
             cells.append(f"{stats[m][0] / base:.2f}x")
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nFixed cost (`true`, fastest of {}): ".format(max(5, args.rounds)) + ", ".join(
+        f"{m} {min(v) * 1000:.0f} ms" for m, v in fixed.items()))
     print(f"\n{args.rounds} rounds; ratio = fastest run in that mode / fastest bare run; "
           f"{busy_starts} run(s) started while the CPUs were more than 25% busy.")
     for f in failures:

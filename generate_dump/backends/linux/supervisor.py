@@ -226,9 +226,13 @@ class Supervisor:
     # -- crashes -----------------------------------------------------------------------------
 
     def _ours(self, ids: coredumps.CoreIds) -> bool:
-        return (ids.pid in self.known or ids.ppid in self.known or ids.ppid == self.me
-                or ids.pid in self.expected or ids.sid == self.sid
-                or (self.own_group and ids.pgrp == self.root))
+        """Did a process of our tree write this core? Known to us, or a child of one, or in
+        the command's process group (in our session when the command shares our group, at
+        a terminal). Another job's core is left alone: it is not ours to convert or delete."""
+        if ids.pid in self.known or ids.ppid in self.known or ids.ppid == self.me \
+                or ids.pid in self.expected:
+            return True
+        return ids.pgrp == self.root if self.own_group else ids.sid == self.sid
 
     def _take_cores(self) -> None:
         """Convert the cores written since the last look. A core is closed before its

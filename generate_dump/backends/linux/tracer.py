@@ -26,7 +26,6 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ...errors import DumpError
