@@ -6,7 +6,8 @@ NullPointerExceptions HotSpot detects with SIGSEGV, and a small pytest suite tha
 processes (subprocess, shell pipelines, a multiprocessing pool, os.system). Each is run
 bare, under `generate_dump run` (the default mode) and, with --trace, under
 `generate_dump run --trace`, in rotating order; the table shows the fastest and median
-wall time of each and the ratio of the fastest to the fastest bare run. Every run must
+wall time of each, the least CPU time of the whole tree (run included: less sensitive to
+other load on the machine than wall time) and both ratios to the bare runs. Every run must
 exit as the bare run does and print the same result, else the bench fails.
 
     python3 bench/run_overhead.py [--rounds 5] [--trace] [--only NAME,...]
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -77,11 +79,16 @@ def build(work: Path, npe_iterations: int) -> list[tuple[str, list[str], bool]]:
     return out
 
 
-def timed(argv: list[str], env: dict) -> tuple[float, int, str]:
+def timed(argv: list[str], env: dict) -> tuple[float, float, int, str]:
+    """Wall time, CPU time (user + system of the whole tree, run included), status, output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                        stdin=subprocess.DEVNULL, text=True)
-    return time.perf_counter() - start, r.returncode, r.stdout + r.stderr
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, r.returncode, r.stdout + r.stderr
 
 
 def main() -> int:
@@ -108,7 +115,7 @@ def main() -> int:
     busy_starts = 0
     failures = []
     rows = []
-    fixed: dict[str, list[float]] = {}
+    fixed: dict[str, list[tuple[float, float]]] = {}
     try:
         workloads = build(work, args.npe_iterations)
         if args.only:
@@ -116,48 +123,55 @@ def main() -> int:
             workloads = [w for w in workloads if any(k in w[0].lower() for k in keys)]
         for name, argv, deterministic in workloads:
             times: dict[str, list[float]] = {m: [] for m in modes}
+            cpus: dict[str, list[float]] = {m: [] for m in modes}
             reference = None
             order = list(modes)
             for rnd in range(args.rounds):
                 for mode in order[rnd % len(order):] + order[:rnd % len(order)]:
                     if not wait_idle(budget):
                         busy_starts += 1
-                    t, status, output = timed(modes[mode] + argv, env)
-                    print(f"{name} | {mode} | {t:.3f} s | exit {status}", file=sys.stderr)
+                    t, cpu, status, output = timed(modes[mode] + argv, env)
+                    print(f"{name} | {mode} | {t:.3f} s | cpu {cpu:.3f} s | exit {status}",
+                          file=sys.stderr)
                     result = (status, output.strip() if deterministic else "")
                     if reference is None:
                         reference = result
                     elif result != reference:
                         failures.append(f"{name}: {mode} gave {result}, expected {reference}")
                     times[mode].append(t)
+                    cpus[mode].append(cpu)
             base = min(times["bare"])
-            rows.append((name, {m: (min(v), statistics.median(v)) for m, v in times.items()}, base))
+            rows.append((name, {m: (min(v), statistics.median(v), min(cpus[m]))
+                                for m, v in times.items()}, base))
         # The fixed cost: starting the interpreter, and run's own start and exit.
         fixed = {m: [] for m in modes}
         for rnd in range(max(5, args.rounds)):
             for mode in modes:
                 wait_idle(budget)
-                fixed[mode].append(timed(modes[mode] + ["true"], env)[0])
+                fixed[mode].append(timed(modes[mode] + ["true"], env)[:2])
         if any(dumps.glob("*.dmp")) if dumps.exists() else False:
             failures.append(f"dumps were written in {dumps}: none expected")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    head = "| workload | bare (min / median) |" + "".join(
-        f" `{m}` (min / median) | ratio |" for m in modes if m != "bare")
+    head = "| workload | bare: wall min / median, CPU |" + "".join(
+        f" `{m}`: wall min / median, CPU | wall ratio | CPU ratio |" for m in modes if m != "bare")
     print(head)
-    print("|---|---:|" + "---:|---:|" * (len(modes) - 1))
+    print("|---|---:|" + "---:|---:|---:|" * (len(modes) - 1))
     for name, stats, base in rows:
-        cells = [f"{stats['bare'][0]:.2f} / {stats['bare'][1]:.2f} s"]
+        cells = [f"{stats['bare'][0]:.2f} / {stats['bare'][1]:.2f} s, {stats['bare'][2]:.2f} s"]
         for m in modes:
             if m == "bare":
                 continue
-            cells.append(f"{stats[m][0]:.2f} / {stats[m][1]:.2f} s")
+            cells.append(f"{stats[m][0]:.2f} / {stats[m][1]:.2f} s, {stats[m][2]:.2f} s")
             cells.append(f"{stats[m][0] / base:.2f}x")
+            cells.append(f"{stats[m][2] / max(stats['bare'][2], 1e-3):.2f}x")
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("\nFixed cost (`true`, fastest of {}): ".format(max(5, args.rounds)) + ", ".join(
-        f"{m} {min(v) * 1000:.0f} ms" for m, v in fixed.items()))
-    print(f"\n{args.rounds} rounds; ratio = fastest run in that mode / fastest bare run; "
+        f"{m} {min(w for w, _ in v) * 1000:.0f} ms wall, {min(c for _, c in v) * 1000:.0f} ms CPU"
+        for m, v in fixed.items()))
+    print(f"\n{args.rounds} rounds; wall ratio = fastest run in that mode / fastest bare run; "
+          "CPU ratio = least CPU time (user + system of the tree, run included) / bare's; "
           f"{busy_starts} run(s) started while the CPUs were more than 25% busy.")
     for f in failures:
         print(f"FAILED: {f}", file=sys.stderr)
