@@ -98,8 +98,14 @@ class Supervisor:
         except OSError as exc:
             self.notice(f"crash capture needs --trace here: inotify: {exc.strerror}")
             return None
+        soft, hard = coredumps.core_soft_limit()
+        if hard == 0:
+            self.notice("crash capture needs --trace here: the hard RLIMIT_CORE is 0, so "
+                        "no core file can be written (ulimit -H -c)")
+            self.watch.close()
+            self.watch = None
+            return None
         self.pattern = pattern
-        soft, _ = coredumps.core_soft_limit()
         self.delete_cores = soft == 0
         if pattern.relative:
             self._watch_cwd(os.getcwd())
