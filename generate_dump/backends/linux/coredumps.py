@@ -18,15 +18,13 @@ import os
 import re
 import resource
 import struct
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 CORE_PATTERN = "/proc/sys/kernel/core_pattern"
 CORE_USES_PID = "/proc/sys/kernel/core_uses_pid"
 
 
-@dataclass(frozen=True)
-class CorePattern:
+class CorePattern(NamedTuple):
     """kernel.core_pattern, parsed for finding the files it names."""
 
     text: str
@@ -146,8 +144,7 @@ class DirectoryWatch:
         os.close(self.fd)
 
 
-@dataclass(frozen=True)
-class CoreIds:
+class CoreIds(NamedTuple):
     """Who wrote a core: from its NT_PRPSINFO note."""
 
     pid: int

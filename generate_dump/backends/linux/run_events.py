@@ -5,31 +5,36 @@ fast."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from ...snapshot import ExceptionInfo, Snapshot
 
 
-@dataclass
 class DumpEvent:
-    """One dump the run made (or tried to make)."""
+    """One dump the run made (or tried to make). (Plain classes, not dataclasses: importing
+    dataclasses costs the command's start several milliseconds.)"""
 
-    pid: int
-    reason: str  # "SIGSEGV", "timeout", ...
-    path: Optional[str]
-    exe: str
-    exception: Optional["ExceptionInfo"] = None
-    error: Optional[str] = None
-    snapshot: Optional["Snapshot"] = None
+    def __init__(self, pid: int, reason: str, path: Optional[str], exe: str,
+                 exception: Optional["ExceptionInfo"] = None, error: Optional[str] = None,
+                 snapshot: Optional["Snapshot"] = None):
+        self.pid = pid
+        self.reason = reason  # "SIGSEGV", "timeout", ...
+        self.path = path
+        self.exe = exe
+        self.exception = exception
+        self.error = error
+        self.snapshot = snapshot
+
+    def __repr__(self) -> str:
+        return f"DumpEvent(pid={self.pid}, reason={self.reason!r}, path={self.path!r})"
 
 
-@dataclass
 class RunResult:
-    status: int  # what `run` should exit with
-    timed_out: bool = False
-    dumps: list[DumpEvent] = field(default_factory=list)
+    def __init__(self, status: int, timed_out: bool = False):
+        self.status = status  # what `run` should exit with
+        self.timed_out = timed_out
+        self.dumps: list[DumpEvent] = []
 
 
 def one_line(exc: BaseException) -> str:
