@@ -502,10 +502,11 @@ def test_go_timeout(gopreempt, tmp_path, mode):
     r = run(tmp_path, *mode, "--timeout", "2s", "--", gopreempt, "hang", timeout=120)
     assert r.returncode == 124, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
+    pid = int(re.search(r"process (\d+) \(gopreempt\) was still running", r.stderr).group(1))
+    assert _gone(pid)  # also when the dump failed
     files = dumps(tmp_path)
     assert len(files) == 1, r.stderr[-3000:]
-    pid = int(ANY_NAME.match(files[0].name).group(1))
+    assert int(ANY_NAME.match(files[0].name).group(1)) == pid
     md = read_minidump(files[0])
     assert len(md.threads) >= 3
     minidump_dump(files[0])
-    assert _gone(pid)
