@@ -238,8 +238,9 @@ def command(pid: str, output: Optional[str], no_suspend: bool, include_environme
     gathered after it runs again. Exit status: 0 on success, 1 on failure.
 
     Other commands: `generate_dump run -- COMMAND` (crash and hang capture, see
-    `generate_dump run --help`) and `generate_dump inspect FILE` (threads and
-    stacks of a minidump).
+    `generate_dump run --help`), `generate_dump inspect FILE` (threads and
+    stacks of a minidump), `generate_dump convert IN -o OUT` (core file <->
+    minidump) and `generate_dump core-handler` (kernel core_pattern pipe handler).
     """
     dump(DumpRequest(pid=parse_pid(pid), output=output, suspend=not no_suspend,
                      include_environment=include_environment, backend=backend, memory=memory,
@@ -282,7 +283,22 @@ def _inspect_subcommand(args: list[str]) -> None:
     sys.exit(0)
 
 
-SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand}
+def _convert_subcommand(args: list[str]) -> None:
+    """`generate_dump convert IN -o OUT`: core -> minidump, minidump -> core."""
+    from .convert_command import main as convert_main
+
+    convert_main(args)
+
+
+def _core_handler_subcommand(args: list[str]) -> None:
+    """`generate_dump core-handler ...`: the kernel's core_pattern pipe -> a minidump."""
+    from .core_handler import main as handler_main
+
+    handler_main(args)
+
+
+SUBCOMMANDS = {"run": _run_subcommand, "inspect": _inspect_subcommand,
+               "convert": _convert_subcommand, "core-handler": _core_handler_subcommand}
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -20,6 +20,7 @@ ELFDATA2LSB = 1
 PT_LOAD = 1
 PT_NOTE = 4
 PF_X, PF_W, PF_R = 1, 2, 4
+PN_XNUM = 0xFFFF  # e_phnum when the count is in section header 0 (sh_info)
 
 EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # 64 bytes
 PHDR = struct.Struct("<IIQQQQQQ")  # 56 bytes

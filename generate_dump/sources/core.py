@@ -284,6 +284,10 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
             if env and not include_environment:
                 stack = MemoryRange(stack.start, blank(stack.data, stack.start, *env))
         name = psinfo.fname if (psinfo and is_main and psinfo.fname) else None
+        if live_pid is not None and live_pid == pid:  # same pid namespace: /proc knows
+            from ..backends.linux.procinfo import thread_name
+
+            name = thread_name(pid, tid) or name
         threads.append(Thread(tid=tid, context=ctx, stack=stack, name=name,
                               thread_pointer=tp))
 
@@ -319,12 +323,14 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
     process = Process(pid=pid, command_line=command_line,
                       parent_pid=psinfo.ppid if psinfo else first.status.ppid,
                       user_time=leader.status.utime, kernel_time=leader.status.stime)
-    status = None
+    status = lsb = None
     if live_pid is not None:
         from ..backends.linux.procfs import read_file
+        from ..backends.linux.procinfo import os_release
 
         status = read_file(f"/proc/{live_pid}/status")
-    linux = LinuxFiles(cpuinfo=cpuinfo, status=status, cmdline=cmdline_raw,
+        lsb = os_release(live_pid)
+    linux = LinuxFiles(cpuinfo=cpuinfo, status=status, lsb_release=lsb, cmdline=cmdline_raw,
                        auxv=notes.auxv, maps=maps_text(maps),
                        dso_debug=main_dso_debug(core.read, main))
     snapshot = Snapshot(

@@ -61,12 +61,12 @@ def compression_of(head: bytes) -> Optional[tuple[str, list[str]]]:
 class CoreFile:
     """A core file opened for random access. ``read`` is a MemorySource over its PT_LOADs."""
 
-    def __init__(self, fd: int, name: str, owns_fd: bool = True):
+    def __init__(self, fd: int, name: str, owns_fd: bool = True, mtime: Optional[int] = None):
         self.fd = fd
         self.name = name
         self._owns = owns_fd
         self.size = os.fstat(fd).st_size
-        self.mtime = int(os.fstat(fd).st_mtime)
+        self.mtime = int(os.fstat(fd).st_mtime) if mtime is None else mtime
         self._parse_headers()
 
     # -- opening -------------------------------------------------------------------------
@@ -101,7 +101,11 @@ class CoreFile:
             raise CoreFileError(f"{what} is a core of another architecture "
                                 f"({ec.machine_name(machine)}); only x86-64 and aarch64 are "
                                 "supported")
-        if phnum == 0xFFFF or phnum > MAX_SEGMENTS or (phnum and phentsize < ec.PHDR.size):
+        if phnum == ec.PN_XNUM and _shoff:
+            # More than 65534 mappings: the real count is in section header 0's sh_info.
+            sh0 = self._pread(64, _shoff)
+            phnum = int.from_bytes(sh0[44:48], "little") if len(sh0) == 64 else phnum
+        if phnum == ec.PN_XNUM or phnum > MAX_SEGMENTS or (phnum and phentsize < ec.PHDR.size):
             raise CoreFileError(f"{what} has a corrupt program header table "
                                 f"({phnum} entries of {phentsize} bytes)")
         self.machine = machine
@@ -165,16 +169,9 @@ class CoreFile:
         return len(data)
 
     def held_ranges(self) -> list[tuple[int, int]]:
-        """The [start, end) ranges whose bytes the file holds, adjacent ones joined."""
-        out: list[tuple[int, int]] = []
-        for s in self.segments:
-            if s.held_end <= s.vaddr:
-                continue
-            if out and out[-1][1] == s.vaddr:
-                out[-1] = (out[-1][0], s.held_end)
-            else:
-                out.append((s.vaddr, s.held_end))
-        return out
+        """The [start, end) ranges whose bytes the file holds, one per segment (one per
+        mapping of the process: adjacent mappings stay apart, as in live full dumps)."""
+        return [(s.vaddr, s.held_end) for s in self.segments if s.held_end > s.vaddr]
 
     def close(self) -> None:
         if self._owns and self.fd >= 0:
@@ -191,16 +188,33 @@ class CoreFile:
 # -- input: paths, pipes, compressed files -----------------------------------------------------
 
 
+def _linkable_temp(directory: Optional[str]) -> Optional[int]:
+    """An unnamed read-write file in ``directory`` that can later get a name (O_TMPFILE
+    without O_EXCL); None where the filesystem has no O_TMPFILE."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag:
+        return None
+    try:
+        return os.open(directory or tempfile.gettempdir(),
+                       flag | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+
+
 def spool(src: BinaryIO, directory: Optional[str] = None,
-          deadline: Optional[float] = None, head: bytes = b"") -> int:
+          deadline: Optional[float] = None, head: bytes = b"",
+          linkable: bool = False) -> int:
     """Copy a stream into an unnamed temporary file; returns its descriptor (at offset 0).
 
-    ``deadline`` (time.monotonic) bounds the copy: past it a CoreFileError is raised."""
-    tmp = tempfile.TemporaryFile(dir=directory)
-    try:
-        fd = os.dup(tmp.fileno())
-    finally:
-        tmp.close()
+    ``deadline`` (time.monotonic) bounds the copy: past it a CoreFileError is raised.
+    ``linkable``: where possible, a file that output.link_anonymous can name later."""
+    fd = _linkable_temp(directory) if linkable else None
+    if fd is None:
+        tmp = tempfile.TemporaryFile(dir=directory)
+        try:
+            fd = os.dup(tmp.fileno())
+        finally:
+            tmp.close()
     try:
         if head:
             os.write(fd, head)
@@ -259,10 +273,12 @@ def decompress(path_or_fd: Union[str, int], command: list[str], name: str,
         raise
 
 
-def open_core(source: Union[str, os.PathLike, BinaryIO], temp_dir: Optional[str] = None,
+def open_core(source: Union[str, os.PathLike, BinaryIO, int], temp_dir: Optional[str] = None,
               deadline: Optional[float] = None) -> CoreFile:
-    """A CoreFile from a path or an open file; pipes are spooled, compressed cores
-    decompressed, into unnamed temporary files in ``temp_dir``."""
+    """A CoreFile from a path, an open file or a descriptor it then owns; pipes are
+    spooled, compressed cores decompressed, into unnamed temporary files in ``temp_dir``."""
+    if isinstance(source, int):
+        return open_core_fd(source, "standard input", temp_dir)
     if isinstance(source, (str, os.PathLike)):
         name = os.fspath(source)
         try:
@@ -280,14 +296,20 @@ def open_core(source: Union[str, os.PathLike, BinaryIO], temp_dir: Optional[str]
             fd = os.dup(source.fileno())
         else:
             fd = spool(source, temp_dir, deadline)
+    return open_core_fd(fd, name, temp_dir)
+
+
+def open_core_fd(fd: int, name: str, temp_dir: Optional[str] = None) -> CoreFile:
+    """A CoreFile owning ``fd`` (closed here on failure); compressed cores decompressed."""
     try:
         head = os.pread(fd, 8, 0)
         comp = compression_of(head)
+        mtime = int(os.fstat(fd).st_mtime)  # of the file as given, not the decompressed copy
         if comp is not None:
             newfd = decompress(fd, comp[1], name, temp_dir)
             os.close(fd)
             fd = newfd
-        return CoreFile(fd, name)
+        return CoreFile(fd, name, mtime=mtime)
     except BaseException:
         if fd >= 0:
             try:

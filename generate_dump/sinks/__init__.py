@@ -1,0 +1,1 @@
+"""Snapshot sinks besides the minidump writer (ELF core files)."""
