@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 
 from checks import breakpad_frames
-from generate_dump.backends.linux.coredumps import parse_core_pattern, system_core_pattern
+from generate_dump.backends.linux.coredumps import (
+    is_our_handler,
+    parse_core_pattern,
+    system_core_pattern,
+)
 from generate_dump.minidump import read_minidump
 from live import PROGRAMS, compile_program
 from readers import breakpad_stackwalk, minidump_dump, rust_stackwalk_json
@@ -329,10 +333,19 @@ def test_core_limit_zero_turns_crash_capture_off(crashers, tmp_path):
 def test_core_pattern(text, uses_pid, pipe, directory, name, other):
     p = parse_core_pattern(text, uses_pid)
     assert p.pipe == pipe and p.directory == directory
+    assert not is_our_handler(p)
     if name is None:
         assert p.name is None
     else:
         assert p.name.match(name) and not p.name.match(other)
+
+
+def test_our_core_handler_is_recognised():
+    """With `generate_dump core-handler` as core_pattern, crashes are dumped by it: run
+    says so instead of asking for --trace."""
+    p = parse_core_pattern("|/usr/local/bin/generate_dump core-handler --dir /var/crash "
+                           "%P %s %t %e", False)
+    assert p.pipe and is_our_handler(p)
 
 
 @MODES

@@ -74,6 +74,13 @@ def parse_core_pattern(text: str, uses_pid: bool) -> CorePattern:
     return CorePattern(text, False, directory, re.compile(regex + r"\Z"))
 
 
+def is_our_handler(pattern: CorePattern) -> bool:
+    """Does the pipe run `generate_dump core-handler` (which writes minidumps itself)?"""
+    words = pattern.text[1:].split()
+    return pattern.pipe and "core-handler" in words and any(
+        "generate_dump" in os.path.basename(w) or w.endswith("generate_dump") for w in words)
+
+
 def system_core_pattern() -> CorePattern:
     return parse_core_pattern(_read(CORE_PATTERN), _read(CORE_USES_PID) not in ("", "0"))
 

@@ -75,6 +75,7 @@ class Supervisor:
         self.expected: dict[int, tuple[int, bool]] = {}  # child -> (crash signal, WCOREDUMP)
         self.names: dict[int, str] = {}  # pid -> executable name, for children that die
         self.cored: set[int] = set()  # pids whose core was handled
+        self.handler = False  # kernel.core_pattern pipes cores to generate_dump core-handler
         self.sid = os.getsid(0)
         self.me = os.getpid()
 
@@ -85,9 +86,15 @@ class Supervisor:
         if self.convert_core is None or self.core_limit <= 0:
             return None
         pattern = coredumps.system_core_pattern()
+        if pattern.pipe and coredumps.is_our_handler(pattern):
+            # The kernel pipes every crash to it whatever RLIMIT_CORE says: nothing to do.
+            self.handler = True
+            self.notice("crashes are dumped by generate_dump core-handler "
+                        "(kernel.core_pattern), into its --dir")
+            return None
         if pattern.pipe:
-            self.notice(f"crash capture needs --trace here: core dumps go to a handler "
-                        f"(kernel.core_pattern = {pattern.text!r})")
+            self.notice(f"crash capture needs --trace here, or generate_dump core-handler as "
+                        f"kernel.core_pattern: core dumps go to {pattern.text!r}")
             return None
         if pattern.name is None:
             self.notice(f"crash capture needs --trace here: cannot follow core files named "
@@ -249,7 +256,9 @@ class Supervisor:
                     self._on_core(path)
         for pid, (sig, dumped) in list(self.expected.items()):  # no core arrived: say so
             del self.expected[pid]
-            if self.watch is None:
+            if self.handler:
+                why = "generate_dump core-handler writes it (see the note above)"
+            elif self.watch is None:
                 why = "crash capture is off (see the note above, or use --trace)"
             elif dumped:
                 why = "its core file was written where run does not look (use --trace)"
