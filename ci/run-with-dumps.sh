@@ -3,9 +3,11 @@
 # they die, hanging ones when the timeout expires or the job is cancelled (SIGINT/SIGTERM).
 # The command's exit status is kept (124 after a timeout).
 #
-#   ci/run-with-dumps.sh [--timeout 30m] [--dump-dir DIR] [--no-redact] -- COMMAND [ARG...]
+#   ci/run-with-dumps.sh [--timeout 30m] [--dump-dir DIR] [--no-redact] [--trace] -- COMMAND [ARG...]
 #
 # Dumps are written with --redact (safe to upload) unless --no-redact is given.
+# By default nothing is traced (crashes come from core files; see the README's
+# "Default mode"); --trace (or RUN_TRACE=1) follows every process as its tracer instead.
 # Environment: GENERATE_DUMP (the generate_dump command to use; default: the one on PATH,
 # else installed into a private venv from this checkout), DUMP_DIR (default: minidumps).
 # Afterwards the dumps, if any, are listed and their paths are written to
@@ -16,17 +18,20 @@ set -uo pipefail
 timeout=""
 redact=(--redact)
 dump_dir=${DUMP_DIR:-minidumps}
+trace=${RUN_TRACE:-}
+[ "$trace" = "0" ] || [ "$trace" = "false" ] && trace=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --timeout) timeout=$2; shift 2 ;;
         --dump-dir) dump_dir=$2; shift 2 ;;
         --no-redact) redact=(--no-redact); shift ;;
+        --trace) trace=1; shift ;;
         --) shift; break ;;
         *) break ;;
     esac
 done
 if [ $# -eq 0 ]; then
-    echo "usage: $0 [--timeout DURATION] [--dump-dir DIR] [--no-redact] -- COMMAND [ARG...]" >&2
+    echo "usage: $0 [--timeout DURATION] [--dump-dir DIR] [--no-redact] [--trace] -- COMMAND [ARG...]" >&2
     exit 125
 fi
 
@@ -49,6 +54,7 @@ fi
 
 args=(run --dump-on-signal "${redact[@]}" --output-dir "$dump_dir")
 [ -n "$timeout" ] && args+=(--timeout "$timeout")
+[ -n "$trace" ] && args+=(--trace)
 "$gd" "${args[@]}" -- "$@"
 status=$?
 

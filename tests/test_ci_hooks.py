@@ -66,6 +66,20 @@ def test_wrapper_clean_run_leaves_nothing(crashers, tmp_path):
     assert out.read_text().strip() == "dump-count=0"
 
 
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_wrapper_trace_mode(crashers, tmp_path, how):
+    """--trace (or RUN_TRACE=1) reaches run: only tracing sees the original fault behind a
+    handler that re-raises it (SEGV_MAPERR, where the default mode reports SI_TKILL)."""
+    if how == "flag":
+        r = wrapper(tmp_path, "--trace", "--", crashers, "reraise")
+    else:
+        r = wrapper(tmp_path, "--", crashers, "reraise", env_extra={"RUN_TRACE": "1"})
+    assert r.returncode == 139, r.stderr
+    (dump,) = (tmp_path / "minidumps").glob("*.dmp")
+    e = read_minidump(dump).exception
+    assert e.code == 11 and e.flags == 1  # SEGV_MAPERR: the fault itself
+
+
 def test_wrapper_usage(tmp_path):
     r = wrapper(tmp_path)
     assert r.returncode == 125 and "usage:" in r.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,13 +15,30 @@ from pathlib import Path
 import pytest
 
 from checks import breakpad_frames
+from generate_dump.backends.linux.coredumps import (
+    is_our_handler,
+    parse_core_pattern,
+    system_core_pattern,
+)
 from generate_dump.minidump import read_minidump
-from live import compile_program
+from live import PROGRAMS, compile_program
 from readers import breakpad_stackwalk, minidump_dump, rust_stackwalk_json
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="run needs ptrace")
 
+# The default mode (no tracing; crashes from core files) and the opt-in full-trace mode.
+MODES = pytest.mark.parametrize("mode", [(), ("--trace",)], ids=["default", "trace"])
+ANY_NAME = re.compile(r"^[A-Za-z0-9._+-]+?-(\d+)-([A-Za-z0-9]+)-(\d{8}T\d{6}Z)\.dmp$")
 NAME = re.compile(r"^crashers-(\d+)-([A-Za-z0-9]+)-(\d{8}T\d{6}Z)\.dmp$")
+
+
+def need_core_files() -> None:
+    """The default mode reads crashes from core files: a core_pattern that pipes cores to
+    a handler (apport, systemd-coredump) leaves it only --trace."""
+    pattern = system_core_pattern()
+    if pattern.pipe:
+        pytest.fail(f"kernel.core_pattern is {pattern.text!r}: the default mode of run cannot "
+                    "see core files here (set it to e.g. 'core' on the test machine)")
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +47,19 @@ def crashers(tmp_path_factory) -> Path:
     return compile_program("crashers", d, "-O0")
 
 
-def run(out_dir: Path, *args, env=None, timeout=120) -> subprocess.CompletedProcess:
+def no_cores():
+    """The usual CI default: RLIMIT_CORE soft limit 0 (the hard limit stays)."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+
+
+def run(out_dir: Path, *args, env=None, timeout=120, cwd=None,
+        core_soft_limit_zero=True) -> subprocess.CompletedProcess:
+    """`generate_dump run` with the command's working directory in ``cwd`` (default: the
+    output directory, so that a core file written there is seen by the test)."""
     cmd = [sys.executable, "-m", "generate_dump", "run", "--output-dir", str(out_dir), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=cwd or out_dir, preexec_fn=no_cores if core_soft_limit_zero else None)
 
 
 def dumps(out_dir: Path) -> list[Path]:
@@ -46,8 +75,9 @@ def crash_report(path: Path, symbols) -> tuple[tuple[str, str, int], dict[int, l
     return (crash[1], crash[2], int(crash[3])), breakpad_frames(text, [t.tid for t in md.threads])
 
 
-def test_null_dereference(crashers, symbols, tmp_path):
-    r = run(tmp_path, "--", crashers, "segv")
+@MODES
+def test_null_dereference(crashers, symbols, tmp_path, mode):
+    r = run(tmp_path, *mode, "--", crashers, "segv")
     assert r.returncode == 139, r.stderr
     files = dumps(tmp_path)
     assert len(files) == 1
@@ -68,8 +98,9 @@ def test_null_dereference(crashers, symbols, tmp_path):
     assert rust["crashing_thread"]["frames"][0]["function"] == "crash_in_main"
 
 
-def test_crash_on_a_worker_thread(crashers, symbols, tmp_path):
-    r = run(tmp_path, "--", crashers, "segv-thread")
+@MODES
+def test_crash_on_a_worker_thread(crashers, symbols, tmp_path, mode):
+    r = run(tmp_path, *mode, "--", crashers, "segv-thread")
     assert r.returncode == 139
     (path,) = dumps(tmp_path)
     md = read_minidump(path)
@@ -80,15 +111,17 @@ def test_crash_on_a_worker_thread(crashers, symbols, tmp_path):
     assert frames[md.exception.thread_id][0] == "crash_in_worker"
     # The stack summary on stderr: the crashing thread first, its frame 0 named.
     summary = r.stderr.split("Crash: ", 1)[1]
-    assert f'Thread {md.exception.thread_id} "crashers" (crashed):' in summary
+    # (a core file carries no thread names: the default mode may show none)
+    assert re.search(rf'Thread {md.exception.thread_id}( "crashers")? \(crashed\):', summary)
     assert re.search(r"#0 0x[0-9a-f]+ crashers!crash_in_worker\+0x[0-9a-f]+", summary)
     # Breakpad names the crashing thread by its index in the thread list.
     index = [t.tid for t in md.threads].index(md.exception.thread_id)
     assert crash == ("SIGSEGV /SEGV_MAPERR", "0x0", index)
 
 
-def test_abort(crashers, symbols, tmp_path):
-    r = run(tmp_path, "--", crashers, "abort")
+@MODES
+def test_abort(crashers, symbols, tmp_path, mode):
+    r = run(tmp_path, *mode, "--", crashers, "abort")
     assert r.returncode == 134
     (path,) = dumps(tmp_path)
     assert NAME.match(path.name).group(2) == "SIGABRT"
@@ -99,16 +132,17 @@ def test_abort(crashers, symbols, tmp_path):
     assert "abort_here" in frames[md.exception.thread_id]
 
 
-def test_handled_signal_is_passed_through(crashers, tmp_path):
-    r = run(tmp_path, "--", crashers, "handled")
+@MODES
+def test_handled_signal_is_passed_through(crashers, tmp_path, mode):
+    r = run(tmp_path, *mode, "--", crashers, "handled")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "recovered"
     assert dumps(tmp_path) == []
     assert r.stderr == ""
 
 
-def test_handler_that_reraises(crashers, symbols, tmp_path):
-    r = run(tmp_path, "--", crashers, "reraise")
+def test_handler_that_reraises_trace(crashers, symbols, tmp_path):
+    r = run(tmp_path, "--trace", "--", crashers, "reraise")
     assert r.returncode == 139
     (path,) = dumps(tmp_path)
     md = read_minidump(path)
@@ -119,8 +153,9 @@ def test_handler_that_reraises(crashers, symbols, tmp_path):
     assert "crash_in_main" in frames[md.exception.thread_id]
 
 
-def test_crashing_child_process(crashers, tmp_path):
-    r = run(tmp_path, "--", crashers, "child-segv")
+@MODES
+def test_crashing_child_process(crashers, tmp_path, mode):
+    r = run(tmp_path, *mode, "--", crashers, "child-segv")
     assert r.returncode == 3  # the parent's own status
     (path,) = dumps(tmp_path)
     md = read_minidump(path)
@@ -128,9 +163,10 @@ def test_crashing_child_process(crashers, tmp_path):
     assert md.misc["process_id"] == int(NAME.match(path.name).group(1))
 
 
-def test_timeout_dumps_the_tree(crashers, tmp_path):
+@MODES
+def test_timeout_dumps_the_tree(crashers, tmp_path, mode):
     start = time.monotonic()
-    r = run(tmp_path, "--timeout", "2s", "--", crashers, "hang-child")
+    r = run(tmp_path, *mode, "--timeout", "2s", "--", crashers, "hang-child")
     elapsed = time.monotonic() - start
     assert r.returncode == 124, r.stderr
     assert elapsed < 2 + 8, elapsed  # the deadline plus dumping and ending the tree
@@ -151,9 +187,10 @@ def test_timeout_dumps_the_tree(crashers, tmp_path):
         Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] in "ZX"
 
 
-def test_exit_status_is_the_commands(crashers, tmp_path):
-    assert run(tmp_path, "--", crashers, "exit", "7").returncode == 7
-    assert run(tmp_path, "--", crashers, "exit", "0").returncode == 0
+@MODES
+def test_exit_status_is_the_commands(crashers, tmp_path, mode):
+    assert run(tmp_path, *mode, "--", crashers, "exit", "7").returncode == 7
+    assert run(tmp_path, *mode, "--", crashers, "exit", "0").returncode == 0
     assert dumps(tmp_path) == []
 
 
@@ -169,8 +206,9 @@ def test_bad_duration(crashers, tmp_path):
     assert "not a duration" in r.stderr
 
 
-def test_signals_are_forwarded(crashers, tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "generate_dump", "run", "--output-dir",
+@MODES
+def test_signals_are_forwarded(crashers, tmp_path, mode):
+    p = subprocess.Popen([sys.executable, "-m", "generate_dump", "run", *mode, "--output-dir",
                           str(tmp_path), "--", str(crashers), "hang-child"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
@@ -216,3 +254,272 @@ def test_dump_on_signal(crashers, tmp_path):
     files = dumps(tmp_path)
     assert len(files) == 2 and all(NAME.match(f.name).group(2) == "sigterm" for f in files)
     assert child in {int(NAME.match(f.name).group(1)) for f in files}
+
+
+# --- the default mode: crashes from core files, nothing traced ---------------------------
+
+
+def test_handler_that_reraises_default(crashers, symbols, tmp_path):
+    """Without tracing only the final signal is known: the re-raise (SI_TKILL); the stack
+    still shows the faulting function under the handler."""
+    need_core_files()
+    r = run(tmp_path, "--", crashers, "reraise")
+    assert r.returncode == 139
+    (path,) = dumps(tmp_path)
+    md = read_minidump(path)
+    assert md.exception.code == signal.SIGSEGV and md.exception.flags == 0xFFFFFFFA  # SI_TKILL
+    crash, frames = crash_report(path, symbols)
+    assert crash[0].startswith("SIGSEGV")
+    assert "crash_in_main" in frames[md.exception.thread_id]
+
+
+def test_crash_in_a_grandchild(crashers, symbols, tmp_path):
+    """A crash two levels down (the shell reaps it, not run) is captured from its core,
+    and the core, which exists only because run raised the limit, is deleted."""
+    need_core_files()
+    work = tmp_path / "work"
+    work.mkdir()
+    r = run(tmp_path / "out", "--", "sh", "-c", '"$0" segv-thread; echo "shell got $?"; exit 5',
+            crashers, cwd=work)
+    assert r.returncode == 5, r.stderr
+    assert r.stdout.strip() == "shell got 139"
+    (path,) = dumps(tmp_path / "out")
+    pid = int(NAME.match(path.name).group(1))
+    md = read_minidump(path)
+    assert md.exception.code == signal.SIGSEGV and md.exception.flags == 1  # SEGV_MAPERR
+    assert md.exception.address == 0 and md.exception.thread_id != pid
+    minidump_dump(path)
+    crash, frames = crash_report(path, symbols)
+    assert crash[:2] == ("SIGSEGV /SEGV_MAPERR", "0x0")
+    assert frames[md.exception.thread_id][:2] == ["crash_in_worker", "worker"]
+    assert f"process {pid} (crashers) got SIGSEGV (SEGV_MAPERR) at 0x0" in r.stderr
+    assert list(work.iterdir()) == []  # the core was deleted
+
+
+def test_core_kept_when_the_command_would_have_written_it(crashers, tmp_path):
+    need_core_files()
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if hard == 0:
+        pytest.fail("this test needs a nonzero hard RLIMIT_CORE (ulimit -H -c)")
+
+    def cores_allowed():
+        resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+    cmd = [sys.executable, "-m", "generate_dump", "run", "--output-dir", str(tmp_path / "out"),
+           "--", str(crashers), "segv"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       preexec_fn=cores_allowed)
+    assert r.returncode == 139, r.stderr
+    assert len(dumps(tmp_path / "out")) == 1
+    core = tmp_path / "core"
+    assert core.exists() and core.read_bytes()[:4] == b"\x7fELF"  # the user's core stays
+
+
+def test_core_limit_zero_turns_crash_capture_off(crashers, tmp_path):
+    r = run(tmp_path, "--core-limit", "0", "--", crashers, "segv")
+    assert r.returncode == 139
+    assert dumps(tmp_path) == [] and not (tmp_path / "core").exists()
+    assert "got SIGSEGV; no minidump: crash capture is off" in r.stderr
+
+
+@pytest.mark.parametrize("text, uses_pid, pipe, directory, name, other", [
+    ("core", False, False, "", "core", "core.12"),
+    ("core", True, False, "", "core.4242", "core"),
+    ("/var/crash/core.%e.%p", False, False, "/var/crash", "core.my prog.17", "core.x"),
+    ("cores/%e-%t", False, False, "cores", "sh-1700000000", "sh"),
+    ("|/usr/share/apport/apport -p%p -s%s -c%c", False, True, "", None, None),
+    ("/tmp/%u/core", False, False, "/tmp/%u", None, None),
+])
+def test_core_pattern(text, uses_pid, pipe, directory, name, other):
+    p = parse_core_pattern(text, uses_pid)
+    assert p.pipe == pipe and p.directory == directory
+    assert not is_our_handler(p)
+    if name is None:
+        assert p.name is None
+    else:
+        assert p.name.match(name) and not p.name.match(other)
+
+
+def test_our_core_handler_is_recognised():
+    """With `generate_dump core-handler` as core_pattern, crashes are dumped by it: run
+    says so instead of asking for --trace."""
+    p = parse_core_pattern("|/usr/local/bin/generate_dump core-handler --dir /var/crash "
+                           "%P %s %t %e", False)
+    assert p.pipe and is_our_handler(p)
+
+
+@MODES
+def test_signals_the_program_handles_are_delivered(crashers, tmp_path, mode):
+    """SIGUSR1 raised 3000 times, SIGALRM and SIGPROF from interval timers: every one
+    reaches the program's handler, in both modes."""
+    r = run(tmp_path, *mode, "--", crashers, "signals", "3000")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == "USR1 3000 ALRM>=20 PROF>=20"
+    assert r.stderr == "" and dumps(tmp_path) == []
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except OSError:
+            return True
+        if state in "ZX":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@MODES
+def test_timeout_reaches_a_daemonised_descendant(crashers, tmp_path, mode):
+    """A descendant that double-forked and called setsid is still dumped and ended at the
+    timeout (run is a child subreaper, so the orphan stays below it)."""
+    r = run(tmp_path, *mode, "--timeout", "2s", "--kill-after", "2s", "--", crashers,
+            "hang-daemon")
+    assert r.returncode == 124, r.stderr
+    daemon = int(re.search(r"DAEMON (\d+)", r.stdout).group(1))
+    pids = {int(NAME.match(f.name).group(1)) for f in dumps(tmp_path)}
+    assert daemon in pids and len(pids) == 2
+    assert _gone(daemon)
+
+
+@MODES
+def test_a_failing_dump_changes_nothing(crashers, tmp_path, mode):
+    """The output directory turns into a file under run's feet: every dump fails, run says
+    so in one line per dump and keeps the command's status; nothing is left running."""
+    out = tmp_path / "out"
+    script = 'rm -rf "$1" && touch "$1" && exec "$0" "$2"'
+    r = run(out, *mode, "--", "sh", "-c", script, crashers, out, "segv", cwd=tmp_path)
+    assert r.returncode == 139, r.stderr
+    assert "Traceback" not in r.stderr
+    assert re.search(r"got SIGSEGV.*; no minidump: .*(Not a directory|not a directory|exists)",
+                     r.stderr), r.stderr
+    out.unlink()
+    r = run(out, *mode, "--timeout", "1s", "--", "sh", "-c", script, crashers, out,
+            "hang-child", cwd=tmp_path)
+    assert r.returncode == 124, r.stderr
+    assert "Traceback" not in r.stderr
+    child = int(re.search(r"CHILD (\d+)", r.stdout).group(1))
+    assert r.stderr.count("no minidump:") == 2
+    assert _gone(child)
+
+
+def test_a_dying_tracer_drops_the_signal_of_a_stopped_tracee(tmp_path):
+    """The kernel fact behind #13's lost SIGURG: a tracer that exits while its tracee sits
+    in a signal-delivery-stop takes that signal with it (the tracee resumes without it).
+    So `run --trace` must never just exit: it detaches every tracee with its signal."""
+    from ptrace.binding import func
+
+    r_fd, w_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r_fd)
+        signal.signal(signal.SIGUSR1, lambda s, f: os.write(w_fd, b"H"))
+        while True:
+            time.sleep(0.01)
+    os.close(w_fd)
+    try:
+        time.sleep(0.2)
+        for detach in (False, True):
+            tracer = os.fork()
+            if tracer == 0:
+                code = 1
+                try:
+                    func.ptrace(0x4206, child, 0, 0)  # PTRACE_SEIZE
+                    os.kill(child, signal.SIGUSR1)
+                    _, status = os.waitpid(child, 0x40000000)
+                    assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGUSR1
+                    if detach:
+                        func.ptrace(0x11, child, 0, signal.SIGUSR1)  # PTRACE_DETACH, SIGUSR1
+                    code = 0
+                finally:
+                    os._exit(code)
+            assert os.waitpid(tracer, 0)[1] == 0
+            time.sleep(0.3)
+            os.set_blocking(r_fd, False)
+            try:
+                got = os.read(r_fd, 10)
+            except BlockingIOError:
+                got = b""
+            assert got == (b"H" if detach else b""), (detach, got)
+            assert Path(f"/proc/{child}/status").read_text().count("TracerPid:\t0") == 1
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(r_fd)
+
+
+# --- Go: preemption signals, crashes and hangs under run --------------------------------
+
+
+@pytest.fixture(scope="module")
+def gopreempt(tmp_path_factory) -> Path:
+    go = shutil.which("go")
+    assert go, "Go (golang-go) is needed: scripts/install-test-deps installs it"
+    d = tmp_path_factory.mktemp("go")
+    env = dict(os.environ, GOCACHE=str(d / "cache"), GO111MODULE="off", CGO_ENABLED="0")
+    out = d / "gopreempt"
+    subprocess.run([go, "build", "-o", str(out), str(PROGRAMS / "gopreempt.go")], check=True,
+                   env=env, timeout=600)
+    return out
+
+
+def _go_busy_runs(gopreempt, tmp_path, mode, times):
+    for i in range(times):
+        status = 10 + i
+        r = run(tmp_path, *mode, "--", gopreempt, "busy", "3", status, timeout=300)
+        assert r.returncode == status, (i, r.stderr[-2000:])
+        assert r.stdout.strip() == "rounds 3" and r.stderr == ""
+    assert dumps(tmp_path) == []
+
+
+@MODES
+def test_go_preemption_under_run(gopreempt, tmp_path, mode):
+    """Garbage collections that must preempt spinning goroutines (SIGURG) finish, and the
+    program exits with its own status; see the slow variant for many runs in a row."""
+    _go_busy_runs(gopreempt, tmp_path, mode, 3)
+
+
+@pytest.mark.slow
+@MODES
+def test_go_preemption_under_run_20_times(gopreempt, tmp_path, mode):
+    _go_busy_runs(gopreempt, tmp_path, mode, 20)
+
+
+@MODES
+def test_go_crash(gopreempt, symbols, tmp_path, mode):
+    """GOTRACEBACK=crash: the runtime prints its traceback and dies of SIGABRT; run exits
+    with the same status as the bare program and leaves a dump with the exception."""
+    need_core_files()
+    env = dict(os.environ, GOTRACEBACK="crash")
+    bare = subprocess.run([str(gopreempt), "crash"], capture_output=True, env=env,
+                          preexec_fn=no_cores, cwd=tmp_path, timeout=60)
+    r = run(tmp_path / "out", *mode, "--", gopreempt, "crash", env=env, cwd=tmp_path)
+    assert bare.returncode == -signal.SIGABRT
+    assert r.returncode == 128 + signal.SIGABRT, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert "nil pointer dereference" in r.stderr  # the runtime's own report got through
+    (path,) = dumps(tmp_path / "out")
+    md = read_minidump(path)
+    assert md.exception.code == signal.SIGABRT
+    minidump_dump(path)
+    crash, frames = crash_report(path, symbols)
+    assert crash[0].startswith("SIGABRT")
+    crashed = frames[md.exception.thread_id]
+    assert len(crashed) >= 3 and any(f.startswith("runtime.") for f in crashed), crashed
+
+
+@MODES
+def test_go_timeout(gopreempt, tmp_path, mode):
+    r = run(tmp_path, *mode, "--timeout", "2s", "--", gopreempt, "hang", timeout=120)
+    assert r.returncode == 124, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    pid = int(re.search(r"process (\d+) \(gopreempt\) was still running", r.stderr).group(1))
+    assert _gone(pid)  # also when the dump failed
+    files = dumps(tmp_path)
+    assert len(files) == 1, r.stderr[-3000:]
+    assert int(ANY_NAME.match(files[0].name).group(1)) == pid
+    md = read_minidump(files[0])
+    assert len(md.threads) >= 3
+    minidump_dump(files[0])

@@ -6,7 +6,11 @@
  *   crashers reraise     : SIGSEGV caught by a handler that restores SIG_DFL and re-raises
  *   crashers hang-child  : forks a child; both hang (parent in waitpid, child in pause)
  *   crashers child-segv  : forks a child that crashes; the parent exits with 3
- *   crashers exit N      : exits with status N */
+ *   crashers exit N      : exits with status N
+ *   crashers signals N   : handles N raised SIGUSR1 plus SIGALRM and SIGPROF from interval
+ *                          timers; prints the counts; exits 0 only if none was lost
+ *   crashers hang-daemon : forks a child that double-forks a daemon (setsid) and exits;
+ *                          prints "DAEMON <pid>" and hangs in pause, as does the daemon */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <setjmp.h>
@@ -14,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +39,33 @@ static void *worker(void *arg) {
 static void *idle(void *arg) {
     for (;;) sleep(100);
     return arg;
+}
+
+static volatile sig_atomic_t usr1_seen, alrm_seen, prof_seen;
+static void on_count(int sig) {
+    if (sig == SIGUSR1) usr1_seen++;
+    else if (sig == SIGALRM) alrm_seen++;
+    else if (sig == SIGPROF) prof_seen++;
+}
+
+static int count_signals(long n) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_count;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGALRM, &sa, NULL);
+    sigaction(SIGPROF, &sa, NULL);
+    struct itimerval every_ms = {{0, 1000}, {0, 1000}};
+    setitimer(ITIMER_REAL, &every_ms, NULL);
+    setitimer(ITIMER_PROF, &every_ms, NULL);
+    for (long i = 0; i < n; i++) raise(SIGUSR1);
+    /* Busy until both timers fired 20 times: SIGPROF counts CPU time, SIGALRM wall time. */
+    volatile unsigned long spin = 0;
+    while (alrm_seen < 20 || prof_seen < 20) spin++;
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    setitimer(ITIMER_PROF, &off, NULL);
+    printf("USR1 %ld ALRM>=20 PROF>=20\n", (long)usr1_seen);
+    return usr1_seen == n ? 0 : 1;
 }
 
 static void on_segv_recover(int sig) {
@@ -78,6 +110,27 @@ int main(int argc, char **argv) {
         int status;
         waitpid(child, &status, 0);
         return 3;
+    } else if (!strcmp(mode, "signals")) {
+        return count_signals(argc > 2 ? atol(argv[2]) : 1000);
+    } else if (!strcmp(mode, "hang-daemon")) {
+        int fds[2];
+        if (pipe(fds)) return 98;
+        pid_t child = fork();
+        if (child == 0) {
+            if (fork() == 0) {
+                setsid();
+                dprintf(fds[1], "%d\n", (int)getpid());
+                hang_here();
+            }
+            _exit(0);
+        }
+        waitpid(child, NULL, 0);
+        char buf[32] = {0};
+        if (read(fds[0], buf, sizeof buf - 1) <= 0) return 97;
+        printf("DAEMON %d", atoi(buf));
+        printf("\n");
+        fflush(stdout);
+        hang_here();
     } else if (!strcmp(mode, "exit")) {
         return argc > 2 ? atoi(argv[2]) : 0;
     }

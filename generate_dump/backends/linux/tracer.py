@@ -1,4 +1,5 @@
-"""Run a command as its tracer and dump its processes when they crash or hang.
+"""`generate_dump run --trace`: run a command as its tracer and dump its processes when
+they crash or hang (the default mode, which traces nothing, is supervisor.py).
 
 The command is forked, seized (PTRACE_SEIZE, so job control and signals behave as usual)
 before it execs, and followed into every fork, vfork, clone and exec. Being the parent,
@@ -21,17 +22,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
 import os
 import select
 import signal
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ...errors import DumpError
 from ...snapshot import ExceptionInfo, Snapshot
 from ...platform.linux import procfs
+from .run_events import DumpEvent, RunResult, exe_name, one_line
 from .capture import CaptureOptions, Freezer, capture
 
 PTRACE_O_TRACEFORK = 0x2
@@ -49,26 +49,6 @@ CRASH_SIGNALS = frozenset({
     signal.SIGTRAP, signal.SIGSYS, signal.SIGQUIT, signal.SIGXCPU, signal.SIGXFSZ,
 })
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
-
-
-@dataclass
-class DumpEvent:
-    """One dump the run made (or tried to make)."""
-
-    pid: int
-    reason: str  # "SIGSEGV", "timeout", ...
-    path: Optional[str]
-    exe: str
-    exception: Optional[ExceptionInfo] = None
-    error: Optional[str] = None
-    snapshot: Optional[Snapshot] = None
-
-
-@dataclass
-class RunResult:
-    status: int  # what `run` should exit with
-    timed_out: bool = False
-    dumps: list[DumpEvent] = field(default_factory=list)
 
 
 def _ptrace(request: int, tid: int, addr: int = 0, data: int = 0) -> None:
@@ -204,21 +184,14 @@ class _BorrowingFreezer(Freezer):
             super().release(tid)
 
 
-def _exe_name(pid: int) -> str:
-    try:
-        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).replace(" (deleted)", "")
-    except OSError:
-        comm = procfs.read_file(f"/proc/{pid}/comm")
-        return comm.decode(errors="replace").strip() if comm else "process"
-
-
 class Runner:
     """Trace COMMAND and react to crashes and the deadline; see the module docstring."""
 
     def __init__(self, argv: list[str], *, timeout: Optional[float], max_dumps: int,
                  kill_after: float, write: Callable[[Snapshot, int, str, str], str],
                  on_dump: Callable[[DumpEvent], None] = lambda e: None,
-                 dump_on_signal: bool = False):
+                 dump_on_signal: bool = False,
+                 notice: Callable[[str], None] = lambda s: None):
         self.argv = argv
         self.timeout = timeout
         self.max_dumps = max_dumps
@@ -227,6 +200,8 @@ class Runner:
         self.on_dump = on_dump
         self.dump_on_signal = dump_on_signal
         self.dumped_on_signal = False
+        self.notice = notice
+        self.root_done = False
         self.received: list[int] = []  # signals sent to us, handled by the loop
         self.session = _Session()
         self.root = 0
@@ -240,45 +215,20 @@ class Runner:
         # Like timeout(1), the command gets its own process group so that signals can be
         # forwarded to all of it; at an interactive terminal it stays in ours instead, so
         # that it can read the terminal (and Ctrl-C reaches it directly).
+        from .proctree import set_child_subreaper
+        from .spawn import spawn
+
         self.own_group = not os.isatty(0)
-        r, w = os.pipe()
-        er, ew = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # child: wait until seized, then exec
-            try:
-                os.close(w)
-                os.close(er)
-                if self.own_group:
-                    os.setpgid(0, 0)
-                os.read(r, 1)
-                os.close(r)
-                os.execvp(self.argv[0], self.argv)
-            except OSError as exc:
-                os.write(ew, f"{exc.errno}".encode())
-            finally:
-                os._exit(127)
-        os.close(r)
-        os.close(ew)
-        if self.own_group:
-            try:
-                os.setpgid(pid, pid)
-            except OSError:
-                pass  # the child did it first
+        set_child_subreaper()
         opts = PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXEC
-        try:
-            _ptrace(0x4206, pid, 0, opts)  # PTRACE_SEIZE
-        except Exception as exc:  # noqa: BLE001
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise DumpError(f"cannot trace the command: {exc}") from None
-        os.write(w, b"x")
-        os.close(w)
-        failure = os.read(er, 64)
-        os.close(er)
-        if failure:
-            os.waitpid(pid, WALL)
-            code = int(failure or b"0")
-            raise DumpError(f"cannot run {self.argv[0]}: {os.strerror(code)}")
+
+        def seize(pid: int) -> None:  # before it execs, so that nothing escapes us
+            try:
+                _ptrace(0x4206, pid, 0, opts)  # PTRACE_SEIZE
+            except Exception as exc:  # noqa: BLE001
+                raise DumpError(f"cannot trace the command: {exc}") from None
+
+        pid = spawn(self.argv, own_group=self.own_group, before_exec=seize)
         self.root = pid
         self.session.tgid_of[pid] = pid
         return pid
@@ -288,44 +238,63 @@ class Runner:
     def run(self) -> RunResult:
         """The event loop. Signal handlers only note what arrived and wake the loop through
         a self-pipe (signal.set_wakeup_fd): no exception is ever raised in the middle of
-        handling a tracee's stop, so no stop can be lost and leave a process stopped."""
+        handling a tracee's stop, so no stop can be lost and leave a process stopped. An
+        error of ours is reported and the loop goes on: the command's status is kept, and
+        at the end every tracee is let go with the signal it was stopped with (a tracer
+        that just exits would make the kernel drop that signal)."""
         if not self.root:
             self.start()
         deadline = time.monotonic() + self.timeout if self.timeout else None
         kill_at: Optional[float] = None
+        give_up_at: Optional[float] = None
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         handled = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
         old_handlers = {s: signal.signal(s, self._note_signal) for s in handled}
         old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        errors = 0
         try:
             while True:
-                if self._drain_events():
-                    break
-                while self.received:
-                    self._on_signal(self.received.pop(0))
-                now = time.monotonic()
-                if deadline is not None and now >= deadline and not self.result.timed_out:
-                    self._on_timeout()
-                    kill_at = time.monotonic() + self.kill_after
-                    continue
-                if kill_at is not None and now >= kill_at:
-                    self._signal_tree(signal.SIGKILL)
-                    kill_at = None
-                wake = [t for t in (None if self.result.timed_out else deadline, kill_at)
-                        if t is not None]
-                wait = max(0.0, min(wake) - time.monotonic()) if wake else None
-                select.select([rfd], [], [], wait)
                 try:
-                    while os.read(rfd, 4096):
+                    self._drain_events()
+                    if self.root_done and (not self.result.timed_out
+                                           or not self._live_processes()):
+                        break
+                    while self.received:
+                        self._on_signal(self.received.pop(0))
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline and not self.result.timed_out:
+                        self._on_timeout()
+                        kill_at = time.monotonic() + self.kill_after
+                        continue
+                    if kill_at is not None and now >= kill_at:
+                        self._signal_tree(signal.SIGKILL)
+                        kill_at = None
+                        give_up_at = time.monotonic() + 10
+                    if give_up_at is not None and now >= give_up_at and self.root_done:
+                        break  # unkillable (uninterruptible sleep): do not wait forever
+                    wake = [t for t in (None if self.result.timed_out else deadline, kill_at,
+                                        give_up_at) if t is not None]
+                    if self.root_done:
+                        wake.append(time.monotonic() + 0.05)  # the rest of the tree ending
+                    wait = max(0.0, min(wake) - time.monotonic()) if wake else None
+                    select.select([rfd], [], [], wait)
+                    try:
+                        while os.read(rfd, 4096):
+                            pass
+                    except BlockingIOError:
                         pass
-                except BlockingIOError:
-                    pass
+                except Exception as exc:  # noqa: BLE001 - a bug of ours must not end the run
+                    errors += 1
+                    if errors <= 3:
+                        self.notice(f"internal error, continuing: {one_line(exc)}")
+                    time.sleep(0.01)
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for s, h in old_handlers.items():
                 signal.signal(s, h)
             os.close(rfd)
             os.close(wfd)
+            self._let_go()
         if self.result.timed_out:
             self.result.status = 124
         return self.result
@@ -334,8 +303,16 @@ class Runner:
         if signum != signal.SIGCHLD:
             self.received.append(signum)
 
-    def _drain_events(self) -> bool:
-        """Handle every event that is ready; True once the command itself has ended."""
+    def _live_processes(self) -> list[int]:
+        out = []
+        for pid in self.session.processes():
+            stat = procfs.read_file(f"/proc/{pid}/stat")
+            if stat and procfs.parse_stat(stat).state not in ("Z", "X"):
+                out.append(pid)
+        return out
+
+    def _drain_events(self) -> None:
+        """Handle every event that is ready."""
         while True:
             if self.session.pending:
                 tid, status = self.session.pending.popleft()
@@ -343,11 +320,51 @@ class Runner:
                 try:
                     tid, status = os.waitpid(-1, os.WNOHANG | WALL)
                 except ChildProcessError:
-                    return True  # nothing left to wait for
+                    self.root_done = True  # nothing left to wait for
+                    return
                 if tid == 0:
-                    return False
-            if self._handle(tid, status):
-                return True
+                    return
+            try:
+                self._handle(tid, status)
+            except Exception:
+                # Never leave a tracee in its stop: resume it as the loop would have.
+                if os.WIFSTOPPED(status):
+                    self._cont(tid, os.WSTOPSIG(status) if status >> 16 == 0 else 0)
+                raise
+
+    def _let_go(self, timeout: float = 2.0) -> None:
+        """Detach every tracee still alive, each with the signal it is stopped with."""
+        waiting: set[int] = set()
+        for tid in list(self.session.tgid_of):
+            try:
+                _ptrace(0x4207, tid)  # PTRACE_INTERRUPT
+                waiting.add(tid)
+            except Exception:  # noqa: BLE001 - gone
+                pass
+        end = time.monotonic() + timeout
+        while waiting and time.monotonic() < end:
+            try:
+                tid, status = os.waitpid(-1, os.WNOHANG | WALL)
+            except ChildProcessError:
+                return
+            if tid == 0:
+                time.sleep(0.001)
+                continue
+            if not os.WIFSTOPPED(status):
+                waiting.discard(tid)
+                continue
+            event = status >> 16
+            sig = os.WSTOPSIG(status) if event == 0 else 0
+            if event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
+                try:
+                    waiting.add(_geteventmsg(tid))  # born traced: it stops; let it go too
+                except Exception:  # noqa: BLE001
+                    pass
+            try:
+                _ptrace(0x11, tid, 0, sig)  # PTRACE_DETACH
+            except Exception:  # noqa: BLE001
+                pass
+            waiting.discard(tid)
 
     def _on_signal(self, sig: int) -> None:
         """A signal sent to `run`: optionally dump everything first, then pass it on."""
@@ -362,18 +379,18 @@ class Runner:
         except Exception:  # noqa: BLE001 - gone (e.g. killed meanwhile)
             pass
 
-    def _handle(self, tid: int, status: int) -> bool:
-        """Handle one wait status; True once the command itself has ended."""
+    def _handle(self, tid: int, status: int) -> None:
+        """Handle one wait status."""
         s = self.session
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             s.tgid_of.pop(tid, None)
             if tid == self.root:
                 self.result.status = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
                                       else 128 + os.WTERMSIG(status))
-                return True
-            return False
+                self.root_done = True
+            return
         if not os.WIFSTOPPED(status):
-            return False
+            return
         sig, event = os.WSTOPSIG(status), status >> 16
         if tid not in s.tgid_of:
             s.tgid_of[tid] = _tgid(tid) or tid
@@ -411,7 +428,6 @@ class Runner:
             self._cont(tid, sig)
         else:
             self._cont(tid)
-        return False
 
     # -- dumps -------------------------------------------------------------------------------
 
@@ -428,7 +444,7 @@ class Runner:
         return snap
 
     def _record(self, pid: int, reason: str, exception: Optional[ExceptionInfo]) -> None:
-        exe = _exe_name(pid)
+        exe = exe_name(pid)
         event = DumpEvent(pid=pid, reason=reason, path=None, exe=exe, exception=exception)
         if len(self.result.dumps) >= self.max_dumps:
             event.error = f"not dumped: --max-dumps {self.max_dumps} reached"
@@ -439,6 +455,8 @@ class Runner:
                 event.path = self.write(snap, pid, exe, reason)
             except DumpError as exc:
                 event.error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a failed dump must not end the run
+                event.error = one_line(exc)
         self.result.dumps.append(event)
         self.on_dump(event)
 
@@ -492,9 +510,8 @@ class Runner:
         for pid in sorted(self.session.processes(), key=lambda p: -self.session.depth(p)):
             try:
                 os.kill(pid, sig)
-            except OSError as exc:
-                if exc.errno != errno.ESRCH:
-                    raise
+            except OSError:
+                pass  # gone
 
     def forward(self, sig: int) -> None:
         """Send a signal that `run` received on to the command's process group."""

@@ -1,0 +1,183 @@
+"""What `generate_dump run` costs the command it watches: wall time bare vs under `run`.
+
+Workloads (issue #14 part 2): a shell loop starting 300 /bin/true, Python starting and
+joining 300 threads (and 3000: 300 take only ~0.05 s here), a C program raising and
+handling 200,000 SIGUSR1, a JVM loop whose NullPointerExceptions HotSpot detects with
+SIGSEGV, and a small pytest suite that spawns processes (subprocess, shell pipelines, a multiprocessing pool, os.system). Each is run
+bare, under `generate_dump run` (the default mode) and, with --trace, under
+`generate_dump run --trace`, in rotating order; the table shows the fastest and median
+wall time of each, the least CPU time of the whole tree (run included: less sensitive to
+other load on the machine than wall time) and both ratios to the bare runs. Every run must
+exit as the bare run does and print the same result, else the bench fails.
+
+    python3 bench/run_overhead.py [--rounds 5] [--trace] [--only NAME,...]
+    scripts/bench run_overhead.py ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FILES = HERE / "run_overhead"
+
+
+def cpu_busy(interval: float = 0.2) -> float:
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_idle(budget: list[float], limit: float = 0.25) -> bool:
+    """Wait (spending from ``budget``) until the CPUs are under ``limit`` busy."""
+    while budget[0] > 0:
+        start = time.monotonic()
+        if cpu_busy() < limit:
+            return True
+        budget[0] -= time.monotonic() - start
+    return False
+
+
+def build(work: Path, npe_iterations: int) -> list[tuple[str, list[str], bool]]:
+    """(name, argv, output is deterministic) for each workload that can run here."""
+    out = []
+    out.append(("300 /bin/true from a shell loop",
+                ["sh", "-c", "i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done; echo $i"],
+                True))
+    for n in (300, 3000):
+        out.append((f"Python: start and join {n} threads",
+                    [sys.executable, str(FILES / "threads.py"), str(n)], True))
+    subprocess.run(["gcc", "-O2", "-o", str(work / "signals"), str(FILES / "signals.c")],
+                   check=True)
+    out.append(("C: raise and handle 200,000 SIGUSR1", [str(work / "signals"), "200000"], True))
+    if shutil.which("javac") and shutil.which("java"):
+        subprocess.run(["javac", "-d", str(work), str(FILES / "Npe.java")], check=True)
+        out.append((f"JVM: {npe_iterations:,} iterations, half NullPointerExceptions (SIGSEGV)",
+                    ["java", "-Xshare:auto", "-cp", str(work), "Npe", str(npe_iterations)],
+                    True))
+    else:
+        print("note: no JDK (javac, java): the JVM workload is skipped", file=sys.stderr)
+    suite = work / "suite"
+    shutil.copytree(FILES / "suite", suite)
+    out.append(("pytest: 45 tests spawning processes",
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                 "-p", "no:generate_dump", str(suite)], False))
+    return out
+
+
+def timed(argv: list[str], env: dict) -> tuple[float, float, int, str]:
+    """Wall time, CPU time (user + system of the whole tree, run included), status, output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                       stdin=subprocess.DEVNULL, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, r.returncode, r.stdout + r.stderr
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--trace", action="store_true",
+                    help="also measure `run --trace` (slow: minutes for the signal workloads)")
+    ap.add_argument("--only", default="", help="comma-separated substrings of workload names")
+    ap.add_argument("--npe-iterations", type=int, default=200_000_000)
+    ap.add_argument("--wait-idle", type=float, default=60,
+                    help="seconds to spend in all waiting for idle CPUs before runs")
+    args = ap.parse_args()
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    work = Path(tempfile.mkdtemp(prefix="run_overhead-"))
+    dumps = work / "dumps"
+    modes = {"bare": []}
+    modes["run"] = [sys.executable, "-m", "generate_dump", "run", "--output-dir", str(dumps), "--"]
+    if args.trace:
+        modes["run --trace"] = [sys.executable, "-m", "generate_dump", "run", "--trace",
+                                "--output-dir", str(dumps), "--"]
+    budget = [args.wait_idle]
+    busy_starts = 0
+    failures = []
+    rows = []
+    fixed: dict[str, list[tuple[float, float]]] = {}
+    try:
+        workloads = build(work, args.npe_iterations)
+        if args.only:
+            keys = [k.strip().lower() for k in args.only.split(",")]
+            workloads = [w for w in workloads if any(k in w[0].lower() for k in keys)]
+        for name, argv, deterministic in workloads:
+            times: dict[str, list[float]] = {m: [] for m in modes}
+            cpus: dict[str, list[float]] = {m: [] for m in modes}
+            reference = None
+            order = list(modes)
+            for rnd in range(args.rounds):
+                for mode in order[rnd % len(order):] + order[:rnd % len(order)]:
+                    if not wait_idle(budget):
+                        busy_starts += 1
+                    t, cpu, status, output = timed(modes[mode] + argv, env)
+                    print(f"{name} | {mode} | {t:.3f} s | cpu {cpu:.3f} s | exit {status}",
+                          file=sys.stderr)
+                    result = (status, output.strip() if deterministic else "")
+                    if reference is None:
+                        reference = result
+                    elif result != reference:
+                        failures.append(f"{name}: {mode} gave {result}, expected {reference}")
+                    times[mode].append(t)
+                    cpus[mode].append(cpu)
+            base = min(times["bare"])
+            rows.append((name, {m: (min(v), statistics.median(v), min(cpus[m]))
+                                for m, v in times.items()}, base))
+        # The fixed cost: starting the interpreter, and run's own start and exit.
+        fixed = {m: [] for m in modes}
+        for rnd in range(max(5, args.rounds)):
+            for mode in modes:
+                wait_idle(budget)
+                fixed[mode].append(timed(modes[mode] + ["true"], env)[:2])
+        if any(dumps.glob("*.dmp")) if dumps.exists() else False:
+            failures.append(f"dumps were written in {dumps}: none expected")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    head = "| workload | bare: wall min / median, CPU |" + "".join(
+        f" `{m}`: wall min / median, CPU | wall ratio | CPU ratio |" for m in modes if m != "bare")
+    print(head)
+    print("|---|---:|" + "---:|---:|---:|" * (len(modes) - 1))
+    for name, stats, base in rows:
+        cells = [f"{stats['bare'][0]:.2f} / {stats['bare'][1]:.2f} s, {stats['bare'][2]:.2f} s"]
+        for m in modes:
+            if m == "bare":
+                continue
+            cells.append(f"{stats[m][0]:.2f} / {stats[m][1]:.2f} s, {stats[m][2]:.2f} s")
+            cells.append(f"{stats[m][0] / base:.2f}x")
+            cells.append(f"{stats[m][2] / max(stats['bare'][2], 1e-3):.2f}x")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nFixed cost (`true`, fastest of {}): ".format(max(5, args.rounds)) + ", ".join(
+        f"{m} {min(w for w, _ in v) * 1000:.0f} ms wall, {min(c for _, c in v) * 1000:.0f} ms CPU"
+        for m, v in fixed.items()))
+    print(f"\n{args.rounds} rounds; wall ratio = fastest run in that mode / fastest bare run; "
+          "CPU ratio = least CPU time (user + system of the tree, run included) / bare's; "
+          f"{busy_starts} run(s) started while the CPUs were more than 25% busy.")
+    for f in failures:
+        print(f"FAILED: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Start `generate_dump run`'s command the way a shell or subprocess would.
+
+Python ignores SIGPIPE and SIGXFSZ for itself; the command gets them back at their
+defaults (as subprocess does), so it observes what it would have observed without us.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+from typing import Callable, Optional
+
+from ...errors import DumpError
+
+
+def spawn(argv: list[str], *, own_group: bool, core_limit: Optional[tuple[int, int]] = None,
+          before_exec: Optional[Callable[[int], None]] = None) -> int:
+    """Fork and exec ``argv``; returns its pid. ``before_exec(pid)`` runs in the parent
+    while the child waits just before exec (to seize it). Exec failures raise DumpError."""
+    gate_r, gate_w = os.pipe()
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(gate_w)
+            os.close(err_r)
+            if own_group:
+                os.setpgid(0, 0)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
+            if core_limit is not None:
+                resource.setrlimit(resource.RLIMIT_CORE, core_limit)
+            os.read(gate_r, 1)
+            os.close(gate_r)
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            os.write(err_w, f"{exc.errno}".encode())
+        except BaseException:  # noqa: BLE001 - never return into the parent's code
+            os.write(err_w, b"0")
+        finally:
+            os._exit(127)
+    os.close(gate_r)
+    os.close(err_w)
+    if own_group:
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # the child did it first
+    try:
+        if before_exec is not None:
+            before_exec(pid)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(gate_w)
+        os.close(err_r)
+        raise
+    os.write(gate_w, b"x")
+    os.close(gate_w)
+    failure = os.read(err_r, 64)
+    os.close(err_r)
+    if failure:
+        os.waitpid(pid, 0x40000000)  # __WALL: also when traced
+        code = int(failure or b"0")
+        raise DumpError(f"cannot run {argv[0]}: {os.strerror(code) if code else 'failed'}")
+    return pid

@@ -1,0 +1,360 @@
+"""`generate_dump run`'s default mode: watch the command without tracing it.
+
+Nothing is traced until a dump is needed, so the command runs at full speed (every fork,
+exec and signal of a traced process is a round trip through the tracer; see README):
+
+- crashes: the command gets a raised RLIMIT_CORE soft limit (inherited by every
+  descendant), the kernel writes a core file when one of them dies of a crash signal, and
+  run turns that core into a minidump (``convert_core``). run learns that a core is
+  complete from inotify (IN_CLOSE_WRITE) on the directories core_pattern sends cores to:
+  for a relative pattern, the working directories of the tree, found when the command
+  starts and by a scan of /proc every SCAN_INTERVAL seconds; a wait status with
+  WCOREDUMP of a child (the command, or an orphan reparented to run) says one must exist.
+  A core that would not exist without run (the command's own soft limit was 0) is deleted
+  once converted;
+- the deadline: every descendant (found through /proc ppid links; run is a child
+  subreaper, so orphaned and daemonised descendants stay below it) is seized, copied and
+  released, deepest first; then the tree gets SIGTERM and, after --kill-after, SIGKILL;
+- signals sent to run are forwarded to the command's process group (optionally after
+  dumping the tree).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from typing import TYPE_CHECKING, Callable, Optional
+
+from ...errors import DumpError
+from . import coredumps, proctree
+from .spawn import spawn
+
+if TYPE_CHECKING:
+    from ...snapshot import Snapshot
+from .run_events import DumpEvent, RunResult, exe_name, one_line
+
+SCAN_INTERVAL = 1.0
+CRASH_SIGNALS = frozenset({
+    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
+    signal.SIGTRAP, signal.SIGSYS, signal.SIGQUIT, signal.SIGXCPU, signal.SIGXFSZ,
+})
+
+
+class Supervisor:
+    """Run COMMAND untraced; see the module docstring."""
+
+    def __init__(self, argv: list[str], *, timeout: Optional[float], max_dumps: int,
+                 kill_after: float, write: Callable[["Snapshot", int, str, str], str],
+                 on_dump: Callable[[DumpEvent], None] = lambda e: None,
+                 dump_on_signal: bool = False, core_limit: int = 2 << 30,
+                 convert_core: Optional[Callable[[str], "Snapshot"]] = None,
+                 notice: Callable[[str], None] = lambda s: None):
+        self.argv = argv
+        self.timeout = timeout
+        self.max_dumps = max_dumps
+        self.kill_after = kill_after
+        self.write = write
+        self.on_dump = on_dump
+        self.dump_on_signal = dump_on_signal
+        self.dumped_on_signal = False
+        self.core_limit = core_limit
+        self.convert_core = convert_core
+        self.notice = notice
+        self.result = RunResult(status=0)
+        self.received: list[int] = []
+        self.root = 0
+        self.root_status: Optional[int] = None
+        self.own_group = True
+        self.pattern: Optional[coredumps.CorePattern] = None
+        self.watch: Optional[coredumps.DirectoryWatch] = None
+        self.delete_cores = False
+        self.known: set[int] = set()  # pids seen in the tree
+        self.handled_cores: set[tuple[int, int]] = set()  # (device, inode)
+        self.expected: dict[int, tuple[int, bool]] = {}  # child -> (crash signal, WCOREDUMP)
+        self.names: dict[int, str] = {}  # pid -> executable name, for children that die
+        self.cored: set[int] = set()  # pids whose core was handled
+        self.handler = False  # kernel.core_pattern pipes cores to generate_dump core-handler
+        self.sid = os.getsid(0)
+        self.me = os.getpid()
+
+    # -- start -------------------------------------------------------------------------------
+
+    def _crash_setup(self) -> Optional[tuple[int, int]]:
+        """Decide how crashes are caught; returns the RLIMIT_CORE to give the command."""
+        if self.convert_core is None or self.core_limit <= 0:
+            return None
+        pattern = coredumps.system_core_pattern()
+        if pattern.pipe and coredumps.is_our_handler(pattern):
+            # The kernel pipes every crash to it whatever RLIMIT_CORE says: nothing to do.
+            self.handler = True
+            self.notice("crashes are dumped by generate_dump core-handler "
+                        "(kernel.core_pattern), into its --dir")
+            return None
+        if pattern.pipe:
+            self.notice(f"crash capture needs --trace here, or generate_dump core-handler as "
+                        f"kernel.core_pattern: core dumps go to {pattern.text!r}")
+            return None
+        if pattern.name is None:
+            self.notice(f"crash capture needs --trace here: cannot follow core files named "
+                        f"by kernel.core_pattern = {pattern.text!r}")
+            return None
+        try:
+            self.watch = coredumps.DirectoryWatch()
+        except OSError as exc:
+            self.notice(f"crash capture needs --trace here: inotify: {exc.strerror}")
+            return None
+        soft, hard = coredumps.core_soft_limit()
+        if hard == 0:
+            self.notice("crash capture needs --trace here: the hard RLIMIT_CORE is 0, so "
+                        "no core file can be written (ulimit -H -c)")
+            self.watch.close()
+            self.watch = None
+            return None
+        self.pattern = pattern
+        self.delete_cores = soft == 0
+        if pattern.relative:
+            self._watch_cwd(os.getcwd())
+        else:
+            self.watch.add(pattern.directory)
+        return coredumps.raised_core_limit(self.core_limit)
+
+    def _watch_cwd(self, cwd: Optional[str]) -> None:
+        if cwd and self.watch is not None and self.pattern is not None:
+            self.watch.add(self.pattern.directory_for(cwd))
+
+    def start(self) -> int:
+        # Like timeout(1), the command gets its own process group so that signals can be
+        # forwarded to all of it; at an interactive terminal it stays in ours instead, so
+        # that it can read the terminal (and Ctrl-C reaches it directly).
+        self.own_group = not os.isatty(0)
+        proctree.set_child_subreaper()
+        limit = self._crash_setup()
+        self.root = spawn(self.argv, own_group=self.own_group, core_limit=limit)
+        self.known.add(self.root)
+        self.names[self.root] = os.path.basename(self.argv[0])
+        return self.root
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        if not self.root:
+            self.start()
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        kill_at: Optional[float] = None
+        give_up_at: Optional[float] = None
+        next_scan = time.monotonic() + SCAN_INTERVAL
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        handled = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+        old_handlers = {s: signal.signal(s, self._note_signal) for s in handled}
+        old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        fds = [rfd] + ([self.watch.fd] if self.watch else [])
+        errors = 0
+        try:
+            while True:
+                try:
+                    self._reap()
+                    self._take_cores()
+                    if self.root_status is not None:
+                        if not self.result.timed_out:
+                            break
+                        if not proctree.descendants(self.me):
+                            break
+                    while self.received:
+                        self._on_signal(self.received.pop(0))
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline and not self.result.timed_out:
+                        self._on_timeout()
+                        kill_at = time.monotonic() + self.kill_after
+                        continue
+                    if kill_at is not None and now >= kill_at:
+                        proctree.signal_all(proctree.descendants(self.me), signal.SIGKILL)
+                        kill_at = None
+                        give_up_at = time.monotonic() + 10
+                    if give_up_at is not None and now >= give_up_at and \
+                            self.root_status is not None:
+                        break  # unkillable (uninterruptible sleep): do not wait forever
+                    if self.pattern is not None and self.pattern.relative and now >= next_scan:
+                        self._scan()
+                        next_scan = time.monotonic() + SCAN_INTERVAL
+                    wake = [t for t in (None if self.result.timed_out else deadline, kill_at,
+                                        give_up_at) if t is not None]
+                    if self.pattern is not None and self.pattern.relative:
+                        wake.append(next_scan)
+                    if self.result.timed_out and self.root_status is not None:
+                        wake.append(time.monotonic() + 0.05)  # the rest of the tree ending
+                    wait = max(0.0, min(wake) - time.monotonic()) if wake else None
+                    select.select(fds, [], [], wait)
+                    try:
+                        while os.read(rfd, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                except Exception as exc:  # noqa: BLE001 - a bug of ours must not end the run
+                    errors += 1
+                    if errors <= 3:
+                        self.notice(f"internal error, continuing: {one_line(exc)}")
+                    time.sleep(0.01)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            os.close(rfd)
+            os.close(wfd)
+            if self.watch is not None:
+                self.watch.close()
+        self.result.status = 124 if self.result.timed_out else (self.root_status or 0)
+        return self.result
+
+    def _note_signal(self, signum, frame) -> None:
+        if signum != signal.SIGCHLD:
+            self.received.append(signum)
+
+    def _reap(self) -> None:
+        """Collect exits of our children: the command, and orphans reparented to us."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                if self.root_status is None:
+                    self.root_status = 0  # reaped elsewhere (cannot happen); do not hang
+                return
+            if pid == 0:
+                return
+            if os.WIFSIGNALED(status) and os.WTERMSIG(status) in CRASH_SIGNALS \
+                    and pid not in self.cored:
+                self.expected[pid] = (os.WTERMSIG(status), os.WCOREDUMP(status))
+            if pid == self.root:
+                self.root_status = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                                    else 128 + os.WTERMSIG(status))
+
+    def _scan(self) -> None:
+        for pid in proctree.descendants(self.me):
+            if pid not in self.known:
+                self.known.add(pid)
+                self.names[pid] = exe_name(pid)
+            self._watch_cwd(proctree.cwd_of(pid))
+
+    # -- crashes -----------------------------------------------------------------------------
+
+    def _ours(self, ids: coredumps.CoreIds) -> bool:
+        """Did a process of our tree write this core? Known to us, or a child of one, or in
+        the command's process group (in our session when the command shares our group, at
+        a terminal). Another job's core is left alone: it is not ours to convert or delete."""
+        if ids.pid in self.known or ids.ppid in self.known or ids.ppid == self.me \
+                or ids.pid in self.expected:
+            return True
+        return ids.pgrp == self.root if self.own_group else ids.sid == self.sid
+
+    def _take_cores(self) -> None:
+        """Convert the cores written since the last look. A core is closed before its
+        process's exit is reported, so a child reaped just before has its core here."""
+        if self.watch is not None and self.pattern is not None:
+            for path in self.watch.read():
+                if self.pattern.name.match(os.path.basename(path)):
+                    self._on_core(path)
+        for pid, (sig, dumped) in list(self.expected.items()):  # no core arrived: say so
+            del self.expected[pid]
+            if self.handler:
+                why = "generate_dump core-handler writes it (see the note above)"
+            elif self.watch is None:
+                why = "crash capture is off (see the note above, or use --trace)"
+            elif dumped:
+                why = "its core file was written where run does not look (use --trace)"
+            else:
+                why = "the kernel wrote no core file for it (use --trace)"
+            event = DumpEvent(pid=pid, reason=signal.Signals(sig).name, path=None,
+                              exe=self.names.get(pid, "process"), error=why)
+            self.result.dumps.append(event)
+            self.on_dump(event)
+
+    def _on_core(self, path: str) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in self.handled_cores:
+            return
+        ids = coredumps.core_ids(path)
+        if ids is None or not self._ours(ids):
+            return
+        self.handled_cores.add(key)
+        self.cored.add(ids.pid)
+        self.expected.pop(ids.pid, None)
+        try:
+            reason = signal.Signals(ids.signal).name
+        except ValueError:
+            reason = "crash"
+        event = DumpEvent(pid=ids.pid, reason=reason, path=None, exe=ids.fname or "process")
+        step = "cannot read core file " + path
+        try:
+            if len(self.result.dumps) >= self.max_dumps:
+                event.error = f"not dumped: --max-dumps {self.max_dumps} reached"
+            else:
+                snap = self.convert_core(path)
+                event.snapshot = snap
+                event.exception = snap.exception
+                main = next((m for m in snap.modules if m.is_main), None)
+                if main is not None:
+                    event.exe = os.path.basename(main.path) or event.exe
+                step = "cannot write the minidump"
+                event.path = self.write(snap, ids.pid, event.exe, event.reason)
+        except Exception as exc:  # noqa: BLE001 - a failed dump must not end the run
+            detail = str(exc) if isinstance(exc, DumpError) else one_line(exc)
+            event.error = f"{step}: {detail}"
+        finally:
+            if self.delete_cores:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        self.result.dumps.append(event)
+        self.on_dump(event)
+
+    # -- dumps of live processes ---------------------------------------------------------------
+
+    def _record(self, pid: int, reason: str) -> None:
+        from .capture import CaptureOptions, capture
+
+        event = DumpEvent(pid=pid, reason=reason, path=None, exe=exe_name(pid))
+        try:
+            if len(self.result.dumps) >= self.max_dumps:
+                event.error = f"not dumped: --max-dumps {self.max_dumps} reached"
+            else:
+                snap = capture(pid, CaptureOptions())
+                event.snapshot = snap
+                event.path = self.write(snap, pid, event.exe, reason)
+        except Exception as exc:  # noqa: BLE001 - a failed dump must not end the run
+            event.error = str(exc) if isinstance(exc, DumpError) else one_line(exc)
+        self.result.dumps.append(event)
+        self.on_dump(event)
+
+    def _dump_all(self, reason: str) -> None:
+        tree = proctree.descendants(self.me)
+        for pid in proctree.deepest_first(tree):
+            self._record(pid, reason)
+
+    def _on_timeout(self) -> None:
+        self.result.timed_out = True
+        self._dump_all("timeout")
+        tree = proctree.descendants(self.me)
+        proctree.signal_all(proctree.deepest_first(tree), signal.SIGTERM)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.dump_on_signal and not self.dumped_on_signal:
+            self.dumped_on_signal = True
+            self._dump_all(signal.Signals(sig).name.lower())
+        self.forward(sig)
+
+    def forward(self, sig: int) -> None:
+        if not self.root or self.root_status is not None:
+            return
+        try:
+            if self.own_group:
+                os.killpg(self.root, sig)
+            elif sig not in (signal.SIGINT, signal.SIGQUIT) or not os.isatty(0):
+                os.kill(self.root, sig)
+        except OSError:
+            pass

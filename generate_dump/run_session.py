@@ -1,0 +1,220 @@
+"""`generate_dump run` without the command-line machinery: parse, start, watch, report.
+
+Kept free of heavy imports (no click): `python -m generate_dump run ...` calls fast_path
+first, which starts the command about 30 ms after the interpreter does, instead of after
+click and the CLI have loaded; anything it does not recognise falls back to the click
+command (run_command.py), which reports errors and help. Both end in the same start()
+and finish(), and share dump_file_name and the report format with the pytest plugin and
+the ci/ hooks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from typing import NoReturn, Optional
+
+from .errors import DumpError
+
+PROG = "generate_dump run"
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+_SIZES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+DEFAULTS = {"--output-dir": ".", "--max-dumps": "10", "--kill-after": "5s", "--core-limit": "2G"}
+
+
+def duration(text: str) -> float:
+    """Seconds in ``text`` (90, 30s, 500ms, 5m, 1h); ValueError if it is not a duration."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m|h|)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"'{text}' is not a duration; use e.g. 90, 30s, 500ms, 5m, 1h")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def size(text: str) -> int:
+    """Bytes in ``text`` (0, 4096, 512M, 2G); ValueError if it is not a size."""
+    m = re.fullmatch(r"\s*([0-9]+)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise ValueError(f"'{text}' is not a size; use e.g. 0, 512M, 2G")
+    return int(m.group(1)) * _SIZES[m.group(2).lower()]
+
+
+def dump_file_name(exe: str, pid: int, reason: str, when: Optional[float] = None) -> str:
+    """`<exe>-<pid>-<reason>-<UTC time>.dmp`: sorts by program, safe as a CI artifact name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when if when is not None else time.time()))
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", exe)[:64] or "process"
+    return f"{safe}-{pid}-{reason}-{stamp}.dmp"
+
+
+def _describe(event) -> str:
+    from .inspect_dump import exception_names
+    from .snapshot import OS
+
+    e = event.exception
+    if event.reason == "timeout":
+        what = "was still running at the timeout"
+    elif e is not None:
+        _, code = exception_names(OS.LINUX, e.code, e.flags)
+        what = f"got {event.reason}" + (f" ({code})" if code else "")
+        if e.address or e.code in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+            what += f" at 0x{e.address:x}"
+        what += f" in thread {e.thread_id}"
+    else:
+        what = f"got {event.reason}"
+    return f"process {event.pid} ({event.exe}) {what}"
+
+
+class _Reporter:
+    """Prints one block per dump on stderr; inside GitHub Actions as a group with ::error::."""
+
+    def __init__(self, github: bool):
+        self.github = github
+
+    def __call__(self, event) -> None:
+        line = _describe(event)
+        if event.path:
+            detail = f"minidump: {event.path}"
+        else:
+            detail = f"no minidump: {event.error}"
+        out = sys.stderr
+        if self.github:
+            out.write(f"::group::{PROG}: {line}\n")
+            out.write(f"{detail}\n")
+            summary = _stack_summary(event)
+            if summary:
+                out.write(summary + "\n")
+            out.write("::endgroup::\n")
+            out.write(f"::error::{line}; {detail}\n")
+        else:
+            out.write(f"{PROG}: {line}; {detail}\n")
+            summary = _stack_summary(event)
+            if summary:
+                out.write(summary + "\n")
+        out.flush()
+
+
+def _stack_summary(event) -> str:
+    """Top frames of each thread, crashing thread first (when the stack walker exists)."""
+    if event.snapshot is None:
+        return ""
+    from .inspect_dump import summarize_snapshot
+
+    try:
+        return summarize_snapshot(event.snapshot)
+    except Exception:  # noqa: BLE001 - a summary must never break the run
+        return ""
+
+
+def _read_core(path: str):
+    """A core file as a Snapshot (the core reader lives in sources/core.py)."""
+    try:
+        from .sources.core import read_core
+    except ImportError:
+        raise DumpError("this build has no core file reader; use --trace") from None
+    return read_core(path)
+
+
+def _notice(text: str) -> None:
+    sys.stderr.write(f"{PROG}: {text}\n")
+    sys.stderr.flush()
+
+
+def start(command: list[str], *, timeout: Optional[float], output_dir: str, max_dumps: int,
+          kill_after: float, dump_on_signal: bool, trace: bool, core_limit: int,
+          redact: bool = True):
+    """Create the output directory and start COMMAND; DumpError if either fails.
+    ``redact``: write the dumps with --redact (the default here: CI uploads them)."""
+    if not sys.platform.startswith("linux"):
+        raise DumpError("`generate_dump run` needs Linux (ptrace)")
+    out_dir = os.path.abspath(output_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise DumpError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
+
+    def write(snapshot, pid: int, exe: str, reason: str) -> str:
+        from .output import write_snapshot
+
+        path = os.path.join(out_dir, dump_file_name(exe, pid, reason, snapshot.time or None))
+        write_snapshot(snapshot, path, redact=redact)
+        return path
+
+    common = dict(timeout=timeout, max_dumps=max_dumps, kill_after=kill_after, write=write,
+                  on_dump=_Reporter(os.environ.get("GITHUB_ACTIONS") == "true"),
+                  dump_on_signal=dump_on_signal, notice=_notice)
+    if trace:
+        from .backends.linux.tracer import Runner
+
+        runner = Runner(list(command), **common)
+    else:
+        from .backends.linux.supervisor import Supervisor
+
+        runner = Supervisor(list(command), core_limit=core_limit, convert_core=_read_core,
+                            **common)
+    runner.start()
+    return runner
+
+
+def finish(runner) -> NoReturn:
+    """Watch until the command ends, report, and exit with its status (124 on timeout)."""
+    result = runner.run()
+    if result.timed_out:
+        sys.stderr.write(f"{PROG}: timed out after {runner.timeout:g} s; "
+                         f"{sum(1 for d in result.dumps if d.path)} minidump(s) written\n")
+    # Exit at once: the interpreter's orderly shutdown (tearing down every module) costs
+    # tens of milliseconds that the command's caller would wait for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(result.status)
+
+
+_VALUED = ("--timeout", "--output-dir", "--max-dumps", "--kill-after", "--core-limit")
+
+
+def fast_path(argv: list[str]) -> None:
+    """Run at once when ``argv`` (after "run") is plain: known options with valid values,
+    then "--" and a command. Returns (to the click command) for anything else: help,
+    --trace, errors, unusual spellings."""
+    opts = dict(DEFAULTS)
+    flags = set()
+    i = 0
+    while True:
+        if i >= len(argv):
+            return
+        arg = argv[i]
+        if arg == "--":
+            command = argv[i + 1:]
+            break
+        name, eq, value = arg.partition("=")
+        if name in _VALUED:
+            if not eq:
+                if i + 1 >= len(argv):
+                    return
+                i += 1
+                value = argv[i]
+            opts[name] = value
+        elif arg in ("--dump-on-signal", "--redact", "--no-redact"):
+            flags.add(arg)
+        else:
+            return
+        i += 1
+    if not command or not re.fullmatch(r"[0-9]+", opts["--max-dumps"]) \
+            or opts["--output-dir"] == "":
+        return
+    try:
+        timeout = duration(opts["--timeout"]) if "--timeout" in opts else None
+        kill_after = duration(opts["--kill-after"])
+        core_limit = size(opts["--core-limit"])
+    except ValueError:
+        return
+    try:
+        runner = start(command, timeout=timeout, output_dir=opts["--output-dir"],
+                       max_dumps=int(opts["--max-dumps"]), kill_after=kill_after,
+                       dump_on_signal="--dump-on-signal" in flags, trace=False,
+                       core_limit=core_limit, redact="--no-redact" not in flags)
+    except DumpError:
+        return  # nothing started: the click command says what is wrong, with its status
+    finish(runner)
