@@ -291,6 +291,7 @@ class Freezer:
 
 
 def _assign_stacks(raws: list[_RawThread], stack_map: StackMap, main_tid: int) -> None:
+    stack_map.note_stack_pointers(r.sp for r in raws)
     for raw in raws:
         raw.stack_range = stack_map.range(raw.sp, raw.tid == main_tid, raw.tp)
 
@@ -337,11 +338,13 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
             maps_text, maps = _read_maps(target)
             _assign_stacks(raws, StackMap(maps), target.pid)
         with_stack = [r for r in raws if r.stack_range]
+        _testhooks.fail("stacks")
         datas = reader.read_many([(a, b - a) for a, b in (r.stack_range for r in with_stack)],
                                  views=True)
         for r, data in zip(with_stack, datas):
             r.stack = data
         _testhooks.pause("frozen")
+        _testhooks.fail("frozen")
     except BaseException:
         fz.release_all()
         raise
@@ -389,6 +392,7 @@ def _capture_running(target: _Target, options: CaptureOptions, reader: MemoryRea
                         raw.stack_range = stack_map.range(sp, tid == target.pid, tp)
                     if raw.stack_range:
                         a, b = raw.stack_range
+                        _testhooks.fail("stacks")
                         raw.stack = reader.read(a, b - a)
                     frozen.threads.append(raw)
                 finally:
@@ -397,11 +401,27 @@ def _capture_running(target: _Target, options: CaptureOptions, reader: MemoryRea
         fz.release_all()
     if not frozen.threads:
         raise TargetGone(f"process {target.pid} exited during the dump")
+    _trim_shared_stacks(frozen.threads, stack_map, target.pid)
     fz.materialize(frozen.threads)
     frozen.time = int(time.time())
     frozen.maps_text, frozen.maps = maps_text, maps
     frozen.soft_errors.extend(fz.soft)
     return frozen
+
+
+def _trim_shared_stacks(raws: list[_RawThread], stack_map: StackMap, main_tid: int) -> None:
+    """-r copies each thread before the next one's stack pointer is known: now that all
+    are, cut stacks that share a mapping where the next thread's stack begins (the
+    range StackMap gives with every SP known only ever ends earlier)."""
+    stack_map.note_stack_pointers(r.sp for r in raws)
+    for raw in raws:
+        if not raw.stack_range:
+            continue
+        rng = stack_map.range(raw.sp, raw.tid == main_tid, raw.tp)
+        a, b = raw.stack_range
+        if rng is not None and rng[0] == a and rng[1] < b:
+            raw.stack_range = rng
+            raw.stack = raw.stack[: rng[1] - a]
 
 
 # --- after the freeze: conversions and slow work ---------------------------------------------
@@ -547,6 +567,7 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
     def read(addr: int, size: int) -> bytes:
         return reader.read(addr, size)
 
+    _testhooks.fail("modules")
     modules = modules_from_maps(pid, frozen.maps, auxv_entries(auxv or b""), read, soft)
     main = modules[0] if modules and modules[0].is_main else None
     system, cpuinfo = system_info(arch)
