@@ -319,6 +319,14 @@ def test_runtime(name, mode, build, debug_symbols: DebugSymbols, tmp_path):
         md = read_minidump(out)
         tids = [t.tid for t in md.threads]
         assert target.pid in tids and len(tids) >= 4
+        if name.startswith("go"):
+            # Goroutine stacks share the heap arena: each thread's copy stops before the
+            # next thread's stack pointer (also with -r, where they are cut afterwards),
+            # and none runs to the arena's end.
+            spans = sorted((t.stack.start, t.stack.end, t.tid) for t in md.threads if t.stack)
+            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"overlap: {spans}"
+            arena = [t for t in md.threads if t.stack and t.stack.start >> 36 == 0xC]
+            assert arena and all(t.stack.size <= 128 * 1024 + 128 for t in arena)
         minidump_dump(out)
         store = debug_symbols.add_modules_of(md)
         bp = _breakpad_functions(breakpad_stackwalk(out, store), tids)
