@@ -28,6 +28,7 @@ from typing import Optional
 import pytest
 
 from generate_dump.minidump import read_minidump
+from generate_dump.minidump.codeview import debug_id
 from live import Target, assert_running_untraced, read_line, readelf_build_id, run_dumper
 from readers import (
     breakpad_bin, breakpad_stackwalk, lldb_core, minidump_dump, run as reader_run,
@@ -371,3 +372,26 @@ def test_runtime(name, mode, build, debug_symbols: DebugSymbols, tmp_path):
             pytest.xfail("inspect stops at JIT frames where Breakpad goes on by frame pointers "
                          f"(issue 13 item 4, the JIT helper's work): {missing}")
         assert not missing, f"{name}/{mode}: inspect does not name frames Breakpad names: {missing}"
+
+
+def test_go_with_the_lldb_backend(build, debug_symbols: DebugSymbols, tmp_path):
+    """The LLDB backend bounds goroutine stacks too, and names a Go executable (which has no
+    GNU build id) as dump_syms does: by Breakpad's .text hash, not LLDB's 4-byte CRC."""
+    rt = _runtime("go-static", build)
+    with _start(rt) as target:
+        out = tmp_path / "lldb.dmp"
+        run_dumper("--backend", "lldb", target.pid, "-o", out)
+        assert_running_untraced(target.pid)
+        before = _tick(target)
+        time.sleep(0.3)
+        assert _tick(target)[0] > before[0]
+    md = read_minidump(out)
+    store = debug_symbols.add_modules_of(md)
+    sym = next(store.glob(f"{Path(md.modules[0].path).name}/*/*.sym"))
+    assert sym.parent.name == debug_id(md.modules[0].identity)
+    spans = sorted((t.stack.start, t.stack.end) for t in md.threads if t.stack)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+    tids = [t.tid for t in md.threads]
+    bp = _breakpad_functions(breakpad_stackwalk(out, store), tids)
+    for tid in tids:
+        assert set(bp[tid]) & GO_ENTRIES, f"Breakpad: thread {tid}: {bp[tid]}"
