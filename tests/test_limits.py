@@ -221,3 +221,21 @@ def test_3000_threads_pass_every_reader(threads_bin, tmp_path):
         assert rust_stackwalk_json(out)["thread_count"] == 3004
         listing = lldb_core(out, "thread list")
         assert len(re.findall(r"thread #\d+: tid = \d+", listing)) == 3004
+
+
+def test_referenced_windows_come_most_important_first():
+    """The writer drops extra memory from the end when over a limit: the windows come in
+    priority order (registers, then the innermost stack words), not by address."""
+    from generate_dump.backends.referenced import referenced_ranges
+    from generate_dump.snapshot import MemoryRegion
+
+    heap = MemoryRegion(0x1000_0000, 0x100_0000, True, True, False)
+    stack_start = 0x7000_0000
+    words = [0x1000_1000 + 0x10_0000 * i for i in range(5)]  # low addresses, on the stack
+    data = b"".join(w.to_bytes(8, "little") for w in words)
+    reg_target = 0x10F0_0000  # the highest address, held in a register
+    t = Thread(tid=1, context=Amd64Context(rsp=stack_start, rbx=reg_target),
+               stack=MemoryRange(stack_start, data))
+    ranges = referenced_ranges([t], [heap, MemoryRegion(stack_start, 0x1000, True, True, False)])
+    assert ranges[0][0] <= reg_target < ranges[0][1]
+    assert [a + 128 for a, _ in ranges[1:]] == words
