@@ -196,7 +196,8 @@ def _count(blocks: list[_Block]) -> int:
 
 def plan_memory(snapshot: Snapshot, memory64: bool = False,
                 max_ranges: int = fmt.MAX_MEMORY_RANGES) -> tuple[list[_Block], list[Memory]]:
-    """The MemoryList blocks and the Memory64List ranges for ``snapshot``.
+    """The MemoryList blocks, and the Memory64List ranges for ``snapshot`` (with
+    ``memory64``; without, the extra memory left out to stay within the limit).
 
     Within the readers' limits (docs/minidump-limits.md): at most ``max_ranges`` MemoryList
     descriptors. When there would be more, touching ranges are joined; if that is not
@@ -227,14 +228,20 @@ def plan_memory(snapshot: Snapshot, memory64: bool = False,
             lo = mid
         else:
             hi = mid - 1
-    return _coalesce(blocks_with(lo)), []
+    return _coalesce(blocks_with(lo)), extra[lo:]
 
 
 class _Writer:
     def __init__(self, snapshot: Snapshot, options: WriteOptions):
         self.s = snapshot
         self.options = options
-        self.blocks, self.extra = plan_memory(snapshot, options.memory64)
+        self.blocks, rest = plan_memory(snapshot, options.memory64)
+        self.extra = rest if options.memory64 else []
+        self.notes: list[dict] = []
+        if rest and not options.memory64:
+            self.notes.append({"kind": "memory-dropped", "message": (
+                f"{len(rest)} ranges of extra memory ({sum(m.size for m in rest)} bytes) "
+                f"were left out: Breakpad reads at most {fmt.MAX_MEMORY_RANGES} memory ranges")})
         self._block_order = sorted(range(len(self.blocks)), key=lambda i: self.blocks[i].start)
         self._block_starts = [self.blocks[i].start for i in self._block_order]
         self._context_bytes: dict[int, bytes] = {}
@@ -268,7 +275,7 @@ class _Writer:
                     b.append((st, self._raw(data)))
             if lf.dso_debug is not None:
                 b.append((fmt.StreamType.LINUX_DSO_DEBUG, self.dso_debug))
-        if s.soft_errors:
+        if s.soft_errors or self.notes:
             b.append((fmt.StreamType.MOZ_SOFT_ERRORS, self.soft_errors))
         b.append((fmt.StreamType.MEMORY_LIST, self.memory_list))
         if self.options.memory64:
@@ -495,7 +502,7 @@ class _Writer:
         return lay.place(head + d.dynamic, 8)
 
     def soft_errors(self, lay: _Layout) -> tuple[int, int]:
-        doc = [{"kind": e.kind, "message": e.message} for e in self.s.soft_errors]
+        doc = [{"kind": e.kind, "message": e.message} for e in self.s.soft_errors] + self.notes
         return lay.place(json.dumps(doc).encode(), 4)
 
 
