@@ -242,3 +242,17 @@ def test_referenced_windows_come_most_important_first():
     ranges = referenced_ranges([t], [heap, MemoryRegion(stack_start, 0x1000, True, True, False)])
     assert ranges[0][0] <= reg_target < ranges[0][1]
     assert [a + 128 for a, _ in ranges[1:]] == words
+
+
+def test_a_runtimes_own_stack_bounds_win_over_the_cap():
+    """Go records each goroutine's stack (g.stack lo, hi): when they hold SP, the copy ends
+    at hi, however deep the stack (backends/gostacks.py reads them)."""
+    arena = _Map(0xC0_0000_0000, 0xC0_0040_0000)
+    sps = [0xC0_0001_0000, 0xC0_0002_0000]
+    sm = StackMap([arena], sps)
+    assert sm.shared(sps[0], False, 0xC0_0000_1000)
+    hi = 0xC0_0008_0000  # a 512 KiB-deep goroutine, past the next SP... as Go says
+    assert sm.range(sps[0], False, 0, (0xC0_0000_8000, hi)) == (sps[0] - RED_ZONE, hi)
+    # Bounds that do not hold SP are not believed.
+    assert sm.range(sps[0], False, 0, (0xC0_0003_0000, hi)) == (sps[0] - RED_ZONE,
+                                                                 sps[1] - RED_ZONE)

@@ -53,6 +53,9 @@ GO_ENTRIES = GLIBC_ENTRIES | {
 }
 
 
+GO_STACK_SWITCHES = {"runtime.asmcgocall", "runtime.mcall", "runtime.systemstack"}
+
+
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -257,7 +260,8 @@ def _lldb_functions(text: str) -> dict[int, list[str]]:
 
 def _inspect_frames(path: Path) -> dict[int, dict[int, tuple]]:
     """Per thread, {pc: (function, has source file, module)} of the frames inspect names."""
-    r = subprocess.run([sys.executable, "-m", "generate_dump", "inspect", "--json", str(path)],
+    r = subprocess.run([sys.executable, "-m", "generate_dump", "inspect", "--json",
+                        "--max-frames", "5000", str(path)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -321,13 +325,15 @@ def test_runtime(name, mode, build, debug_symbols: DebugSymbols, tmp_path):
         tids = [t.tid for t in md.threads]
         assert target.pid in tids and len(tids) >= 4
         if name.startswith("go"):
-            # Goroutine stacks share the heap arena: each thread's copy stops before the
-            # next thread's stack pointer (also with -r, where they are cut afterwards),
-            # and none runs to the arena's end.
+            # Goroutine stacks share the heap arena: each thread's copy ends where Go's
+            # g.stack.hi says (also with -r, where they are cut afterwards): they do not
+            # overlap, none runs to the arena's end, and the 2000-frame goroutine's stack
+            # (far over the 128 KiB cap for unknown shared stacks) is whole.
             spans = sorted((t.stack.start, t.stack.end, t.tid) for t in md.threads if t.stack)
             assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), f"overlap: {spans}"
             arena = [t for t in md.threads if t.stack and t.stack.start >> 36 == 0xC]
-            assert arena and all(t.stack.size <= 128 * 1024 + 128 for t in arena)
+            assert arena and all(t.stack.size <= 1 << 20 for t in arena)
+            assert any(t.stack.size > 128 * 1024 for t in arena), "no deep goroutine stack"
         minidump_dump(out)
         store = debug_symbols.add_modules_of(md)
         bp = _breakpad_functions(breakpad_stackwalk(out, store), tids)
@@ -358,20 +364,29 @@ def test_runtime(name, mode, build, debug_symbols: DebugSymbols, tmp_path):
         main_module = Path(md.modules[0].path).name
         theirs = _breakpad_named_pcs(out, store, tids)
         mine = _inspect_frames(out)
-        missing, differ = {}, {}
+        missing, differ, below_switch = {}, {}, {}
         for tid in tids:
+            switched = False
             for pc, (fn, sourced, module) in theirs.get(tid, {}).items():
                 got = mine.get(tid, {}).get(pc)
                 if got is None:
-                    missing.setdefault(tid, []).append(f"0x{pc:x} {fn}")
+                    (below_switch if switched else missing).setdefault(tid, []).append(
+                        f"0x{pc:x} {fn}")
                 elif module == main_module and sourced and got[1] and got[0] != fn:
                     differ.setdefault(tid, []).append(f"0x{pc:x} {fn} != {got[0]}")
+                switched = switched or fn in GO_STACK_SWITCHES
         assert sum(map(len, theirs.values())) >= 2 * len(tids), "Breakpad named too little"
         assert not differ, f"{name}/{mode}: inspect names frames otherwise: {differ}"
         if missing and name in ("jvm", "node"):
             pytest.xfail("inspect stops at JIT frames where Breakpad goes on by frame pointers "
                          f"(issue 13 item 4, the JIT helper's work): {missing}")
         assert not missing, f"{name}/{mode}: inspect does not name frames Breakpad names: {missing}"
+        if below_switch:
+            # Below Go's switch from a goroutine stack to the g0 stack (asmcgocall for a
+            # cgo call, mcall, systemstack) there is no CFI to follow: Breakpad and inspect
+            # both scan the stack for return addresses, and pick different words.
+            pytest.xfail("inspect's stack scan (unwind/walker.py) below a Go stack switch "
+                         f"finds other frames than Breakpad's: {below_switch}")
 
 
 def test_go_with_the_lldb_backend(build, debug_symbols: DebugSymbols, tmp_path):

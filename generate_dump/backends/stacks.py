@@ -67,21 +67,38 @@ class StackMap:
         k = bisect.bisect_left(self.sps, lo)
         return not any(s != sp for s in self.sps[k:k + 2] if s < hi)
 
-    def range(self, sp: int, is_main: bool, thread_pointer: int) -> Optional[tuple[int, int]]:
+    def _index(self, sp: int) -> int:
+        """The mapping holding ``sp`` (an SP at a mapping's end belongs to it), or -1."""
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(starts, sp) - 1
+        if i < 0 or sp >= ends[i]:
+            i = bisect.bisect_right(starts, sp - 1) - 1
+            if i < 0 or sp - 1 >= ends[i]:
+                return -1
+        return i
+
+    def shared(self, sp: int, is_main: bool, thread_pointer: int) -> bool:
+        """Whether this thread's stack is in a mapping that is not its own stack (where
+        ``range`` bounds it, and where a runtime's own record of it is worth reading)."""
+        i = self._index(sp)
+        return i >= 0 and self.readable[i] and not self._own_stack(i, sp, is_main,
+                                                                     thread_pointer)
+
+    def range(self, sp: int, is_main: bool, thread_pointer: int,
+              bounds: Optional[tuple[int, int]] = None) -> Optional[tuple[int, int]]:
         """The stack bytes to copy for a thread: SP-128 to the top of its stack mapping.
 
         A non-main thread stops at its thread pointer (glibc keeps TLS and the thread
         descriptor just below it). An SP in an unreadable guard page starts at the next
         readable mapping. A stack that is not in a stack mapping of its own (see
-        ``_own_stack``) gets at most SHARED_STACK_CAP bytes and stops where the next
-        thread's stack (by stack pointer) begins, so stacks sharing a mapping stay apart."""
+        ``_own_stack``) runs to the end its runtime records (``bounds``: Go's g.stack
+        lo and hi, when they hold SP), else it gets at most SHARED_STACK_CAP bytes and
+        stops where the next thread's stack (by stack pointer) begins, so stacks sharing
+        a mapping stay apart."""
         starts, ends = self.starts, self.ends
-        i = bisect.bisect_right(starts, sp) - 1
-        if i < 0 or sp >= ends[i]:
-            # SP exactly at the end of a mapping (an empty stack) belongs to that mapping.
-            i = bisect.bisect_right(starts, sp - 1) - 1
-            if i < 0 or sp - 1 >= ends[i]:
-                return None
+        i = self._index(sp)
+        if i < 0:
+            return None
         if not self.readable[i]:
             if i + 1 < len(starts) and starts[i + 1] == ends[i] and self.readable[i + 1]:
                 i += 1
@@ -94,6 +111,9 @@ class StackMap:
         if self._own_stack(i, sp, is_main, thread_pointer):
             if not is_main and start < thread_pointer < end:
                 end = thread_pointer
+        elif bounds is not None and bounds[0] <= sp < bounds[1]:
+            start = max(start, min(bounds[0], sp))
+            end = min(end, bounds[1])
         else:
             end = min(end, start + SHARED_STACK_CAP)
             k = bisect.bisect_right(self.sps, sp)

@@ -387,10 +387,20 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
                                else _arm64_context(lldb, regs))
         seen.append((index, th, context, _thread_pointer(arch, regs)))
     stack_map.note_stack_pointers(context.sp for _, _, context, _ in seen)
+    go_bounds = {}
+    if on_linux and arch == Arch.AMD64:
+        # Go keeps each goroutine's stack bounds in its g (gostacks.py).
+        from ..gostacks import go_stack_bounds
+
+        shared = [(i, c.sp, tp) for i, th, c, tp in seen
+                  if stack_map.shared(c.sp, th.GetThreadID() == pid, tp)]
+        found = go_stack_bounds(lambda ranges: [proc.read(a, n) if n else b"" for a, n in ranges],
+                                [(sp, tp) for _, sp, tp in shared])
+        go_bounds = {i: b for (i, _, _), b in zip(shared, found) if b is not None}
     for index, th, context, tp in seen:
         tid = th.GetThreadID()
         is_main = tid == pid if on_linux else index == 0
-        rng = stack_map.range(context.sp, is_main, tp)
+        rng = stack_map.range(context.sp, is_main, tp, go_bounds.get(index))
         stack = None
         if rng:
             data = proc.read(rng[0], rng[1] - rng[0])

@@ -1,5 +1,7 @@
 // A Go target for the runtime tests: goroutines that sleep, one that computes without
-// pause (so that the runtime preempts it with SIGURG), one blocked on a channel. It
+// pause (so that the runtime preempts it with SIGURG), one blocked on a channel, one
+// locked to its thread in a system call, one in C code (cgo builds), one 2000 frames
+// deep in a system call (a goroutine stack far over 128 KiB). It
 // prints "READY <pid>" once they all run, then one "TICK <n>" line per line read on
 // stdin, where n counts the busy goroutine's loop iterations (progress after a dump).
 package main
@@ -57,6 +59,22 @@ func locked(wg *sync.WaitGroup) {
 	syscall.Read(fds[0], buf[:])
 }
 
+// deep recurses n frames (about 300 bytes each: a goroutine stack of several hundred KiB)
+// and then blocks in a read(2), so that a thread sits on a deep goroutine stack.
+//
+//go:noinline
+func deep(n int, fd int, wg *sync.WaitGroup) byte {
+	var pad [256]byte
+	pad[n%256] = byte(n)
+	if n == 0 {
+		wg.Done()
+		var buf [1]byte
+		syscall.Read(fd, buf[:])
+		return buf[0]
+	}
+	return deep(n-1, fd, wg) + pad[(n*7)%256]
+}
+
 func main() {
 	var wg sync.WaitGroup
 	ch := make(chan int)
@@ -67,7 +85,7 @@ func main() {
 			atomic.AddUint64(&usr1, 1)
 		}
 	}()
-	wg.Add(7)
+	wg.Add(8)
 	for i := 0; i < 3; i++ {
 		go sleeper(i, &wg)
 	}
@@ -75,6 +93,11 @@ func main() {
 	go blocked(ch, &wg)
 	go locked(&wg)
 	go cgoPark(&wg)
+	go func() {
+		fds := make([]int, 2)
+		syscall.Pipe(fds)
+		deep(2000, fds[0], &wg)
+	}()
 	wg.Wait()
 	time.Sleep(100 * time.Millisecond)
 	fmt.Printf("READY %d %d\n", os.Getpid(), map[bool]int{false: 0, true: 1}[withCgo])
