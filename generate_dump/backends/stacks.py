@@ -28,7 +28,7 @@ class StackMap:
         self.ends = [m.end for m in maps]
         self.readable = [m.readable for m in maps]
         self.paths = [getattr(m, "path", "") or "" for m in maps]
-        # merged_end[i] / merged_start[i]: the run of same-key mappings holding i.
+        # merged_first[i] / merged_end[i]: the run of same-key mappings holding i.
         merged = self.ends[:]
         for i in range(len(maps) - 2, -1, -1):
             if maps[i + 1].start == maps[i].end and maps[i + 1].merge_key == maps[i].merge_key:
@@ -72,6 +72,7 @@ class StackMap:
         starts, ends = self.starts, self.ends
         i = bisect.bisect_right(starts, sp) - 1
         if i < 0 or sp >= ends[i]:
+            # SP exactly at the end of a mapping (an empty stack) belongs to that mapping.
             i = bisect.bisect_right(starts, sp - 1) - 1
             if i < 0 or sp - 1 >= ends[i]:
                 return -1
