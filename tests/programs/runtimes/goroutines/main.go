@@ -1,9 +1,10 @@
 // A Go target for the runtime tests: goroutines that sleep, one that computes without
 // pause (so that the runtime preempts it with SIGURG), one blocked on a channel, one
 // locked to its thread in a system call, one in C code (cgo builds), one 2000 frames
-// deep in a system call (a goroutine stack far over 128 KiB). It
-// prints "READY <pid>" once they all run, then one "TICK <n>" line per line read on
-// stdin, where n counts the busy goroutine's loop iterations (progress after a dump).
+// deep in a system call (a goroutine stack far over 128 KiB). It prints
+// "READY <pid> <1 if cgo>" once they all run, then for each line read on stdin
+// "TICK <busy loop iterations> <SIGUSR1 received>" (progress and signal handling after
+// a dump).
 package main
 
 import (
