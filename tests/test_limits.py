@@ -256,3 +256,36 @@ def test_a_runtimes_own_stack_bounds_win_over_the_cap():
     # Bounds that do not hold SP are not believed.
     assert sm.range(sps[0], False, 0, (0xC0_0003_0000, hi)) == (sps[0] - RED_ZONE,
                                                                  sps[1] - RED_ZONE)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backend")
+@pytest.mark.parametrize("mode", [[], ["-r"]], ids=["frozen", "r"])
+def test_coroutine_stacks_in_one_mapping(tmp_path, symbols, mode):
+    """Four threads each run a coroutine (makecontext) on a stack in one anonymous mapping,
+    which the kernel puts right above a thread's own stack: each copy stays on its own
+    coroutine stack, and every reader walks every coroutine to its entry."""
+    from checks import breakpad_frames, lldb_frames, rust_frames
+    from live import compile_program
+
+    binary = compile_program("coroutines", tmp_path)
+    with Target([binary]) as target:
+        lo, hi = target.ready_values
+        out = tmp_path / "co.dmp"
+        run_dumper(target.pid, *mode, "-o", out)
+        assert_running_untraced(target.pid)
+        md = read_minidump(out)
+        spans = sorted((t.stack.start, t.stack.end) for t in md.threads)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+        coros = [t for t in md.threads if lo <= t.context.rsp < hi]
+        assert len(coros) == 4
+        assert all(t.stack.size <= SHARED_STACK_CAP for t in coros)
+        minidump_dump(out)
+        tids = [t.tid for t in md.threads]
+        store = symbols.add_modules_of(md)
+        bp = breakpad_frames(breakpad_stackwalk(out, store), tids)
+        rs = rust_frames(rust_stackwalk_json(out, "--symbols-path", str(store)))
+        ll = lldb_frames(lldb_core(out, "thread list", "bt all"))
+        for t in coros:
+            for reader, frames in (("Breakpad", bp[t.tid]), ("rust-minidump", rs[t.tid]),
+                                   ("LLDB", [f.split("`")[-1] for f in ll[t.tid]])):
+                assert frames[frames.index("coro_park") + 1] == "coro_main", (reader, frames)

@@ -57,7 +57,9 @@ class StackMap:
             return True
         first = self.merged_first[i]
         lo, hi = self.starts[first], self.merged_end[i]
-        holds_tp = lo < thread_pointer < hi
+        # glibc's and musl's stacks grow down from just below the thread descriptor: an SP
+        # above the thread pointer is on some other stack that shares the run.
+        holds_tp = lo < thread_pointer < hi and (is_main or sp < thread_pointer)
         if not (is_main or holds_tp):
             return False
         g = first - 1
