@@ -48,9 +48,10 @@ class StackMap:
     def _own_stack(self, i: int, sp: int, is_main: bool, thread_pointer: int) -> bool:
         """Whether the run holding mapping ``i`` is this thread's own stack, which it
         copies to the top: the main thread's [stack]; a mapping with a guard just below
-        that holds the thread's TLS (glibc, musl and macOS keep the thread descriptor at
-        the top of the stacks they allocate); or a mapping with no other thread's stack
-        pointer in it that the main thread is on or that holds the thread pointer.
+        that holds the thread's TLS above its SP (glibc, musl and macOS keep the thread
+        descriptor at the top of the stacks they allocate); or a mapping with no other
+        thread's stack pointer in it that the main thread is on or that holds the thread
+        pointer above SP.
         Otherwise the stack shares its mapping with other things (Go's goroutine and g0
         stacks in a heap arena, green threads, coroutines, sigaltstack) and is bounded."""
         if self.paths[i].startswith("[stack"):
