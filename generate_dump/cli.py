@@ -27,6 +27,14 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def _internal_error(exc: BaseException) -> NoReturn:
+    """A bug of ours: one line naming it, never a traceback (the target is already
+    resumed: every capture path releases it on the way out)."""
+    text = " ".join(str(exc).split())
+    _fail(f"internal error: {type(exc).__name__}: {text} (please report)"
+          if text else f"internal error: {type(exc).__name__} (please report)")
+
+
 def _pid_max() -> int:
     if sys.platform == "win32":
         return 0xFFFFFFFF  # a DWORD; Windows has no pid_max
@@ -368,6 +376,8 @@ def _inspect_subcommand(args: list[str]) -> None:
         _fail(str(exc))
     except BrokenPipeError:
         sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        _internal_error(exc)
     sys.exit(0)
 
 
@@ -446,6 +456,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         _fail("interrupted")
     except BrokenPipeError:
         sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        _internal_error(exc)
     sys.exit(0)
 
 

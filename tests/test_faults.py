@@ -247,3 +247,29 @@ def test_disk_full(bins, tmp_path):
             assert_running_untraced(target.pid)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+# -r never freezes the whole process: it has no "frozen" stage.
+_STAGES = [(phase, mode) for phase in ("frozen", "stacks", "modules", "writer")
+           for mode in ("suspend", "-r", "--memory=full") if (phase, mode) != ("frozen", "-r")]
+
+
+@pytest.mark.parametrize("phase,mode", _STAGES)
+def test_unexpected_failure_at_each_stage(bins, tmp_path, phase, mode):
+    """A bug of ours (GENERATE_DUMP_TEST_FAIL raises a RuntimeError) at any stage of the
+    capture or the writing: one line on stderr, exit 1, no output file, and the target
+    runs on untraced with every thread out of the stop."""
+    mode = [] if mode == "suspend" else [mode]
+    with Target([bins["threads"]]) as target:
+        out = tmp_path / "out.dmp"
+        env = dict(os.environ, GENERATE_DUMP_TEST_FAIL=phase)
+        r = run_dumper(target.pid, *mode, "-o", out, check=False, env=env)
+        assert r.returncode == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert lines == [f"generate_dump: error: internal error: InjectedFailure: injected "
+                         f"failure at {phase} (please report)"], r.stderr
+        assert "Traceback" not in r.stderr and r.stdout == ""
+        assert os.listdir(tmp_path) == []
+        assert_running_untraced(target.pid)
+        # Still the same process, still answering: all its threads are alive.
+        assert len(target.live_tids()) == 4

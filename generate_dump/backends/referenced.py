@@ -40,11 +40,32 @@ def _stack_words(thread: Thread) -> Iterable[int]:
     return memoryview(data)[offset : offset + usable].cast("Q")
 
 
+def _by_priority(ranges: list[tuple[int, int]],
+                 chosen: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``ranges`` (sorted, disjoint, each made of windows from ``chosen``) in the order of
+    the most important window in each: ``chosen`` is in priority order. The writer drops
+    memory from the end when a dump would pass a reader's limit."""
+    order = sorted(range(len(chosen)), key=lambda k: chosen[k][0])
+    starts = [chosen[k][0] for k in order]
+    ranked = []
+    for a, b in ranges:
+        best = len(chosen)
+        k = bisect.bisect_left(starts, b) - 1
+        while k >= 0 and starts[k] >= a - WINDOW_SIZE:
+            idx = order[k]
+            if chosen[idx][1] > a:
+                best = min(best, idx)
+            k -= 1
+        ranked.append((best, a, b))
+    ranked.sort()
+    return [(a, b) for _, a, b in ranked]
+
+
 def referenced_ranges(threads: Sequence[Thread], regions: Sequence[MemoryRegion],
                       budget: int = DEFAULT_BUDGET) -> list[tuple[int, int]]:
-    """Disjoint, sorted [start, end) windows to copy, disjoint from every stack, whose
-    total size stays within ``budget``. Registers come first, then stack words from the
-    top of each stack (the innermost frames) outwards, thread by thread in turn."""
+    """Disjoint [start, end) windows to copy, disjoint from every stack, whose total size
+    stays within ``budget``, most important first. Registers come first, then stack words
+    from the top of each stack (the innermost frames) outwards, thread by thread in turn."""
     targets = [r for r in regions if r.readable and r.writable and r.path not in _SKIP_PATHS]
     targets.sort(key=lambda r: r.start)
     starts = [r.start for r in targets]
@@ -87,7 +108,7 @@ def referenced_ranges(threads: Sequence[Thread], regions: Sequence[MemoryRegion]
         for t in threads:
             if not consider(_stack_words(t)):
                 break
-    merged = subtract(merge(chosen), stacks)
+    merged = _by_priority(subtract(merge(chosen), stacks), chosen)
     # Merging can only shrink the total; trim the last window if the budget is exceeded.
     out, used = [], 0
     for a, b in merged:

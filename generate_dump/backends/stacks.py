@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import bisect
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 RED_ZONE = 128  # bytes below SP that x86-64 and arm64 leaf functions may use
 MAX_STACK = 64 * 1024 * 1024 - 4096  # Breakpad's reader rejects larger regions
+
+
+SHARED_STACK_CAP = 128 * 1024  # a stack in a mapping that is not a thread's own stack
+MAX_GUARD = 1024 * 1024  # an unreadable mapping at most this big just below is a guard
 
 
 class StackMap:
@@ -14,34 +18,91 @@ class StackMap:
     few comparisons (the Linux backend computes them while the process is frozen).
 
     ``maps`` is sorted by start; each has ``start``, ``end``, ``readable`` and
-    ``merge_key``. Adjacent readable mappings with the same merge key (permissions and
-    file) count as one.
+    ``merge_key`` (and may have ``path``). Adjacent readable mappings with the same merge
+    key (permissions and file) count as one run. ``stack_pointers``: every thread's SP, so
+    that a stack in a shared mapping stops before the next thread's (see ``range``).
     """
 
-    def __init__(self, maps: Sequence):
+    def __init__(self, maps: Sequence, stack_pointers: Iterable[int] = ()):
         self.starts = [m.start for m in maps]
         self.ends = [m.end for m in maps]
         self.readable = [m.readable for m in maps]
-        # merged_end[i]: where the run of same-key mappings that starts at i ends.
+        self.paths = [getattr(m, "path", "") or "" for m in maps]
+        # merged_first[i] / merged_end[i]: the run of same-key mappings holding i.
         merged = self.ends[:]
         for i in range(len(maps) - 2, -1, -1):
             if maps[i + 1].start == maps[i].end and maps[i + 1].merge_key == maps[i].merge_key:
                 merged[i] = merged[i + 1]
         self.merged_end = merged
+        first = list(range(len(maps)))
+        for i in range(1, len(maps)):
+            if maps[i].start == maps[i - 1].end and maps[i].merge_key == maps[i - 1].merge_key:
+                first[i] = first[i - 1]
+        self.merged_first = first
+        self.note_stack_pointers(stack_pointers)
 
-    def range(self, sp: int, is_main: bool, thread_pointer: int) -> Optional[tuple[int, int]]:
-        """The stack bytes to copy for a thread: SP-128 to the top of its stack mapping.
+    def note_stack_pointers(self, stack_pointers: Iterable[int]) -> None:
+        """Tell the map where every thread's stack pointer is."""
+        self.sps = sorted(set(stack_pointers))
 
-        A non-main thread stops at its thread pointer (glibc keeps TLS and the thread
-        descriptor just below it). An SP in an unreadable guard page starts at the next
-        readable mapping."""
+    def _own_stack(self, i: int, sp: int, is_main: bool, thread_pointer: int) -> bool:
+        """Whether the run holding mapping ``i`` is this thread's own stack, which it
+        copies to the top: the main thread's [stack]; a mapping with a guard just below
+        that holds the thread's TLS above its SP (glibc, musl and macOS keep the thread
+        descriptor at the top of the stacks they allocate); or a mapping with no other
+        thread's stack pointer in it that the main thread is on or that holds the thread
+        pointer above SP.
+        Otherwise the stack shares its mapping with other things (Go's goroutine and g0
+        stacks in a heap arena, green threads, coroutines, sigaltstack) and is bounded."""
+        if self.paths[i].startswith("[stack"):
+            return True
+        first = self.merged_first[i]
+        lo, hi = self.starts[first], self.merged_end[i]
+        # glibc's and musl's stacks grow down from just below the thread descriptor: an SP
+        # above the thread pointer is on some other stack that shares the run.
+        holds_tp = lo < thread_pointer < hi and (is_main or sp < thread_pointer)
+        if not (is_main or holds_tp):
+            return False
+        g = first - 1
+        if (holds_tp and g >= 0 and self.ends[g] == lo and not self.readable[g]
+                and self.ends[g] - self.starts[g] <= MAX_GUARD):
+            return True
+        k = bisect.bisect_left(self.sps, lo)
+        return not any(s != sp for s in self.sps[k:k + 2] if s < hi)
+
+    def _index(self, sp: int) -> int:
+        """The mapping holding ``sp`` (an SP at a mapping's end belongs to it), or -1."""
         starts, ends = self.starts, self.ends
         i = bisect.bisect_right(starts, sp) - 1
         if i < 0 or sp >= ends[i]:
             # SP exactly at the end of a mapping (an empty stack) belongs to that mapping.
             i = bisect.bisect_right(starts, sp - 1) - 1
             if i < 0 or sp - 1 >= ends[i]:
-                return None
+                return -1
+        return i
+
+    def shared(self, sp: int, is_main: bool, thread_pointer: int) -> bool:
+        """Whether this thread's stack is in a mapping that is not its own stack (where
+        ``range`` bounds it, and where a runtime's own record of it is worth reading)."""
+        i = self._index(sp)
+        return i >= 0 and self.readable[i] and not self._own_stack(i, sp, is_main,
+                                                                     thread_pointer)
+
+    def range(self, sp: int, is_main: bool, thread_pointer: int,
+              bounds: Optional[tuple[int, int]] = None) -> Optional[tuple[int, int]]:
+        """The stack bytes to copy for a thread: SP-128 to the top of its stack mapping.
+
+        A non-main thread stops at its thread pointer (glibc keeps TLS and the thread
+        descriptor just below it). An SP in an unreadable guard page starts at the next
+        readable mapping. A stack that is not in a stack mapping of its own (see
+        ``_own_stack``) runs to the end its runtime records (``bounds``: Go's g.stack
+        lo and hi, when they hold SP), else it gets at most SHARED_STACK_CAP bytes and
+        stops where the next thread's stack (by stack pointer) begins, so stacks sharing
+        a mapping stay apart."""
+        starts, ends = self.starts, self.ends
+        i = self._index(sp)
+        if i < 0:
+            return None
         if not self.readable[i]:
             if i + 1 < len(starts) and starts[i + 1] == ends[i] and self.readable[i + 1]:
                 i += 1
@@ -51,8 +112,17 @@ class StackMap:
         else:
             start = max(starts[i], sp - RED_ZONE)
         end = self.merged_end[i]
-        if not is_main and start < thread_pointer < end:
-            end = thread_pointer
+        if self._own_stack(i, sp, is_main, thread_pointer):
+            if not is_main and start < thread_pointer < end:
+                end = thread_pointer
+        elif bounds is not None and bounds[0] <= sp < bounds[1]:
+            start = max(start, min(bounds[0], sp))
+            end = min(end, bounds[1])
+        else:
+            end = min(end, start + SHARED_STACK_CAP)
+            k = bisect.bisect_right(self.sps, sp)
+            if k < len(self.sps) and start < self.sps[k] - RED_ZONE < end:
+                end = self.sps[k] - RED_ZONE
         if end - start > MAX_STACK:
             end = start + MAX_STACK
         return (start, end) if end > start else None

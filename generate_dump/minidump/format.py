@@ -124,6 +124,13 @@ def permissions(protect: int) -> tuple[bool, bool, bool]:
 
 # Largest region Breakpad's reader accepts in one memory descriptor.
 BREAKPAD_MAX_REGION = 64 * 1024 * 1024
+# More MemoryList descriptors than this and Breakpad rejects the whole list
+# (MinidumpMemoryList::max_regions_); the other limits are in docs/minidump-limits.md.
+MAX_MEMORY_RANGES = 4096
+# Breakpad reads at most this many threads, modules and UTF-16 units in a string.
+BREAKPAD_MAX_THREADS = 4096
+BREAKPAD_MAX_MODULES = 2048
+BREAKPAD_MAX_STRING = 1024
 
 HEADER = Record("MINIDUMP_HEADER", [
     ("signature", "I"), ("version", "I"), ("stream_count", "I"), ("directory_rva", "I"),

@@ -18,14 +18,15 @@ from typing import BinaryIO, Callable, Optional
 from ..snapshot import (
     Arch,
     Memory,
-    MemoryRange,
     Module,
     OS,
     RegionKind,
     Snapshot,
     Thread,
 )
-from ..intervals import subtract
+from .. import _testhooks
+from ..errors import DumpError
+from ..intervals import merge, subtract
 from . import format as fmt
 from .codeview import encode_codeview
 from .context import encode_context
@@ -45,8 +46,8 @@ _PLATFORM_IDS = {
 _MAX_RVA = 0xFFFFFFFF
 
 
-class MinidumpWriteError(ValueError):
-    pass
+class MinidumpWriteError(DumpError, ValueError):
+    """The snapshot cannot be written as a minidump (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class _Layout:
         return pos, len(data)
 
     def place_bulk(self, memory: Memory, align: int = 16) -> int:
+        """Add bulk memory (streamed later); returns its rva."""
         self.bulk_cursor = _align(self.bulk_cursor, align)
         rva = self.bulk_cursor
         self.bulk.append((rva, memory))
@@ -86,6 +88,13 @@ class _Layout:
     def place_string(self, text: str) -> int:
         # surrogatepass keeps undecodable path bytes (surrogateescape'd) writable.
         raw = text.encode("utf-16-le", "surrogatepass")
+        if len(raw) > 2 * fmt.BREAKPAD_MAX_STRING:
+            # Breakpad rejects longer strings (and with a module name, the module list):
+            # keep the end, where a path's file name is, after an ellipsis.
+            tail = raw[len(raw) - 2 * (fmt.BREAKPAD_MAX_STRING - 1):]
+            if 0xDC00 <= int.from_bytes(tail[:2], "little") <= 0xDFFF:
+                tail = tail[2:]  # half of a surrogate pair
+            raw = "\u2026".encode("utf-16-le") + tail
         return self.place(struct.pack("<I", len(raw)) + raw + b"\0\0", 4)[0]
 
     @property
@@ -93,20 +102,65 @@ class _Layout:
         return self.start + len(self.buf)
 
 
-def _disjoint_memory(snapshot: Snapshot) -> tuple[list[MemoryRange], list[Memory]]:
-    """Thread stacks, and the extra memory clipped so that no two ranges overlap.
+@dataclass
+class _Block:
+    """Memory written as one contiguous blob: touching pieces, sorted by address. The
+    MemoryList describes it in pieces of at most BREAKPAD_MAX_REGION bytes; thread stack
+    descriptors may point anywhere inside it."""
 
-    Readers drop overlapping memory, so a stack always wins over extra memory, and
-    among extra ranges the first one given wins. O(n log n) in the number of ranges.
-    """
-    stacks = [t.stack for t in snapshot.threads if t.stack is not None and t.stack.size]
-    by_start = sorted(stacks, key=lambda m: m.start)
-    for prev, cur in zip(by_start, by_start[1:]):
-        if cur.start < prev.end:
-            raise MinidumpWriteError(
-                f"stacks at 0x{prev.start:x} and 0x{cur.start:x} overlap")
-    starts = [m.start for m in by_start]  # taken intervals, sorted and disjoint
-    ends = [m.end for m in by_start]
+    pieces: list[Memory]
+    has_stack: bool = False
+
+    @property
+    def start(self) -> int:
+        return self.pieces[0].start
+
+    @property
+    def end(self) -> int:
+        return self.pieces[-1].end
+
+    def descriptor_count(self) -> int:
+        return -(-(self.end - self.start) // fmt.BREAKPAD_MAX_REGION)
+
+
+def _stack_blocks(snapshot: Snapshot) -> list[_Block]:
+    """Thread stacks as disjoint blocks. Stacks that overlap (threads whose stacks share a
+    mapping: Go goroutine stacks, green threads, sigaltstack) become one block: where two
+    overlap, the one that starts higher (whose stack pointer is nearer) supplies the bytes,
+    so every thread's own innermost frames are its own copy."""
+    stacks = sorted((t.stack for t in snapshot.threads if t.stack is not None and t.stack.size),
+                    key=lambda m: (m.start, m.end))
+    groups: list[list[Memory]] = []
+    group_end = -1
+    for m in stacks:
+        if groups and m.start < group_end:
+            groups[-1].append(m)
+            group_end = max(group_end, m.end)
+        else:
+            groups.append([m])
+            group_end = m.end
+    blocks = []
+    for group in groups:
+        if len(group) == 1:
+            blocks.append(_Block([group[0]], True))
+            continue
+        pieces: list[Memory] = []
+        taken: list[tuple[int, int]] = []
+        for m in sorted(group, key=lambda m: m.start, reverse=True):
+            own = subtract([(m.start, m.end)], taken)
+            pieces += [m.slice(a, b) for a, b in own]
+            taken = merge(taken + own)
+        pieces.sort(key=lambda m: m.start)
+        blocks.append(_Block(pieces, True))
+    return blocks
+
+
+def _extra_pieces(snapshot: Snapshot, stack_blocks: list[_Block]) -> list[Memory]:
+    """The extra memory clipped so that no two ranges overlap, in the snapshot's order
+    (its priority: a stack always wins over extra memory, and among extra ranges the
+    first one given wins), split into pieces Breakpad accepts. O(n log n)."""
+    starts = [b.start for b in stack_blocks]  # taken intervals, sorted and disjoint
+    ends = [b.end for b in stack_blocks]
     extra: list[Memory] = []
     for m in snapshot.memory:
         if not m.size:
@@ -121,14 +175,74 @@ def _disjoint_memory(snapshot: Snapshot) -> tuple[list[MemoryRange], list[Memory
             k = bisect.bisect_left(starts, a)
             starts.insert(k, a)
             ends.insert(k, b)
-    return stacks, extra
+    return extra
+
+
+def _coalesce(blocks: list[_Block]) -> list[_Block]:
+    """Join blocks that touch (one ends where the next starts) into one."""
+    out: list[_Block] = []
+    for b in sorted(blocks, key=lambda b: b.start):
+        if out and out[-1].end == b.start:
+            out[-1] = _Block(out[-1].pieces + b.pieces, out[-1].has_stack or b.has_stack)
+        else:
+            out.append(b)
+    return out
+
+
+def _count(blocks: list[_Block]) -> int:
+    return sum(b.descriptor_count() for b in blocks)
+
+
+def plan_memory(snapshot: Snapshot, memory64: bool = False,
+                max_ranges: int = fmt.MAX_MEMORY_RANGES) -> tuple[list[_Block], list[Memory]]:
+    """The MemoryList blocks, and the Memory64List ranges for ``snapshot`` (with
+    ``memory64``; without, the extra memory left out to stay within the limit).
+
+    Within the readers' limits (docs/minidump-limits.md): at most ``max_ranges`` MemoryList
+    descriptors. When there would be more, touching ranges are joined; if that is not
+    enough, extra memory is dropped from the end of ``snapshot.memory`` (lowest priority
+    first). Stacks are always kept (more than ``max_ranges`` stacks means more threads
+    than Breakpad reads anyway)."""
+    stacks = _stack_blocks(snapshot)
+    extra = _extra_pieces(snapshot, stacks)
+    if memory64:
+        if _count(stacks) > max_ranges:
+            stacks = _coalesce(stacks)
+        return stacks, extra
+
+    def blocks_with(n: int) -> list[_Block]:
+        return stacks + [_Block([m]) for m in extra[:n]]
+
+    blocks = blocks_with(len(extra))
+    if _count(blocks) <= max_ranges:
+        return blocks, []
+    blocks = _coalesce(blocks)
+    if _count(blocks) <= max_ranges:
+        return blocks, []
+    # Keep the longest prefix of the extra memory that fits (binary search).
+    lo, hi = 0, len(extra)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _count(_coalesce(blocks_with(mid))) <= max_ranges:
+            lo = mid
+        else:
+            hi = mid - 1
+    return _coalesce(blocks_with(lo)), extra[lo:]
 
 
 class _Writer:
     def __init__(self, snapshot: Snapshot, options: WriteOptions):
         self.s = snapshot
         self.options = options
-        self.stacks, self.extra = _disjoint_memory(snapshot)
+        self.blocks, rest = plan_memory(snapshot, options.memory64)
+        self.extra = rest if options.memory64 else []
+        self.notes: list[dict] = []
+        if rest and not options.memory64:
+            self.notes.append({"kind": "memory-dropped", "message": (
+                f"{len(rest)} ranges of extra memory ({sum(m.size for m in rest)} bytes) "
+                f"were left out: Breakpad reads at most {fmt.MAX_MEMORY_RANGES} memory ranges")})
+        self._block_order = sorted(range(len(self.blocks)), key=lambda i: self.blocks[i].start)
+        self._block_starts = [self.blocks[i].start for i in self._block_order]
         self._context_bytes: dict[int, bytes] = {}
         self._extra_rvas: dict[int, int] = {}  # extra stream type -> rva
 
@@ -161,7 +275,7 @@ class _Writer:
                     b.append((st, self._raw(data)))
             if lf.dso_debug is not None:
                 b.append((fmt.StreamType.LINUX_DSO_DEBUG, self.dso_debug))
-        if s.soft_errors:
+        if s.soft_errors or self.notes:
             b.append((fmt.StreamType.MOZ_SOFT_ERRORS, self.soft_errors))
         if s.trigger is not None:
             b.append((fmt.StreamType.GD_TRIGGER, self.trigger))
@@ -183,14 +297,13 @@ class _Writer:
         builders = self.stream_builders()
         directory_rva = fmt.HEADER.size
         lay = _Layout(directory_rva + fmt.DIRECTORY.size * len(builders), bulk_base)
-        self._stack_rvas: dict[int, int] = {}
         self._context_rvas: dict[int, tuple[int, int]] = {}
-        # Bulk order: stacks, then MemoryList extras, then Memory64 data (contiguous, last).
-        for m in self.stacks:
-            self._stack_rvas[m.start] = lay.place_bulk(m)
-        self._memory_rvas = []
-        if not self.options.memory64:
-            self._memory_rvas = [lay.place_bulk(m) for m in self.extra]
+        # Bulk order: MemoryList blocks (stacks first), then Memory64 data (contiguous, last).
+        self._block_rvas = []
+        for block in self.blocks:
+            self._block_rvas.append(lay.place_bulk(block.pieces[0]))
+            for piece in block.pieces[1:]:
+                lay.place_bulk(piece, align=1)  # a block is contiguous in the file
         self._memory64_base = _align(lay.bulk_cursor, 16)
         if self.options.memory64:
             lay.bulk_cursor = self._memory64_base
@@ -219,6 +332,7 @@ class _Writer:
         base = out.tell() if self.s.extra_streams and out.seekable() else None
         out.write(head)
         out.write(lay.buf)
+        _testhooks.fail("writer")
         pos = lay.end
         for rva, memory in lay.bulk:
             if rva > pos:
@@ -313,7 +427,7 @@ class _Writer:
             stack_start = stack_size = stack_rva = 0
             if t.stack is not None and t.stack.data:
                 stack_start, stack_size = t.stack.start, len(t.stack.data)
-                stack_rva = self._stack_rvas[t.stack.start]
+                stack_rva = self._rva_of(stack_start)
             records.append(fmt.THREAD.pack(
                 thread_id=t.tid, suspend_count=t.suspend_count,
                 priority_class=t.priority_class, priority=t.priority, teb=t.thread_pointer,
@@ -370,11 +484,21 @@ class _Writer:
         records = [self._module_record(lay, m) for m in self.s.modules]
         return lay.place(struct.pack("<I", len(records)) + b"".join(records), 8)
 
+    def _rva_of(self, address: int) -> int:
+        """Where the byte at ``address`` of a MemoryList block lies in the file. A thread's
+        stack descriptor points into its block, which it may share with other threads
+        (Breakpad and rust-minidump read a stack through its descriptor's RVA, LLDB through
+        the MemoryList by address: both see the same bytes)."""
+        k = self._block_order[bisect.bisect_right(self._block_starts, address) - 1]
+        return self._block_rvas[k] + address - self.blocks[k].start
+
     def memory_list(self, lay: _Layout) -> tuple[int, int]:
-        items = [(m, self._stack_rvas[m.start]) for m in self.stacks]
-        items += list(zip(self.extra, self._memory_rvas))
-        records = [fmt.MEMORY_DESCRIPTOR.pack(start=m.start, data_size=m.size, rva=rva)
-                   for m, rva in items]
+        records = []
+        for block, rva in zip(self.blocks, self._block_rvas):
+            for lo in range(block.start, block.end, fmt.BREAKPAD_MAX_REGION):
+                size = min(block.end - lo, fmt.BREAKPAD_MAX_REGION)
+                records.append(fmt.MEMORY_DESCRIPTOR.pack(
+                    start=lo, data_size=size, rva=rva + lo - block.start))
         return lay.place(struct.pack("<I", len(records)) + b"".join(records), 8)
 
     def memory64_list(self, lay: _Layout) -> tuple[int, int]:
@@ -416,7 +540,7 @@ class _Writer:
         return lay.place(json.dumps(doc).encode(), 4)
 
     def soft_errors(self, lay: _Layout) -> tuple[int, int]:
-        doc = [{"kind": e.kind, "message": e.message} for e in self.s.soft_errors]
+        doc = [{"kind": e.kind, "message": e.message} for e in self.s.soft_errors] + self.notes
         return lay.place(json.dumps(doc).encode(), 4)
 
 

@@ -81,6 +81,7 @@ class _RawThread:
     tls: int = 0
     stack_range: Optional[tuple[int, int]] = None
     stack: bytes = b""
+    runtime_bounds: Optional[tuple[int, int]] = None  # Go's g.stack, when it holds SP
 
 
 @dataclass
@@ -310,9 +311,27 @@ class Freezer:
             self.release(tid)
 
 
-def _assign_stacks(raws: list[_RawThread], stack_map: StackMap, main_tid: int) -> None:
+def _runtime_bounds(raws: list[_RawThread], stack_map: StackMap, main_tid: int,
+                    reader: MemoryReader, every: bool = False) -> dict[int, tuple[int, int]]:
+    """Stack bounds a language runtime records for threads whose stacks share a mapping
+    (Go's g.stack on amd64): two batched reads, only when such threads exist (``every``:
+    for each thread, when the other threads' SPs are not known yet)."""
+    shared = [r for r in raws if every or stack_map.shared(r.sp, r.tid == main_tid, r.tp)]
+    if not shared or _host_arch() != Arch.AMD64:
+        return {}
+    from ..gostacks import go_stack_bounds
+
+    found = go_stack_bounds(reader.read_many, [(r.sp, r.tp) for r in shared])
+    return {r.tid: b for r, b in zip(shared, found) if b is not None}
+
+
+def _assign_stacks(raws: list[_RawThread], stack_map: StackMap, main_tid: int,
+                   reader: MemoryReader) -> None:
+    stack_map.note_stack_pointers(r.sp for r in raws)
+    bounds = _runtime_bounds(raws, stack_map, main_tid, reader)
     for raw in raws:
-        raw.stack_range = stack_map.range(raw.sp, raw.tid == main_tid, raw.tp)
+        raw.stack_range = stack_map.range(raw.sp, raw.tid == main_tid, raw.tp,
+                                          bounds.get(raw.tid))
 
 
 def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
@@ -352,11 +371,12 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
             raise TargetGone(f"process {target.pid} exited during the dump")
         frozen.time = int(time.time())
         # Stacks: the map read before the freeze serves unless a thread is new to it.
-        _assign_stacks(raws, stack_map, target.pid)
+        _assign_stacks(raws, stack_map, target.pid, reader)
         if any(r.stack_range is None for r in raws):
             maps_text, maps = _read_maps(target)
-            _assign_stacks(raws, StackMap(maps), target.pid)
+            _assign_stacks(raws, StackMap(maps), target.pid, reader)
         with_stack = [r for r in raws if r.stack_range]
+        _testhooks.fail("stacks")
         datas = reader.read_many([(a, b - a) for a, b in (r.stack_range for r in with_stack)],
                                  views=True)
         for r, data in zip(with_stack, datas):
@@ -366,6 +386,7 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
 
             frozen.python_marks = frozen_marks(python_states, reader.read_many)
         _testhooks.pause("frozen")
+        _testhooks.fail("frozen")
     except BaseException:
         fz.release_all()
         raise
@@ -406,13 +427,17 @@ def _capture_running(target: _Target, options: CaptureOptions, reader: MemoryRea
                     if raw is None:
                         continue
                     sp, tp = raw.sp, raw.tp
-                    raw.stack_range = stack_map.range(sp, tid == target.pid, tp)
+                    raw.runtime_bounds = _runtime_bounds([raw], stack_map, target.pid,
+                                                         reader, every=True).get(tid)
+                    raw.stack_range = stack_map.range(sp, tid == target.pid, tp,
+                                                      raw.runtime_bounds)
                     if raw.stack_range is None:
                         maps_text, maps = _read_maps(target)
                         stack_map = StackMap(maps)
                         raw.stack_range = stack_map.range(sp, tid == target.pid, tp)
                     if raw.stack_range:
                         a, b = raw.stack_range
+                        _testhooks.fail("stacks")
                         raw.stack = reader.read(a, b - a)
                     frozen.threads.append(raw)
                 finally:
@@ -421,11 +446,28 @@ def _capture_running(target: _Target, options: CaptureOptions, reader: MemoryRea
         fz.release_all()
     if not frozen.threads:
         raise TargetGone(f"process {target.pid} exited during the dump")
+    _trim_shared_stacks(frozen.threads, stack_map, target.pid)
     fz.materialize(frozen.threads)
     frozen.time = int(time.time())
     frozen.maps_text, frozen.maps = maps_text, maps
     frozen.soft_errors.extend(fz.soft)
     return frozen
+
+
+def _trim_shared_stacks(raws: list[_RawThread], stack_map: StackMap, main_tid: int) -> None:
+    """-r copies each thread before the next one's stack pointer is known: now that all
+    are, cut stacks that share a mapping to their runtime's bounds or where the next
+    thread's stack begins (the range StackMap gives with every SP known lies within the
+    one copied)."""
+    stack_map.note_stack_pointers(r.sp for r in raws)
+    for raw in raws:
+        if not raw.stack_range:
+            continue
+        rng = stack_map.range(raw.sp, raw.tid == main_tid, raw.tp, raw.runtime_bounds)
+        a, b = raw.stack_range
+        if rng is not None and a <= rng[0] < rng[1] <= b and rng != (a, b):
+            raw.stack_range = rng
+            raw.stack = raw.stack[rng[0] - a: rng[1] - a]
 
 
 # --- after the freeze: conversions and slow work ---------------------------------------------
@@ -578,6 +620,7 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
     def read(addr: int, size: int) -> bytes:
         return reader.read(addr, size)
 
+    _testhooks.fail("modules")
     modules = modules_from_maps(pid, frozen.maps, auxv_entries(auxv or b""), read, soft)
     main = modules[0] if modules and modules[0].is_main else None
     system, cpuinfo = system_info(arch)

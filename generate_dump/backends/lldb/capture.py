@@ -219,8 +219,10 @@ def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) ->
                 img = read_loaded_image(proc.read, header)
                 base, size = img.base, img.size
                 soname = img.soname
-                build_id = img.build_id or lldb_uuid or None
+                build_id = img.build_id or None
                 identity = ElfBuildId(build_id) if build_id else None
+                if identity is None:
+                    identity = _text_hash_identity(path, lldb_uuid)
             except ElfError:
                 soname = None
             name = (module_name(path, soname) if path and not path.startswith("[")
@@ -247,6 +249,25 @@ def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) ->
     # Main executable first, then by address (the ptrace backend's order).
     out.sort(key=lambda mod: (not mod.is_main, mod.base))
     return out
+
+
+def _text_hash_identity(path: str, lldb_uuid: bytes) -> Optional[ElfBuildId]:
+    """The identity of an ELF image without a GNU build id (Go's static binaries have
+    none): Breakpad's hash of the file's .text, as the ptrace backend and dump_syms use.
+    LLDB's own UUID for such a file is a 4-byte CRC that no symbol store knows; it is the
+    last resort."""
+    from ...modules.elf import ElfError, file_identity
+
+    if path.startswith("/"):
+        try:
+            fid = file_identity(path)
+        except ElfError:
+            fid = None
+        if fid is not None and fid.build_id:
+            return ElfBuildId(fid.build_id)
+        if fid is not None and fid.text_hash:
+            return ElfBuildId(fid.text_hash, from_text_hash=True)
+    return ElfBuildId(lldb_uuid) if lldb_uuid else None
 
 
 def _section_span(m: Any, target: Any, header: int) -> int:
@@ -359,14 +380,28 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
             stat = procfs.parse_stat(raw)
             env_range = (stat.env_start, stat.env_end)
     threads = []
+    # Registers first: every thread's SP bounds the stacks that share a mapping (Go).
+    seen = []
     for index, th in enumerate(process):
-        tid = th.GetThreadID()
         regs = _registers(th.GetFrameAtIndex(0))
         context: CpuContext = (_amd64_context(lldb, regs) if arch == Arch.AMD64
                                else _arm64_context(lldb, regs))
-        tp = _thread_pointer(arch, regs)
+        seen.append((index, th, context, _thread_pointer(arch, regs)))
+    stack_map.note_stack_pointers(context.sp for _, _, context, _ in seen)
+    go_bounds = {}
+    if on_linux and arch == Arch.AMD64:
+        # Go keeps each goroutine's stack bounds in its g (gostacks.py).
+        from ..gostacks import go_stack_bounds
+
+        shared = [(i, c.sp, tp) for i, th, c, tp in seen
+                  if stack_map.shared(c.sp, th.GetThreadID() == pid, tp)]
+        found = go_stack_bounds(lambda ranges: [proc.read(a, n) if n else b"" for a, n in ranges],
+                                [(sp, tp) for _, sp, tp in shared])
+        go_bounds = {i: b for (i, _, _), b in zip(shared, found) if b is not None}
+    for index, th, context, tp in seen:
+        tid = th.GetThreadID()
         is_main = tid == pid if on_linux else index == 0
-        rng = stack_map.range(context.sp, is_main, tp)
+        rng = stack_map.range(context.sp, is_main, tp, go_bounds.get(index))
         stack = None
         if rng:
             data = proc.read(rng[0], rng[1] - rng[0])
