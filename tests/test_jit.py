@@ -608,7 +608,9 @@ def test_perf_map_read_limit(tmp_path):
 
 
 NAMESPACED = r"""
-import os, re, time
+import os, re, subprocess, time
+# A private /tmp, mounted once the interpreter runs (the checkout may itself be in /tmp).
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/tmp"], check=True)
 host = int(re.search(r"NSpid:\s+(\d+)", open("/proc/self/status").read()).group(1))
 with open(f"/tmp/perf-{os.getpid()}.map", "w") as f:
     f.write("1000 7ffffffff000 everything\n")
@@ -627,8 +629,8 @@ def test_perf_map_of_a_namespaced_process(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root: creates PID and mount namespaces")
     proc = subprocess.Popen(
-        [unshare, "--pid", "--fork", "--mount", "--propagation", "private", "sh", "-c",
-         f'mount -t tmpfs tmpfs /tmp && exec "{sys.executable}" -c \'{NAMESPACED}\''],
+        [unshare, "--pid", "--fork", "--mount", "--propagation", "private",
+         sys.executable, "-c", NAMESPACED],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
         words = read_line(proc, 30).split()
