@@ -114,7 +114,7 @@ def _read_core(path: str):
         from .sources.core import read_core
     except ImportError:
         raise DumpError("this build has no core file reader; use --trace") from None
-    return read_core(path)
+    return read_core(path, this_machine=True)
 
 
 def _notice(text: str) -> None:

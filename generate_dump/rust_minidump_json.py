@@ -130,7 +130,7 @@ def rust_minidump_document(view: ProcessView, stacks: list[ThreadStack], options
         "cpu_arch": _ARCH_NAMES.get(s.arch) if s else None,
         "cpu_count": s.cpu.count if s else None,
         "cpu_info": (f"family {s.cpu.family} model {s.cpu.model} stepping {s.cpu.stepping}"
-                     if s and s.arch in (Arch.AMD64, Arch.X86) and s.cpu.family else None),
+                     if s and s.arch in (Arch.AMD64, Arch.X86) else None),
         "cpu_microcode_version": None,
         "os": _OS_NAMES.get(s.os) if s else None,
         "os_ver": (f"{s.os_major}.{s.os_minor}.{s.os_build}"

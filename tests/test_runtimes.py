@@ -260,14 +260,15 @@ def _lldb_functions(text: str) -> dict[int, list[str]]:
 
 def _inspect_frames(path: Path) -> dict[int, dict[int, tuple]]:
     """Per thread, {pc: (function, has source file, module)} of the frames inspect names."""
-    r = subprocess.run([sys.executable, "-m", "generate_dump", "inspect", "--json",
+    # --native: every native frame, as Breakpad sees them (Python frames come beside them).
+    r = subprocess.run([sys.executable, "-m", "generate_dump", "inspect", "--json", "--native",
                         "--max-frames", "5000", str(path)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     return {t["tid"]: {int(f["pc"], 16): (_plain(f["function"]), f["file"] is not None,
                                           f["module"])
-                       for f in t["frames"] if f["function"]}
+                       for f in t["frames"] if f["function"] and f["pc"] is not None}
             for t in doc["threads"]}
 
 

@@ -230,11 +230,12 @@ def initial_stack_strings(read, stack: MemoryRange, auxv: bytes):
     return args, span
 
 
-def _system(arch: Arch, live_pid: Optional[int]) -> tuple[SystemInfo, Optional[bytes]]:
-    """This machine's system facts when the core was just made here (the core handler);
-    otherwise only what the core says (its architecture)."""
+def _system(arch: Arch, live_pid: Optional[int],
+            this_machine: bool = False) -> tuple[SystemInfo, Optional[bytes]]:
+    """This machine's system facts when the core was just made here (the core handler,
+    `run`); otherwise only what the core says (its architecture)."""
     host = {"x86_64": Arch.AMD64, "aarch64": Arch.ARM64}.get(platform.machine())
-    if live_pid is not None and host == arch:
+    if (live_pid is not None or this_machine) and host == arch:
         from ..platform.linux.procinfo import system_info
 
         return system_info(arch)
@@ -243,7 +244,8 @@ def _system(arch: Arch, live_pid: Optional[int]) -> tuple[SystemInfo, Optional[b
 
 def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
                        max_referenced: int = DEFAULT_BUDGET, include_environment: bool = False,
-                       live_pid: Optional[int] = None, dump_time: Optional[int] = None,
+                       live_pid: Optional[int] = None, this_machine: bool = False,
+                       dump_time: Optional[int] = None,
                        on_short_read=None) -> Snapshot:
     """The Snapshot of an opened core (its memory reads from ``core`` while it is open)."""
     if memory not in MEMORY_PRESETS:
@@ -303,7 +305,7 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
     modules = modules_from_maps(live_pid if live_pid is not None else 0, maps,
                                 auxv_entries(auxv), ident_read, soft)
     main = modules[0] if modules and modules[0].is_main else None
-    system, cpuinfo = _system(arch, live_pid)
+    system, cpuinfo = _system(arch, live_pid, this_machine)
 
     command_line: tuple[str, ...] = tuple(argv)
     cmdline_raw: Optional[bytes] = None
@@ -356,18 +358,21 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
 
 def read_core(path_or_fileobj: Union[str, os.PathLike, BinaryIO], *, memory: str = "referenced",
               max_referenced: int = DEFAULT_BUDGET, include_environment: bool = False,
-              live_pid: Optional[int] = None, temp_dir: Optional[str] = None) -> Snapshot:
+              live_pid: Optional[int] = None, temp_dir: Optional[str] = None,
+              this_machine: bool = False) -> Snapshot:
     """The Snapshot of a core file (a path or an open file; pipes and zstd/lz4/xz
     compressed cores are accepted). Raises CoreFileError (a DumpError) for bad input.
 
     The returned snapshot's memory (``full``) reads the core lazily: the file stays open
     as long as the snapshot lives (closed when it is garbage collected). ``live_pid``:
     the crashed process still exists (core handler), so /proc/PID may add what cores lack.
+    ``this_machine``: the core was just written here (`run`): system facts are this host's.
     """
     core = open_core(path_or_fileobj, temp_dir)
     try:
         snap = snapshot_from_core(core, memory=memory, max_referenced=max_referenced,
-                                  include_environment=include_environment, live_pid=live_pid)
+                                  include_environment=include_environment, live_pid=live_pid,
+                                  this_machine=this_machine)
     except BaseException:
         core.close()
         raise

@@ -72,9 +72,13 @@ class CoreFile:
     # -- opening -------------------------------------------------------------------------
 
     def _pread(self, size: int, offset: int) -> bytes:
-        out = bytearray()
+        # One read is the usual case: no copy, and at most ``size`` bytes held at once.
+        first = os.pread(self.fd, size, offset)
+        if len(first) == size or not first:
+            return first
+        out = bytearray(first)
         while len(out) < size:
-            chunk = os.pread(self.fd, min(size - len(out), 64 << 20), offset + len(out))
+            chunk = os.pread(self.fd, min(size - len(out), 8 << 20), offset + len(out))
             if not chunk:
                 break
             out += chunk
