@@ -364,14 +364,13 @@ def _run_subcommand(args: list[str]) -> None:
     sys.exit(0)
 
 
-def _inspect_subcommand(args: list[str]) -> None:
-    """`generate_dump inspect FILE ...`: print a minidump's threads with walked stacks."""
-    from .inspect_dump import inspect_command
-
+def _click_subcommand(cmd: click.Command, name: str, args: list[str]) -> None:
+    """Run a subcommand's click command with the house rules: one line on stderr and exit 1
+    for usage errors, user errors and our own bugs; exit 0 otherwise."""
     try:
-        inspect_command.main(args=args, prog_name=f"{PROG} inspect", standalone_mode=False)
+        cmd.main(args=args, prog_name=f"{PROG} {name}", standalone_mode=False)
     except click.exceptions.UsageError as exc:
-        _fail(f"{exc.format_message()} (see '{PROG} inspect --help')")
+        _fail(f"{exc.format_message()} (see '{PROG} {name} --help')")
     except DumpError as exc:
         _fail(str(exc))
     except BrokenPipeError:
@@ -381,23 +380,20 @@ def _inspect_subcommand(args: list[str]) -> None:
     sys.exit(0)
 
 
+def _inspect_subcommand(args: list[str]) -> None:
+    """`generate_dump inspect FILE ...`: print a minidump's threads with walked stacks."""
+    from .inspect_dump import inspect_command
+
+    _click_subcommand(inspect_command, "inspect", args)
+
+
 def _watch_subcommand(args: list[str]) -> None:
     """`generate_dump watch ...`: dump processes when a trigger fires."""
     if not sys.platform.startswith("linux"):
         _fail("`generate_dump watch` needs Linux (/proc and ptrace)")
     from .watch.command import watch_command
 
-    try:
-        watch_command.main(args=args, prog_name=f"{PROG} watch", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        _fail(f"{exc.format_message()} (see '{PROG} watch --help')")
-    except DumpError as exc:
-        _fail(str(exc))
-    except BrokenPipeError:
-        sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, never a traceback
-        _fail(f"internal error: {type(exc).__name__}: {exc} (please report)")
-    sys.exit(0)
+    _click_subcommand(watch_command, "watch", args)
 
 
 def _convert_subcommand(args: list[str]) -> None:

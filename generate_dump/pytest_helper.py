@@ -60,17 +60,9 @@ def exe_name(pid: int) -> str:
 
 def descendants(pid: int) -> list[tuple[int, int]]:
     """(pid, parent pid) of every process below ``pid``, deepest first."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
-            ppid = int(raw[raw.rindex(b")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
+    from .processes import children_map
+
+    children = children_map()
     out: list[tuple[int, int, int]] = []
 
     def walk(p: int, depth: int) -> None:
