@@ -368,8 +368,14 @@ def test_runtime(name, mode, build, debug_symbols: DebugSymbols, tmp_path):
         missing, differ, below_switch = {}, {}, {}
         for tid in tids:
             switched = False
+            my_names = {v[0] for v in mine.get(tid, {}).values()}
             for pc, (fn, sourced, module) in theirs.get(tid, {}).items():
                 got = mine.get(tid, {}).get(pc)
+                if got is None and switched and fn in my_names:
+                    # Below a Go stack switch both walkers scan: Breakpad also takes stale
+                    # words (a function's own start) that follow no call; the function is
+                    # named all the same.
+                    continue
                 if got is None:
                     (below_switch if switched else missing).setdefault(tid, []).append(
                         f"0x{pc:x} {fn}")

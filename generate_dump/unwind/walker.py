@@ -389,6 +389,11 @@ class Walker:
                 got = self._by_breakpad_cfi(frame, thread, md)
             if got is not None:
                 if got is _STOP:
+                    # Go marks the functions that switch stacks as outermost for its own
+                    # unwinder; the thread goes on below them on the other stack, which
+                    # Breakpad and rust-minidump reach by scanning: so do we.
+                    if _switches_go_stack(md, frame.lookup_pc):
+                        return self._by_scan(frame, thread)
                     return None
                 return got
         if frame.index == 0 and not self.executable(frame.pc):
@@ -616,6 +621,15 @@ class Walker:
 
 
 _STOP = object()
+
+# Go runtime functions that move a goroutine to the system (g0) stack or back.
+_GO_STACK_SWITCHES = ("runtime.systemstack", "runtime.mcall", "runtime.asmcgocall",
+                      "runtime.morestack", "runtime.cgocallback")
+
+
+def _switches_go_stack(md, pc: int) -> bool:
+    sym = md.symbol(pc)
+    return sym is not None and sym.name.startswith(_GO_STACK_SWITCHES)
 
 
 def _canonical(addr: int) -> bool:
