@@ -236,26 +236,11 @@ def _rust_functions(doc: dict) -> dict[int, list[str]]:
 
 
 def _lldb_functions(text: str) -> dict[int, list[str]]:
-    index_to_tid: dict[int, int] = {}
-    frames: dict[int, list[str]] = {}
-    current, in_bt = None, False
-    for line in text.splitlines():
-        if line.startswith("(lldb) bt all"):
-            in_bt = True
-            continue
-        m = re.match(r"[\s*]*thread #(\d+): tid = (\d+)", line)
-        if m and not in_bt:
-            index_to_tid[int(m.group(1))] = int(m.group(2))
-            continue
-        m = re.match(r"[\s*]*thread #(\d+)", line)
-        if m and in_bt:
-            current = int(m.group(1))
-            frames[current] = []
-            continue
-        m = re.match(r"[\s*]*frame #\d+: 0x[0-9a-f]+ (\S+)", line)
-        if m and in_bt and current is not None:
-            frames[current].append(_plain(m.group(1).split("(")[0]))
-    return {index_to_tid[i]: f for i, f in frames.items() if i in index_to_tid}
+    """LLDB's frames per thread (checks.lldb_frames), names without arguments or aliases."""
+    from checks import lldb_frames
+
+    return {tid: [_plain(f.split("(")[0]) for f in frames]
+            for tid, frames in lldb_frames(text).items()}
 
 
 def _inspect_frames(path: Path) -> dict[int, dict[int, tuple]]:
