@@ -146,6 +146,7 @@ import click
 
 from .errors import DumpError
 from .minidump.codeview import code_id, debug_id
+from .platform.linux.signals import FAULT_SIGNAL_NAMES
 from .python.merge import MODES, PyFrame, merge, state_for_view, thread_for
 from .snapshot import OS, Snapshot
 from .unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
@@ -189,7 +190,6 @@ _SI_CODES = {
 }
 _GENERIC_SI = {0: "SI_USER", 0x80: "SI_KERNEL", -1: "SI_QUEUE", -2: "SI_TIMER",
                -3: "SI_MESGQ", -4: "SI_ASYNCIO", -5: "SI_SIGIO", -6: "SI_TKILL"}
-_FAULT_SIGNALS = {"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGTRAP"}
 _WINDOWS_CODES = {
     0xC0000005: "EXCEPTION_ACCESS_VIOLATION", 0x80000003: "EXCEPTION_BREAKPOINT",
     0x80000004: "EXCEPTION_SINGLE_STEP", 0xC00000FD: "EXCEPTION_STACK_OVERFLOW",
@@ -221,7 +221,7 @@ def describe_reason(view: ProcessView) -> str:
     name, sub = exception_names(view.os, e.code, e.flags)
     text = name + (f" ({sub})" if sub else "")
     si = e.flags - (1 << 32) if e.flags & 0x80000000 else e.flags
-    if e.address or (name in _FAULT_SIGNALS and si > 0) or view.os == OS.WINDOWS:
+    if e.address or (name in FAULT_SIGNAL_NAMES and si > 0) or view.os == OS.WINDOWS:
         text += f" at 0x{e.address:x}"
     return text + f" in thread {e.thread_id}"
 

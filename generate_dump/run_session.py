@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 import time
 from typing import NoReturn, Optional
@@ -51,6 +50,7 @@ def dump_file_name(exe: str, pid: int, reason: str, when: Optional[float] = None
 
 def _describe(event) -> str:
     from .inspect_dump import exception_names
+    from .platform.linux.signals import FAULT_SIGNALS
     from .snapshot import OS
 
     e = event.exception
@@ -59,7 +59,7 @@ def _describe(event) -> str:
     elif e is not None:
         _, code = exception_names(OS.LINUX, e.code, e.flags)
         what = f"got {event.reason}" + (f" ({code})" if code else "")
-        if e.address or e.code in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+        if e.address or e.code in FAULT_SIGNALS:
             what += f" at 0x{e.address:x}"
         what += f" in thread {e.thread_id}"
     else:

@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
+from ..platform.linux.signals import FAULT_SIGNALS
+
 ET_CORE = 4
 EM_X86_64 = 62
 EM_AARCH64 = 183
@@ -151,7 +153,6 @@ class SigInfo:
     sender_uid: int = 0
 
 
-_FAULT_SIGNALS = frozenset({4, 5, 7, 8, 11})  # SIGILL SIGTRAP SIGBUS SIGFPE SIGSEGV
 
 
 def parse_siginfo(data: bytes) -> SigInfo:
@@ -159,7 +160,7 @@ def parse_siginfo(data: bytes) -> SigInfo:
         raise CoreFormatError(f"NT_SIGINFO holds {len(data)} bytes, needs {SIGINFO_SIZE}")
     signo, err, code = struct.unpack_from("<iii", data, 0)
     addr = sender_pid = sender_uid = 0
-    if code > 0 and signo in _FAULT_SIGNALS:
+    if code > 0 and signo in FAULT_SIGNALS:
         (addr,) = struct.unpack_from("<Q", data, 16)
     elif code <= 0:
         sender_pid, sender_uid = struct.unpack_from("<iI", data, 16)
@@ -168,7 +169,7 @@ def parse_siginfo(data: bytes) -> SigInfo:
 
 def encode_siginfo(s: SigInfo) -> bytes:
     head = struct.pack("<iiixxxx", s.signo, s.errno, s.code)
-    if s.code > 0 and s.signo in _FAULT_SIGNALS:
+    if s.code > 0 and s.signo in FAULT_SIGNALS:
         tail = struct.pack("<Q", s.addr)
     else:
         tail = struct.pack("<iI", s.sender_pid, s.sender_uid)

@@ -34,12 +34,9 @@ from .spawn import spawn
 if TYPE_CHECKING:
     from ...snapshot import Snapshot
 from .run_events import DumpEvent, RunResult, exe_name, one_line
+from ...platform.linux.signals import CRASH_SIGNALS
 
 SCAN_INTERVAL = 1.0
-CRASH_SIGNALS = frozenset({
-    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
-    signal.SIGTRAP, signal.SIGSYS, signal.SIGQUIT, signal.SIGXCPU, signal.SIGXFSZ,
-})
 
 
 class Supervisor:

@@ -32,6 +32,7 @@ from ...errors import DumpError
 from ...snapshot import ExceptionInfo, Snapshot
 from ...platform.linux import procfs
 from .run_events import DumpEvent, RunResult, exe_name, one_line
+from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS
 from .capture import CaptureOptions, Freezer, capture
 
 PTRACE_O_TRACEFORK = 0x2
@@ -44,10 +45,6 @@ PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
 
-CRASH_SIGNALS = frozenset({
-    signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
-    signal.SIGTRAP, signal.SIGSYS, signal.SIGQUIT, signal.SIGXCPU, signal.SIGXFSZ,
-})
 STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 
 
@@ -470,8 +467,7 @@ class Runner:
             return 0, 0
         # si_addr means something only for faults the kernel raised (si_code > 0); for
         # kill/raise the same bytes hold the sender's pid.
-        if code <= 0 or sig not in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL,
-                                    signal.SIGFPE, signal.SIGTRAP):
+        if code <= 0 or sig not in FAULT_SIGNALS:
             addr = 0
         return code, addr
 
