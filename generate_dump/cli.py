@@ -364,15 +364,21 @@ def _run_subcommand(args: list[str]) -> None:
     sys.exit(0)
 
 
-def _click_subcommand(cmd: click.Command, name: str, args: list[str]) -> None:
+def _click_subcommand(cmd: click.Command, name: str, args: list[str],
+                      interrupted: Optional[str] = None) -> None:
     """Run a subcommand's click command with the house rules: one line on stderr and exit 1
-    for usage errors, user errors and our own bugs; exit 0 otherwise."""
+    for usage errors, user errors and our own bugs; exit 0 otherwise. ``interrupted``: the
+    line for Ctrl-C, for commands that catch it."""
     try:
         cmd.main(args=args, prog_name=f"{PROG} {name}", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         _fail(f"{exc.format_message()} (see '{PROG} {name} --help')")
     except DumpError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        _fail(interrupted)
     except BrokenPipeError:
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
@@ -398,9 +404,10 @@ def _watch_subcommand(args: list[str]) -> None:
 
 def _convert_subcommand(args: list[str]) -> None:
     """`generate_dump convert IN -o OUT`: core -> minidump, minidump -> core."""
-    from .convert_command import main as convert_main
+    from .convert_command import convert_command
 
-    convert_main(args)
+    _click_subcommand(convert_command, "convert", args,
+                      interrupted="interrupted; no output was written")
 
 
 def _core_handler_subcommand(args: list[str]) -> None:

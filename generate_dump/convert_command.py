@@ -6,7 +6,6 @@ magic bytes; the output is written atomically (nothing is left behind on failure
 from __future__ import annotations
 
 import os
-import sys
 from typing import Optional
 
 import click
@@ -151,22 +150,3 @@ def convert_command(input_path: str, output: str, to: str, memory: str, max_refe
     _summarize_soft_errors(snap.soft_errors)
     click.echo(f"{PROG}: wrote {os.path.abspath(output)} ({target}, {len(snap.threads)} "
                f"threads, {len(snap.modules)} modules, {size // 1024} KiB)", err=True)
-
-
-def main(args: list[str]) -> None:
-    try:
-        convert_command.main(args=args, prog_name=f"{PROG} convert", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        _fail(f"{exc.format_message()} (see '{PROG} convert --help')")
-    except DumpError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted; no output was written")
-    except BrokenPipeError:
-        sys.exit(1)
-    sys.exit(0)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"{PROG}: error: {message}", err=True)
-    sys.exit(1)
