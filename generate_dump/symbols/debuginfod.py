@@ -154,13 +154,9 @@ class DebuginfodClient:
                                                       magic=b"\x7fELF", deadline=dl),
                         check, what="debuginfod cache")
                 except FetchError as exc:
-                    if exc.budget:
-                        session.warn("symbol downloads stopped at their time limit "
-                                     "(DEBUGINFOD_MAXTIME or the summaries' limit)")
-                    elif exc.server_down:
-                        session.mark_down(server, str(exc), "debuginfod server")
-                    else:
-                        session.warn(f"debuginfod {url}: {exc}")
+                    session.fetch_failed(exc, server, url, kind="debuginfod",
+                                         what="debuginfod server",
+                                         limits="DEBUGINFOD_MAXTIME or the summaries' limit")
                     continue
                 if got is not None:
                     return got, rejected

@@ -84,13 +84,8 @@ class SymbolStore:
                                                       deadline=dl),
                         check, mode=0o644, what="symbol cache")
                 except FetchError as exc:
-                    if exc.budget:
-                        session.warn("symbol downloads stopped at their time limit "
-                                     "(the summaries' limit)")
-                    elif exc.server_down:
-                        session.mark_down(server, str(exc), "symbol server")
-                    else:
-                        session.warn(f"symbol server {url}: {exc}")
+                    session.fetch_failed(exc, server, url, kind="symbol server",
+                                         what="symbol server", limits="the summaries' limit")
                     continue
                 if got is not None:
                     return got, url, rejected

@@ -59,6 +59,18 @@ def mark_down(server: str, why: str, what: str) -> None:
         warn(f"{what} {server}: {why}; not asked again in this run")
 
 
+def fetch_failed(exc, server: str, url: str, *, kind: str, what: str, limits: str) -> None:
+    """Say why a download failed, once: the run's time limit (``limits`` names which),
+    a server that is down (``what`` names it; skipped from now on), or this one file
+    (``kind`` names the store)."""
+    if exc.budget:
+        warn(f"symbol downloads stopped at their time limit ({limits})")
+    elif exc.server_down:
+        mark_down(server, str(exc), what)
+    else:
+        warn(f"{kind} {url}: {exc}")
+
+
 def deadline() -> Optional[float]:
     return _deadline
 
