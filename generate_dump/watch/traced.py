@@ -11,13 +11,13 @@ signal it was stopped with, so nothing is lost or left stopped.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import time
 from typing import Optional
 
 from ..backends.linux import ptrace_ops as pt
 from ..backends.linux.tracer import _BorrowingFreezer, _Session
+from ..backends.linux.wakeup import SignalWakeup
 from ..snapshot import ExceptionInfo
 from . import procstat
 from .command import DumpSettings, Watched, Watcher, dump_process
@@ -62,9 +62,8 @@ class TracedWatcher(Watcher):
         self.session = _Session()
         self.refused: set[int] = set()
         self.exit_seen: set[int] = set()
-        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.old_chld = signal.signal(signal.SIGCHLD, lambda s, f: None)
-        self.old_wakeup = signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
+        # A tracee's stop sends us SIGCHLD: it wakes the sleep between rounds.
+        self.wakeup = SignalWakeup((signal.SIGCHLD,), lambda s, f: None).start()
 
     # -- attaching -------------------------------------------------------------------------
 
@@ -109,12 +108,7 @@ class TracedWatcher(Watcher):
             left = end - time.monotonic()
             if left <= 0:
                 return
-            select.select([self.rfd], [], [], left)
-            try:
-                while os.read(self.rfd, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            self.wakeup.wait((), left)
             self._drain()
             self._release_done()
 
@@ -261,10 +255,7 @@ class TracedWatcher(Watcher):
     def finish(self) -> None:
         """Detach every thread, handing back any signal a stop held."""
         self._detach(set(self.session.tgid_of))
-        signal.set_wakeup_fd(self.old_wakeup)
-        signal.signal(signal.SIGCHLD, self.old_chld)
-        os.close(self.rfd)
-        os.close(self.wfd)
+        self.wakeup.close()
 
 
 def _tgid(tid: int) -> int:

@@ -22,7 +22,6 @@ exec and signal of a traced process is a round trip through the tracer; see READ
 from __future__ import annotations
 
 import os
-import select
 import signal
 import time
 from typing import TYPE_CHECKING, Callable, Optional
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     from ...snapshot import Snapshot
 from .run_events import DumpEvent, RunResult, exe_name, one_line
 from ...platform.linux.signals import CRASH_SIGNALS
+from .wakeup import RUN_SIGNALS, SignalWakeup
 
 SCAN_INTERVAL = 1.0
 
@@ -142,11 +142,8 @@ class Supervisor:
         kill_at: Optional[float] = None
         give_up_at: Optional[float] = None
         next_scan = time.monotonic() + SCAN_INTERVAL
-        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        handled = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-        old_handlers = {s: signal.signal(s, self._note_signal) for s in handled}
-        old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        fds = [rfd] + ([self.watch.fd] if self.watch else [])
+        wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal).start()
+        fds = [self.watch.fd] if self.watch else []
         errors = 0
         try:
             while True:
@@ -182,23 +179,14 @@ class Supervisor:
                     if self.result.timed_out and self.root_status is not None:
                         wake.append(time.monotonic() + 0.05)  # the rest of the tree ending
                     wait = max(0.0, min(wake) - time.monotonic()) if wake else None
-                    select.select(fds, [], [], wait)
-                    try:
-                        while os.read(rfd, 4096):
-                            pass
-                    except BlockingIOError:
-                        pass
+                    wakeup.wait(fds, wait)
                 except Exception as exc:  # noqa: BLE001 - a bug of ours must not end the run
                     errors += 1
                     if errors <= 3:
                         self.notice(f"internal error, continuing: {one_line(exc)}")
                     time.sleep(0.01)
         finally:
-            signal.set_wakeup_fd(old_wakeup)
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
-            os.close(rfd)
-            os.close(wfd)
+            wakeup.close()
             if self.watch is not None:
                 self.watch.close()
         self.result.status = 124 if self.result.timed_out else (self.root_status or 0)

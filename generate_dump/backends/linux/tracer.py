@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import select
 import signal
 import time
 from typing import Callable, Optional
@@ -33,6 +32,7 @@ from ...snapshot import ExceptionInfo, Snapshot
 from ...platform.linux import procfs
 from .run_events import DumpEvent, RunResult, exe_name, one_line
 from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS
+from .wakeup import RUN_SIGNALS, SignalWakeup
 from .capture import CaptureOptions, Freezer, capture
 
 PTRACE_O_TRACEFORK = 0x2
@@ -244,10 +244,7 @@ class Runner:
         deadline = time.monotonic() + self.timeout if self.timeout else None
         kill_at: Optional[float] = None
         give_up_at: Optional[float] = None
-        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        handled = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-        old_handlers = {s: signal.signal(s, self._note_signal) for s in handled}
-        old_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal).start()
         errors = 0
         try:
             while True:
@@ -274,23 +271,14 @@ class Runner:
                     if self.root_done:
                         wake.append(time.monotonic() + 0.05)  # the rest of the tree ending
                     wait = max(0.0, min(wake) - time.monotonic()) if wake else None
-                    select.select([rfd], [], [], wait)
-                    try:
-                        while os.read(rfd, 4096):
-                            pass
-                    except BlockingIOError:
-                        pass
+                    wakeup.wait((), wait)
                 except Exception as exc:  # noqa: BLE001 - a bug of ours must not end the run
                     errors += 1
                     if errors <= 3:
                         self.notice(f"internal error, continuing: {one_line(exc)}")
                     time.sleep(0.01)
         finally:
-            signal.set_wakeup_fd(old_wakeup)
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
-            os.close(rfd)
-            os.close(wfd)
+            wakeup.close()
             self._let_go()
         if self.result.timed_out:
             self.result.status = 124
