@@ -42,6 +42,36 @@ def run_one(cmd: list[str], out: str, target: Target) -> dict:
             "freeze": max(0.0, gap_us / 1000 - target.tick_ms)}
 
 
+
+def run_rounds(tools: dict, rounds: int, work: str, target) -> dict[str, list[dict]]:
+    """Each tool once a round, the order rotating; the target is killed at the end."""
+    results: dict[str, list[dict]] = {name: [] for name in tools}
+    try:
+        for rnd in range(rounds):
+            for name in (list(tools)[rnd % len(tools):] + list(tools)[: rnd % len(tools)]):
+                out = os.path.join(work, "out")
+                os.makedirs(out, exist_ok=True)
+                results[name].append(run_one(tools[name](out), out, target))
+                print(f"round {rnd + 1} {name}: {results[name][-1]}", file=sys.stderr)
+    finally:
+        target.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def print_medians(first: str, results: dict[str, list[dict]]) -> dict[str, dict]:
+    """The table of medians per tool (``first`` heads its column); returns the medians."""
+    print(f"| {first} | wall s | throughput MiB/s | file MiB | peak RSS MiB | freeze s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    med = {}
+    for name, runs in results.items():
+        m = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        med[name] = m
+        print(f"| {name} | {m['wall']:.2f} | {m['size'] / 2**20 / m['wall']:.0f} | "
+              f"{m['size'] / 2**20:.0f} | {m['rss']:.0f} | {m['freeze'] / 1000:.2f} |")
+    return med
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--heap-mb", type=int, default=1024)
@@ -60,27 +90,10 @@ def main(argv=None) -> int:
         os.path.join(out, "dump.dmp")]}
     if shutil.which("gcore"):
         tools["gcore"] = lambda out: ["gcore", "-o", os.path.join(out, "core"), str(target.pid)]
-    results: dict[str, list[dict]] = {name: [] for name in tools}
-    try:
-        for rnd in range(args.rounds):
-            for name in (list(tools)[rnd % len(tools):] + list(tools)[: rnd % len(tools)]):
-                out = os.path.join(work, "out")
-                os.makedirs(out, exist_ok=True)
-                results[name].append(run_one(tools[name](out), out, target))
-                print(f"round {rnd + 1} {name}: {results[name][-1]}", file=sys.stderr)
-    finally:
-        target.kill()
-        shutil.rmtree(work, ignore_errors=True)
+    results = run_rounds(tools, args.rounds, work, target)
     print(f"### Full-memory dump, {args.heap_mb} MiB touched heap, {args.threads} threads "
           f"(medians of {args.rounds})\n")
-    print("| tool | wall s | throughput MiB/s | file MiB | peak RSS MiB | freeze s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    med = {}
-    for name, runs in results.items():
-        m = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        med[name] = m
-        print(f"| {name} | {m['wall']:.2f} | {m['size'] / 2**20 / m['wall']:.0f} | "
-              f"{m['size'] / 2**20:.0f} | {m['rss']:.0f} | {m['freeze'] / 1000:.2f} |")
+    med = print_medians("tool", results)
     if "gcore" in med:
         ratio = med["generate_dump --memory=full"]["wall"] / med["gcore"]["wall"]
         print(f"\ngenerate_dump wall / gcore wall: {ratio:.2f}x")

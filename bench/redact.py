@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from full_memory import run_one  # noqa: E402
+from full_memory import print_medians, run_rounds  # noqa: E402
 from run import Target, build  # noqa: E402
 
 
@@ -42,27 +40,10 @@ def main(argv=None) -> int:
                             str(target.pid), "-o", os.path.join(out, "dump.dmp"), *extra]
 
     tools = {"full": cmd([]), "full --redact": cmd(["--redact"])}
-    results: dict[str, list[dict]] = {name: [] for name in tools}
-    try:
-        for rnd in range(args.rounds):
-            for name in (list(tools)[rnd % 2:] + list(tools)[: rnd % 2]):
-                out = os.path.join(work, "out")
-                os.makedirs(out, exist_ok=True)
-                results[name].append(run_one(tools[name](out), out, target))
-                print(f"round {rnd + 1} {name}: {results[name][-1]}", file=sys.stderr)
-    finally:
-        target.kill()
-        shutil.rmtree(work, ignore_errors=True)
+    results = run_rounds(tools, args.rounds, work, target)
     print(f"### --redact on a full dump, {args.heap_mb} MiB touched heap, {args.threads} "
           f"threads (medians of {args.rounds})\n")
-    print("| dump | wall s | throughput MiB/s | file MiB | peak RSS MiB | freeze s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    med = {}
-    for name, runs in results.items():
-        m = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        med[name] = m
-        print(f"| {name} | {m['wall']:.2f} | {m['size'] / 2**20 / m['wall']:.0f} | "
-              f"{m['size'] / 2**20:.0f} | {m['rss']:.0f} | {m['freeze'] / 1000:.2f} |")
+    med = print_medians("dump", results)
     ratio = ((med["full --redact"]["size"] / med["full --redact"]["wall"])
              / (med["full"]["size"] / med["full"]["wall"]))
     print(f"\nthroughput with --redact / without: {ratio:.2f} (goal: >= 0.5)")
