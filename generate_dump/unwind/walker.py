@@ -398,8 +398,9 @@ class Walker:
                 return got
         if frame.index == 0 and not self.executable(frame.pc):
             # A call through a bad pointer (pc 0, data): the caller's return address is on
-            # top of the stack, and the frame pointer still describes the caller's caller.
-            got = self._by_scan(frame, thread)
+            # top of the stack (x86-64) or in the link register (ARM64, tried first by the
+            # frame-pointer rule), and the frame pointer still describes the caller's caller.
+            got = None if isinstance(self.spec, Arm64) else self._by_scan(frame, thread)
             if got is not None:
                 return got
         got = self._by_frame_pointer(frame, thread)
@@ -524,11 +525,14 @@ class Walker:
                 out[num] = evaluate_postfix(expr, values, read)
             except PostfixError:
                 out.pop(num, None)
-        out[spec.sp] = cfa
-        out[spec.pc] = spec.strip(ra)
+        # As Breakpad: .cfa and .ra give the caller's sp and pc unless a rule recovers
+        # them explicitly (ARM64 ``sp:``, ``pc:``).
+        out.setdefault(spec.sp, cfa)
+        out[spec.pc] = spec.strip(out.get(spec.pc, ra))
         if spec.ra != spec.pc:
             out[spec.ra] = out[spec.pc]
-        caller = Frame(frame.index + 1, out[spec.pc], cfa, TRUST_CFI, out, exact=False)
+        caller = Frame(frame.index + 1, out[spec.pc], out[spec.sp], TRUST_CFI, out,
+                       exact=False)
         return self._check_cfi_caller(frame, caller)
 
     def _by_frame_pointer(self, frame: Frame, thread: ThreadView) -> Optional[Frame]:
