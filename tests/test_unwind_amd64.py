@@ -12,7 +12,7 @@ from generate_dump.unwind.walker import SCAN_WORDS, SCAN_WORDS_CONTEXT, Amd64
 
 from unwind_synth import (
     DATA, HEAP, MOD, MOD2, NOT_AFTER_CALL, STACK, STACK_SIZE, BUILD_ID, BUILD_ID2, Cfa, Fde,
-    StackBuilder, SynthProcess, summary, walk,
+    StackBuilder, SynthProcess, sleb, summary, walk,
 )
 
 RSP, RBP, RBX, R12, R13, R14, R15, RIP = 7, 6, 3, 12, 13, 14, 15, 16
@@ -340,3 +340,36 @@ def test_call_through_bad_pointer_scans_first(tmp_path, pc):
     got = run(process(tmp_path), s, rip=pc, rsp=s.base, rbp=s["rbp"])
     assert summary(got, 0) == [(pc, s.base, "context"), (MOD + 0x2040, s["sp1"], "scan"),
                                (MOD + 0x3050, s["sp2"], "fp")], got.note
+
+
+# -- signal frames -------------------------------------------------------------------------
+
+SIGRETURN = 0x7600_0000_0000  # libsig.so: a signal trampoline, CIE augmentation "zRS"
+
+
+def breg_rsp(off: int) -> bytes:
+    """DW_OP_breg7 (rsp + off)."""
+    return b"\x77" + sleb(off)
+
+
+def test_signal_frame_caller_is_looked_up_at_its_own_pc(tmp_path):
+    """A signal trampoline's CFI (marked ``S``, its FDE starting a byte before the code, as
+    glibc's __restore_rt) restores rsp, rip and rbp from the signal context on the stack.
+    The interrupted frame's pc is the interrupted instruction itself: here the first one
+    of ``middle``, whose rules are used (pc - 1 would be in epictetus, the outermost)."""
+    p = process(tmp_path)
+    trampoline = Fde(0x2000 - 1, 0x101, {0x2000 - 1: Cfa.def_cfa_expression(
+        breg_rsp(24) + b"\x06")  # CFA = *(rsp + 24): the interrupted rsp
+        + Cfa.expression(RIP, breg_rsp(32)) + Cfa.expression(RBP, breg_rsp(16))})
+    p.add_module("libsig.so", SIGRETURN, b"\x51" * 20, "dwarf", fdes=[trampoline],
+                 initial=CIE, ra_reg=RIP, signal=True)
+    s = StackBuilder().push(SIGRETURN + 0x2000).mark("uc")  # the handler returns to it
+    s.push(0, 0, "rbp", "sp2", MOD + 0x6000).skip(32)
+    s.mark("sp2").skip(32).mark("rbp").push(0, MOD + 0x5510).mark("sp3").skip(16)
+    got = run(p, s, rip=MOD + 0x4000, rsp=s.base)
+    assert summary(got) == [(0x4000, s.base, "context"),
+                            (SIGRETURN + 0x2000 - MOD, s["uc"], "cfi"),
+                            (0x6000, s["sp2"], "cfi"),
+                            (0x5510, s["sp3"], "cfi")], got.note
+    assert [f.exact for f in got.frames] == [True, False, True, False]
+    assert got.frames[1].signal_frame and not got.frames[2].signal_frame

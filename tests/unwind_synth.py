@@ -147,6 +147,11 @@ class Cfa:
         return b"\x05" + uleb(reg) + uleb(off // DATA_ALIGN)
 
     @staticmethod
+    def expression(reg: int, expr: bytes) -> bytes:
+        """``reg`` saved at the address ``expr`` computes (the CFA pushed first)."""
+        return b"\x10" + uleb(reg) + uleb(len(expr)) + expr
+
+    @staticmethod
     def offset_sf(reg: int, off: int) -> bytes:
         """``reg`` saved at CFA + ``off`` (any multiple of 8)."""
         return b"\x11" + uleb(reg) + sleb(off // DATA_ALIGN)
