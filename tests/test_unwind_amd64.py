@@ -166,7 +166,7 @@ def test_cfi_callers_caller_uses_recovered_registers(tmp_path, source):
     s.push(0x1111_2222_3333_4444, MOD + 0x6020)  # enchiridion+1: saved rbx, return
     s.skip(32).mark("rbp1").push("rbp2", MOD + 0x7030)  # middle: frame record
     s.skip(48).mark("rbp2").push(0x0BAD_BEEF, MOD + 0x5510)  # outer
-    s.skip(16)
+    s.push(0, MOD + 0x3050)  # epictetus is the outermost frame: no scan finds this
     got = run(process(tmp_path, source), s, rip=MOD + 0x4001, rsp=s.base, rbp=s["rbp1"],
               rbx=0x99)
     assert summary(got) == [(0x4001, s.base, "context"),
@@ -239,9 +239,9 @@ def test_bad_frame_pointer_falls_back_to_scan(tmp_path, source, bad):
     """A frame pointer below the stack pointer (the chain going backwards), outside the
     captured stack, at the top of the address space, misaligned or zero: no frame record
     is read there; the scan finds the return address."""
-    s = StackBuilder().skip(16).mark("sp").push(0x1, 0x2, 0x3, MOD + 0x2040).mark("caller_sp")
-    s.push(s.base + 0x100, MOD + 0x3050)  # what a wrong record would wrongly return
-    rbp = {"below-sp": s.base + 8, "outside-stack": STACK + STACK_SIZE + 0x1000,
+    s = StackBuilder().push(0, 0x1234).mark("sp").push(MOD + 0x2040).mark("caller_sp")
+    s.push(s.base + 0x100, MOD + 0x3050)  # what a record at the wrong place would return
+    rbp = {"below-sp": s["sp"] - 8, "outside-stack": STACK + STACK_SIZE + 0x1000,
            "overflow": (1 << 64) - 8, "unaligned": s["sp"] + 0x23, "zero": 0}[bad]
     got = run(process(tmp_path, source), s, rip=MOD + 0x1010, rsp=s["sp"], rbp=rbp)
     assert summary(got)[:2] == [(0x1010, s["sp"], "context"),
@@ -253,7 +253,8 @@ def test_bad_frame_pointer_falls_back_to_scan(tmp_path, source, bad):
 def test_frame_chain_going_backwards_ends_in_scan(tmp_path, source):
     """The second record's saved rbp points below the first: that frame is not followed
     down the stack again; the scan goes on upward from the caller's stack pointer."""
-    s = StackBuilder().mark("low").skip(32).mark("rbp0").push("low", MOD + 0x2040)
+    s = StackBuilder().mark("low").push(0x1111, MOD + 0x9010)  # an old record, down below
+    s.skip(16).mark("rbp0").push("low", MOD + 0x2040)
     s.mark("caller_sp").push(0x1234, MOD + 0x3050).mark("caller2_sp").skip(16)
     got = run(process(tmp_path, source), s, rip=MOD + 0x1010, rsp=s.base + 8, rbp=s["rbp0"])
     assert summary(got) == [(0x1010, s.base + 8, "context"),

@@ -184,7 +184,7 @@ def test_cfi_callers_caller_uses_recovered_registers(tmp_path, source):
     s = StackBuilder()
     s.skip(32).mark("fp1").push("fp2", MOD + 0x7030)  # middle: frame record
     s.skip(48).mark("fp2").push(0x0BAD_BEEF, MOD + 0x5510)  # outer
-    s.skip(16)
+    s.push(0, MOD + 0x3050)  # epictetus is the outermost frame: no scan finds this
     got = run(process(tmp_path, source), s,
               context(MOD + 0x4000, s.base, fp=s["fp1"], lr=MOD + 0x6020, x={19: 0x99}))
     assert summary(got) == [(0x4000, s.base, "context"),
@@ -287,9 +287,9 @@ def test_bad_frame_pointer_falls_back_to_scan(tmp_path, source, bad):
     """x29 below sp (the chain going backwards), outside the captured stack, at the top of
     the address space, misaligned or zero: no record is read; the scan finds a return
     address (one after a BL)."""
-    s = StackBuilder().skip(16).mark("sp").push(0x1, 0x2, 0x3, MOD + 0x2040).mark("caller_sp")
-    s.push(s.base + 0x100, MOD + 0x3050)
-    fp = {"below-sp": s.base + 8, "outside-stack": STACK + STACK_SIZE + 0x1000,
+    s = StackBuilder().push(0, 0x1234).mark("sp").push(MOD + 0x2040).mark("caller_sp")
+    s.push(s.base + 0x100, MOD + 0x3050)  # what a record at the wrong place would return
+    fp = {"below-sp": s["sp"] - 8, "outside-stack": STACK + STACK_SIZE + 0x1000,
           "overflow": (1 << 64) - 8, "unaligned": s["sp"] + 0x23, "zero": 0}[bad]
     got = run(process(tmp_path, source), s, context(MOD + 0x1010, s["sp"], fp))
     assert summary(got)[:2] == [(0x1010, s["sp"], "context"),
