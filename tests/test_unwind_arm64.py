@@ -5,6 +5,8 @@ the stack scan and where each stops."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 
 from generate_dump.snapshot import Arch, Arm64Context
@@ -86,7 +88,9 @@ def process(tmp_path, source: str = "dwarf", base: int = MOD) -> SynthProcess:
     return p
 
 
-def context(pc: int, sp: int, fp: int = 0, lr: int = 0, x: dict[int, int] = {}) -> Arm64Context:
+def context(pc: int, sp: int, fp: int = 0, lr: int = 0,
+            x: Optional[dict[int, int]] = None) -> Arm64Context:
+    x = x or {}
     return Arm64Context(x=tuple(x.get(i, 0) for i in range(29)), fp=fp, lr=lr, sp=sp, pc=pc)
 
 
