@@ -35,8 +35,10 @@ def breakpad_frames(dump, store, pc: str, sp: str) -> list[tuple[int, int, str]]
     frames = []
     for block in re.split(r"\n\s*\d+  ", text)[1:]:
         regs = {k: int(v, 16) for k, v in re.findall(r"(\w+) = 0x([0-9a-f]+)", block)}
-        found = re.search(r"Found by: (.*)", block).group(1).strip()
-        frames.append((regs[pc], regs[sp], TRUST.get(found, found)))
+        found = re.search(r"Found by: (.*)", block)
+        assert found is not None, block
+        how = found.group(1).strip()
+        frames.append((regs[pc], regs[sp], TRUST.get(how, how)))
     return frames
 
 
