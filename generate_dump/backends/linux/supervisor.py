@@ -24,13 +24,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Callable, Optional
 
 from ...errors import DumpError
 from . import coredumps, proctree
 from .spawn import spawn
 
+TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
 if TYPE_CHECKING:
+    from typing import Callable, Optional
+
     from ...snapshot import Snapshot
 from .run_events import DumpEvent, RunResult, exe_name, one_line
 from ...platform.linux.signals import CRASH_SIGNALS
@@ -60,6 +62,7 @@ class Supervisor:
         self.convert_core = convert_core
         self.notice = notice
         self.result = RunResult(status=0)
+        self.wakeup: Optional[SignalWakeup] = None  # set up by start(), before the command
         self.received: list[int] = []
         self.root = 0
         self.root_status: Optional[int] = None
@@ -74,6 +77,7 @@ class Supervisor:
         self.cored: set[int] = set()  # pids whose core was handled
         self.handler = False  # kernel.core_pattern pipes cores to generate_dump core-handler
         self.sid = os.getsid(0)
+        self.exiting = False  # the process exits when run() returns (see DirectoryWatch.close)
         self.me = os.getpid()
 
     # -- start -------------------------------------------------------------------------------
@@ -128,7 +132,15 @@ class Supervisor:
         self.own_group = not os.isatty(0)
         proctree.set_child_subreaper()
         limit = self._crash_setup()
-        self.root = spawn(self.argv, own_group=self.own_group, core_limit=limit)
+        # Signals sent to run from now on are noted and handled by the loop (forwarded to
+        # the command, which exists by then): before, they could end run and orphan it.
+        self.wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal).start()
+        try:
+            self.root = spawn(self.argv, own_group=self.own_group, core_limit=limit)
+        except BaseException:
+            self.wakeup.close()
+            self.wakeup = None
+            raise
         self.known.add(self.root)
         self.names[self.root] = os.path.basename(self.argv[0])
         return self.root
@@ -142,7 +154,8 @@ class Supervisor:
         kill_at: Optional[float] = None
         give_up_at: Optional[float] = None
         next_scan = time.monotonic() + SCAN_INTERVAL
-        wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal).start()
+        wakeup = self.wakeup or SignalWakeup(RUN_SIGNALS, self._note_signal).start()
+        self.wakeup = None
         fds = [self.watch.fd] if self.watch else []
         errors = 0
         try:
@@ -188,7 +201,7 @@ class Supervisor:
         finally:
             wakeup.close()
             if self.watch is not None:
-                self.watch.close()
+                self.watch.close(exiting=self.exiting)
         self.result.status = 124 if self.result.timed_out else (self.root_status or 0)
         return self.result
 

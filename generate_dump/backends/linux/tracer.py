@@ -204,6 +204,7 @@ class Runner:
         self.root = 0
         self.own_group = True
         self.result = RunResult(status=0)
+        self.wakeup: Optional[SignalWakeup] = None  # set up by start(), before the command
         self.last_fault: dict[int, tuple[int, int, int]] = {}  # tid -> (signal, code, address)
 
     # -- start -------------------------------------------------------------------------------
@@ -225,7 +226,15 @@ class Runner:
             except Exception as exc:  # noqa: BLE001
                 raise DumpError(f"cannot trace the command: {exc}") from None
 
-        pid = spawn(self.argv, own_group=self.own_group, before_exec=seize)
+        # Signals sent to run from now on are noted and handled by the loop (forwarded to
+        # the command, which exists by then): before, they could end run and orphan it.
+        self.wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal).start()
+        try:
+            pid = spawn(self.argv, own_group=self.own_group, before_exec=seize)
+        except BaseException:
+            self.wakeup.close()
+            self.wakeup = None
+            raise
         self.root = pid
         self.session.tgid_of[pid] = pid
         return pid
@@ -244,7 +253,8 @@ class Runner:
         deadline = time.monotonic() + self.timeout if self.timeout else None
         kill_at: Optional[float] = None
         give_up_at: Optional[float] = None
-        wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal).start()
+        wakeup = self.wakeup or SignalWakeup(RUN_SIGNALS, self._note_signal).start()
+        self.wakeup = None
         errors = 0
         try:
             while True:
