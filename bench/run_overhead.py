@@ -80,6 +80,25 @@ def build(work: Path, npe_iterations: int) -> list[tuple[str, list[str], bool]]:
     return out
 
 
+def install_copy(work: Path) -> list[str]:
+    """The checkout installed the way users install it (a regular, non-editable install in
+    a fresh venv), so the bench measures the `generate_dump` console script they run
+    rather than `python -m` or an editable install's import hook. The venv sees this
+    interpreter's site-packages for the dependencies (a .pth line)."""
+    import pip
+    import sysconfig
+
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
+                                "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(venv / "bin" / "python"), os.path.dirname(pip.__file__), "install",
+                    "--quiet", "--no-deps", str(ROOT)], check=True)
+    return [str(venv / "bin" / "generate_dump")]
+
+
 def timed(argv: list[str], env: dict) -> tuple[float, float, int, str]:
     """Wall time, CPU time (user + system of the whole tree, run included), status, output."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -98,20 +117,34 @@ def main() -> int:
     ap.add_argument("--trace", action="store_true",
                     help="also measure `run --trace` (slow: minutes for the signal workloads)")
     ap.add_argument("--only", default="", help="comma-separated substrings of workload names")
-    ap.add_argument("--npe-iterations", type=int, default=200_000_000)
+    ap.add_argument("--npe-iterations", type=int, default=2_000_000_000,
+                    help="the JVM loop's iterations (issue #14 measured 2e9: ~9 s there)")
+    ap.add_argument("--command", default="",
+                    help="the generate_dump command to measure (default: this checkout "
+                         "installed into a temporary venv, as users install it)")
     ap.add_argument("--wait-idle", type=float, default=60,
                     help="seconds to spend in all waiting for idle CPUs before runs")
     args = ap.parse_args()
 
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     work = Path(tempfile.mkdtemp(prefix="run_overhead-"))
     dumps = work / "dumps"
+    if args.command:
+        gd = args.command.split()
+    else:
+        try:
+            gd = install_copy(work)
+        except (subprocess.CalledProcessError, ImportError) as exc:
+            print(f"note: cannot install a copy ({exc}); measuring `python -m generate_dump`",
+                  file=sys.stderr)
+            gd = [sys.executable, "-m", "generate_dump"]
+            env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"]
+                                             if env.get("PYTHONPATH") else "")
+    print(f"generate_dump command: {' '.join(gd)}", file=sys.stderr)
     modes = {"bare": []}
-    modes["run"] = [sys.executable, "-m", "generate_dump", "run", "--output-dir", str(dumps), "--"]
+    modes["run"] = gd + ["run", "--output-dir", str(dumps), "--"]
     if args.trace:
-        modes["run --trace"] = [sys.executable, "-m", "generate_dump", "run", "--trace",
-                                "--output-dir", str(dumps), "--"]
+        modes["run --trace"] = gd + ["run", "--trace", "--output-dir", str(dumps), "--"]
     budget = [args.wait_idle]
     busy_starts = 0
     failures = []

@@ -523,3 +523,54 @@ def test_go_timeout(gopreempt, tmp_path, mode):
     md = read_minidump(files[0])
     assert len(md.threads) >= 3
     minidump_dump(files[0])
+
+
+def _alive_with_argv(marker: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read().split(b"\0"):
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.parametrize("attempt", range(8))
+def test_sigterm_at_start_never_orphans_the_command(tmp_path, attempt):
+    """SIGTERM to run the moment its command has started (a cancelled CI job; the same
+    race as test_dump_on_signal's): the command gets the signal too and is never left
+    running without run. Signal handling is set up before the command is spawned."""
+    marker = f"{30 + attempt / 100 + os.getpid() % 1000 / 1e6:.6f}"
+    p = subprocess.Popen([sys.executable, "-m", "generate_dump", "run", "--output-dir",
+                          str(tmp_path), "--", "sh", "-c", 'echo ready; exec sleep "$0"',
+                          marker],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while _alive_with_argv(marker) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        left = _alive_with_argv(marker)
+        assert not left, f"sleep {marker} outlived run (pids {left})"
+        assert p.returncode == 128 + signal.SIGTERM, p.stderr.read()
+    finally:
+        for pid in _alive_with_argv(marker):
+            os.kill(pid, signal.SIGKILL)
+        p.kill()
+        p.wait()
+
+
+def test_command_without_double_dash(tmp_path):
+    """`run CMD ARG...` (no `--`, no option-like word after CMD) runs CMD as `run -- CMD`;
+    an option-like word after CMD is left to the option parser, which rejects it."""
+    r = run(tmp_path, "echo", "hello", "world")
+    assert r.returncode == 0 and r.stdout == "hello world\n", r.stderr
+    r = run(tmp_path, "false")
+    assert r.returncode == 1
+    r = run(tmp_path, "echo", "-n", "x")
+    assert r.returncode == 125 and "No such option" in r.stderr and r.stdout == ""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Iterable, Optional
+TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
+if TYPE_CHECKING:
+    from typing import Iterable, Optional
 
 PR_SET_CHILD_SUBREAPER = 36
 

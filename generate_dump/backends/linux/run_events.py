@@ -5,9 +5,11 @@ fast."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Optional
 
+TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
 if TYPE_CHECKING:
+    from typing import Optional
+
     from ...snapshot import ExceptionInfo, Snapshot
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import resource
 import signal
-from typing import Callable, Optional
+TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 from ...errors import DumpError
 
@@ -18,6 +20,8 @@ def spawn(argv: list[str], *, own_group: bool, core_limit: Optional[tuple[int, i
           before_exec: Optional[Callable[[int], None]] = None) -> int:
     """Fork and exec ``argv``; returns its pid. ``before_exec(pid)`` runs in the parent
     while the child waits just before exec (to seize it). Exec failures raise DumpError."""
+    if before_exec is None:
+        return _posix_spawn(argv, own_group=own_group, core_limit=core_limit)
     gate_r, gate_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -65,3 +69,23 @@ def spawn(argv: list[str], *, own_group: bool, core_limit: Optional[tuple[int, i
         code = int(failure or b"0")
         raise DumpError(f"cannot run {argv[0]}: {os.strerror(code) if code else 'failed'}")
     return pid
+
+
+def _posix_spawn(argv: list[str], *, own_group: bool,
+                 core_limit: Optional[tuple[int, int]]) -> int:
+    """The same start through posix_spawn (vfork and exec, no Python code in the child):
+    about 2 ms less than fork from Python, for every command `run` starts. RLIMIT_CORE is
+    inherited, so ours is set for the moment of the spawn and put back after."""
+    ours = resource.getrlimit(resource.RLIMIT_CORE) if core_limit is not None else None
+    try:
+        if core_limit is not None:
+            resource.setrlimit(resource.RLIMIT_CORE, core_limit)
+        try:
+            return os.posix_spawnp(argv[0], argv, os.environ,
+                                   setpgroup=0 if own_group else None,
+                                   setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        except OSError as exc:
+            raise DumpError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    finally:
+        if ours is not None:
+            resource.setrlimit(resource.RLIMIT_CORE, ours)

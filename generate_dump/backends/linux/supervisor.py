@@ -24,22 +24,24 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Callable, Optional
 
 from ...errors import DumpError
 from . import coredumps, proctree
 from .spawn import spawn
 
+TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
 if TYPE_CHECKING:
+    from typing import Callable, Optional
+
     from ...snapshot import Snapshot
-from .run_events import DumpEvent, RunResult, exe_name, one_line
+from .run_events import DumpEvent, exe_name, one_line
+from .run_loop import RunLoop
 from ...platform.linux.signals import CRASH_SIGNALS
-from .wakeup import RUN_SIGNALS, SignalWakeup
 
 SCAN_INTERVAL = 1.0
 
 
-class Supervisor:
+class Supervisor(RunLoop):
     """Run COMMAND untraced; see the module docstring."""
 
     def __init__(self, argv: list[str], *, timeout: Optional[float], max_dumps: int,
@@ -59,8 +61,8 @@ class Supervisor:
         self.core_limit = core_limit
         self.convert_core = convert_core
         self.notice = notice
-        self.result = RunResult(status=0)
-        self.received: list[int] = []
+        self._init_loop()
+        self.next_scan = 0.0
         self.root = 0
         self.root_status: Optional[int] = None
         self.own_group = True
@@ -74,6 +76,7 @@ class Supervisor:
         self.cored: set[int] = set()  # pids whose core was handled
         self.handler = False  # kernel.core_pattern pipes cores to generate_dump core-handler
         self.sid = os.getsid(0)
+        self.exiting = False  # the process exits when run() returns (see DirectoryWatch.close)
         self.me = os.getpid()
 
     # -- start -------------------------------------------------------------------------------
@@ -128,73 +131,51 @@ class Supervisor:
         self.own_group = not os.isatty(0)
         proctree.set_child_subreaper()
         limit = self._crash_setup()
-        self.root = spawn(self.argv, own_group=self.own_group, core_limit=limit)
+        self._start_wakeup()
+        try:
+            self.root = spawn(self.argv, own_group=self.own_group, core_limit=limit)
+        except BaseException:
+            self._stop_wakeup()
+            raise
+        self.next_scan = time.monotonic() + SCAN_INTERVAL
         self.known.add(self.root)
         self.names[self.root] = os.path.basename(self.argv[0])
         return self.root
 
-    # -- the loop ----------------------------------------------------------------------------
+    # -- the loop's hooks (run_loop.RunLoop.run) -------------------------------------------------
 
-    def run(self) -> RunResult:
-        if not self.root:
-            self.start()
-        deadline = time.monotonic() + self.timeout if self.timeout else None
-        kill_at: Optional[float] = None
-        give_up_at: Optional[float] = None
-        next_scan = time.monotonic() + SCAN_INTERVAL
-        wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal).start()
-        fds = [self.watch.fd] if self.watch else []
-        errors = 0
-        try:
-            while True:
-                try:
-                    self._reap()
-                    self._take_cores()
-                    if self.root_status is not None:
-                        if not self.result.timed_out:
-                            break
-                        if not proctree.descendants(self.me):
-                            break
-                    while self.received:
-                        self._on_signal(self.received.pop(0))
-                    now = time.monotonic()
-                    if deadline is not None and now >= deadline and not self.result.timed_out:
-                        self._on_timeout()
-                        kill_at = time.monotonic() + self.kill_after
-                        continue
-                    if kill_at is not None and now >= kill_at:
-                        proctree.signal_all(proctree.descendants(self.me), signal.SIGKILL)
-                        kill_at = None
-                        give_up_at = time.monotonic() + 10
-                    if give_up_at is not None and now >= give_up_at and \
-                            self.root_status is not None:
-                        break  # unkillable (uninterruptible sleep): do not wait forever
-                    if self.pattern is not None and self.pattern.relative and now >= next_scan:
-                        self._scan()
-                        next_scan = time.monotonic() + SCAN_INTERVAL
-                    wake = [t for t in (None if self.result.timed_out else deadline, kill_at,
-                                        give_up_at) if t is not None]
-                    if self.pattern is not None and self.pattern.relative:
-                        wake.append(next_scan)
-                    if self.result.timed_out and self.root_status is not None:
-                        wake.append(time.monotonic() + 0.05)  # the rest of the tree ending
-                    wait = max(0.0, min(wake) - time.monotonic()) if wake else None
-                    wakeup.wait(fds, wait)
-                except Exception as exc:  # noqa: BLE001 - a bug of ours must not end the run
-                    errors += 1
-                    if errors <= 3:
-                        self.notice(f"internal error, continuing: {one_line(exc)}")
-                    time.sleep(0.01)
-        finally:
-            wakeup.close()
-            if self.watch is not None:
-                self.watch.close()
-        self.result.status = 124 if self.result.timed_out else (self.root_status or 0)
-        return self.result
+    def _collect(self) -> bool:
+        self._reap()
+        self._take_cores()
+        if self.root_status is None:
+            return False
+        return not self.result.timed_out or not proctree.descendants(self.me)
 
-    def _note_signal(self, signum, frame) -> None:
-        if signum != signal.SIGCHLD:
-            self.received.append(signum)
+    def _root_done(self) -> bool:
+        return self.root_status is not None
+
+    def _tick(self, now: float) -> Optional[float]:
+        """With a relative core_pattern, look for new working directories every
+        SCAN_INTERVAL seconds."""
+        if self.pattern is None or not self.pattern.relative:
+            return None
+        if now >= self.next_scan:
+            self._scan()
+            self.next_scan = time.monotonic() + SCAN_INTERVAL
+        return self.next_scan
+
+    def _wait_fds(self) -> list[int]:
+        return [self.watch.fd] if self.watch else []
+
+    def _kill_tree(self) -> None:
+        proctree.signal_all(proctree.descendants(self.me), signal.SIGKILL)
+
+    def _after_loop(self) -> None:
+        if self.watch is not None:
+            self.watch.close(exiting=self.exiting)
+
+    def _final_status(self) -> int:
+        return 124 if self.result.timed_out else (self.root_status or 0)
 
     def _reap(self) -> None:
         """Collect exits of our children: the command, and orphans reparented to us."""

@@ -30,9 +30,9 @@ from typing import Callable, Optional
 from ...errors import DumpError
 from ...snapshot import ExceptionInfo, Snapshot
 from ...platform.linux import procfs
-from .run_events import DumpEvent, RunResult, exe_name, one_line
+from .run_events import DumpEvent, exe_name, one_line
 from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS
-from .wakeup import RUN_SIGNALS, SignalWakeup
+from .run_loop import RunLoop
 from .capture import CaptureOptions, Freezer, capture
 
 PTRACE_O_TRACEFORK = 0x2
@@ -181,7 +181,7 @@ class _BorrowingFreezer(Freezer):
             super().release(tid)
 
 
-class Runner:
+class Runner(RunLoop):
     """Trace COMMAND and react to crashes and the deadline; see the module docstring."""
 
     def __init__(self, argv: list[str], *, timeout: Optional[float], max_dumps: int,
@@ -199,11 +199,10 @@ class Runner:
         self.dumped_on_signal = False
         self.notice = notice
         self.root_done = False
-        self.received: list[int] = []  # signals sent to us, handled by the loop
         self.session = _Session()
         self.root = 0
         self.own_group = True
-        self.result = RunResult(status=0)
+        self._init_loop()
         self.last_fault: dict[int, tuple[int, int, int]] = {}  # tid -> (signal, code, address)
 
     # -- start -------------------------------------------------------------------------------
@@ -225,68 +224,39 @@ class Runner:
             except Exception as exc:  # noqa: BLE001
                 raise DumpError(f"cannot trace the command: {exc}") from None
 
-        pid = spawn(self.argv, own_group=self.own_group, before_exec=seize)
+        self._start_wakeup()
+        try:
+            pid = spawn(self.argv, own_group=self.own_group, before_exec=seize)
+        except BaseException:
+            self._stop_wakeup()
+            raise
         self.root = pid
         self.session.tgid_of[pid] = pid
         return pid
 
-    # -- the loop ----------------------------------------------------------------------------
+    # -- the loop's hooks (run_loop.RunLoop.run) -------------------------------------------------
+    # Signal handlers only note what arrived and wake the loop through a self-pipe
+    # (signal.set_wakeup_fd): no exception is ever raised in the middle of handling a
+    # tracee's stop, so no stop can be lost and leave a process stopped. An error of ours is
+    # reported and the loop goes on: the command's status is kept, and at the end every
+    # tracee is let go with the signal it was stopped with (a tracer that just exits would
+    # make the kernel drop that signal).
 
-    def run(self) -> RunResult:
-        """The event loop. Signal handlers only note what arrived and wake the loop through
-        a self-pipe (signal.set_wakeup_fd): no exception is ever raised in the middle of
-        handling a tracee's stop, so no stop can be lost and leave a process stopped. An
-        error of ours is reported and the loop goes on: the command's status is kept, and
-        at the end every tracee is let go with the signal it was stopped with (a tracer
-        that just exits would make the kernel drop that signal)."""
-        if not self.root:
-            self.start()
-        deadline = time.monotonic() + self.timeout if self.timeout else None
-        kill_at: Optional[float] = None
-        give_up_at: Optional[float] = None
-        wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal).start()
-        errors = 0
-        try:
-            while True:
-                try:
-                    self._drain_events()
-                    if self.root_done and (not self.result.timed_out
-                                           or not self._live_processes()):
-                        break
-                    while self.received:
-                        self._on_signal(self.received.pop(0))
-                    now = time.monotonic()
-                    if deadline is not None and now >= deadline and not self.result.timed_out:
-                        self._on_timeout()
-                        kill_at = time.monotonic() + self.kill_after
-                        continue
-                    if kill_at is not None and now >= kill_at:
-                        self._signal_tree(signal.SIGKILL)
-                        kill_at = None
-                        give_up_at = time.monotonic() + 10
-                    if give_up_at is not None and now >= give_up_at and self.root_done:
-                        break  # unkillable (uninterruptible sleep): do not wait forever
-                    wake = [t for t in (None if self.result.timed_out else deadline, kill_at,
-                                        give_up_at) if t is not None]
-                    if self.root_done:
-                        wake.append(time.monotonic() + 0.05)  # the rest of the tree ending
-                    wait = max(0.0, min(wake) - time.monotonic()) if wake else None
-                    wakeup.wait((), wait)
-                except Exception as exc:  # noqa: BLE001 - a bug of ours must not end the run
-                    errors += 1
-                    if errors <= 3:
-                        self.notice(f"internal error, continuing: {one_line(exc)}")
-                    time.sleep(0.01)
-        finally:
-            wakeup.close()
-            self._let_go()
-        if self.result.timed_out:
-            self.result.status = 124
-        return self.result
+    def _collect(self) -> bool:
+        self._drain_events()
+        return self.root_done and (not self.result.timed_out or not self._live_processes())
 
-    def _note_signal(self, signum, frame) -> None:
-        if signum != signal.SIGCHLD:
-            self.received.append(signum)
+    def _root_done(self) -> bool:
+        return self.root_done
+
+    def _kill_tree(self) -> None:
+        self._signal_tree(signal.SIGKILL)
+
+    def _after_loop(self) -> None:
+        self._let_go()
+
+    def _final_status(self) -> int:
+        return 124 if self.result.timed_out else self.result.status
 
     def _live_processes(self) -> list[int]:
         out = []
