@@ -151,7 +151,7 @@ from .python.merge import MODES, PyFrame, merge, state_for_view, thread_for
 from .snapshot import OS, Snapshot
 from .unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
 from .unwind.locate import module_name
-from .unwind.modules import module_debug, prepare
+from .unwind.debug_info import module_debug, prepare
 from .symbols.session import budget
 
 SCHEMA = "generate_dump.inspect/1"

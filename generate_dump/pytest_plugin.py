@@ -82,7 +82,7 @@ def _others_stopped(exclude: set[int]) -> bool:
 def _preload() -> None:
     """Import now what dumping a child needs: a frozen thread may hold an import lock."""
     from .backends.linux import capture, ptrace_ops  # noqa: F401
-    from .modules import elf
+    from .binfmt import elf
 
     elf.ElfError  # noqa: B018
     from elftools.common import exceptions  # noqa: F401

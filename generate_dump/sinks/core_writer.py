@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable, Optional
 
 from ..errors import DumpError
 from ..intervals import subtract
-from ..modules import elfcore as ec
+from ..binfmt import elfcore as ec
 from ..snapshot import (
     Amd64Context, Arch, Arm64Context, MemoryRange, MemoryRegion, Snapshot, Thread,
 )

@@ -14,12 +14,12 @@ import os
 import platform
 from typing import BinaryIO, Optional, Union
 
-from ..platform.linux.elf_modules import main_dso_debug, modules_from_maps
+from ..platform.linux.loaded_modules import main_dso_debug, modules_from_maps
 from ..platform.linux.procfs import Mapping
 from ..platform.linux.procinfo import auxv_entries
 from ..backends.referenced import DEFAULT_BUDGET, referenced_ranges
 from ..backends.stacks import StackMap, blank
-from ..modules import elfcore as ec
+from ..binfmt import elfcore as ec
 from ..snapshot import (
     Amd64Context,
     Arch,

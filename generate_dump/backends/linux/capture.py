@@ -38,7 +38,7 @@ from ...platform.linux.diagnose import explain_eperm, tracer_message, tracer_of
 from ..options import CaptureOptions as BaseOptions, capture_now
 from ..referenced import referenced_ranges
 from ..stacks import StackMap, blank
-from ...platform.linux.elf_modules import main_dso_debug, modules_from_maps
+from ...platform.linux.loaded_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
 from ...platform.linux.procfs import Mapping
 from ...platform.linux.procinfo import auxv_entries, linux_files, process_of, system_info, thread_name

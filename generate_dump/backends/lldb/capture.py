@@ -44,7 +44,7 @@ from ..stacks import StackMap, blank
 from .loader import ensure_debugserver, import_lldb
 from ...platform.linux import procfs
 from ...platform.linux.diagnose import explain_eperm
-from ...platform.linux.elf_modules import main_dso_debug, module_name
+from ...platform.linux.loaded_modules import main_dso_debug, module_name
 from ...platform.linux.fullmem import full_ranges
 from ...platform.linux.procfs import parse_maps, read_file
 from ...platform.linux.procinfo import linux_files, process_of, system_info
@@ -195,7 +195,7 @@ def _thread_pointer(arch: Arch, regs: dict[str, Any]) -> int:
 
 
 def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) -> list[Module]:
-    from ...modules.elf import ElfError, read_loaded_image
+    from ...binfmt.elf import ElfError, read_loaded_image
 
     target = proc.target
     out: list[Module] = []
@@ -228,7 +228,7 @@ def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) ->
             name = (module_name(path, soname) if path and not path.startswith("[")
                     else (soname or "linux-vdso.so.1"))
         else:
-            from ...modules.macho import MachOError, image_info
+            from ...binfmt.macho import MachOError, image_info
 
             try:
                 info = image_info(proc.read, header)
@@ -256,7 +256,7 @@ def _text_hash_identity(path: str, lldb_uuid: bytes) -> Optional[ElfBuildId]:
     none): Breakpad's hash of the file's .text, as the ptrace backend and dump_syms use.
     LLDB's own UUID for such a file is a 4-byte CRC that no symbol store knows; it is the
     last resort."""
-    from ...modules.elf import ElfError, file_identity
+    from ...binfmt.elf import ElfError, file_identity
 
     if path.startswith("/"):
         try:

@@ -90,7 +90,7 @@ def _process_facts(target: _Target, soft: list[SoftError]) -> _Facts:
 
 
 def _module_list(target: _Target, image_base: int, soft: list[SoftError]) -> list[Module]:
-    from ...modules.pe import PeError, module_info
+    from ...binfmt.pe import PeError, module_info
 
     w = target.w
     handles: list[int] = []

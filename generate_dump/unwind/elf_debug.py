@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
-from ..modules.elf import build_id_from_notes, text_hash
+from ..binfmt.elf import build_id_from_notes, text_hash
 from .cfi import CfiSection
 
 PF_X = 1
