@@ -230,7 +230,7 @@ def file_identity(path: str) -> FileIdentity:
                 if isinstance(sec, DynamicSection):
                     for tag in sec.iter_tags():
                         if tag.entry.d_tag == "DT_SONAME":
-                            soname = tag.soname
+                            soname = tag.soname  # type: ignore[attr-defined]  # set on DT_SONAME only
             text = elf.get_section_by_name(".text")
             th = text_hash(text.data()[:4096]) if text is not None and text["sh_type"] != "SHT_NOBITS" else None
             return FileIdentity(build_id, th, soname)

@@ -131,7 +131,7 @@ class DirectoryWatch:
 
     def read(self) -> list[str]:
         """Paths of files written since the last call."""
-        out = []
+        out: list[str] = []
         while True:
             try:
                 data = os.read(self.fd, 65536)

@@ -28,9 +28,11 @@ from ...snapshot import (
     ExceptionInfo,
     LazyMemory,
     MachOUuid,
+    Memory,
     MemoryRange,
     MemoryRegion,
     Module,
+    ModuleIdentity,
     OS,
     Process,
     Snapshot,
@@ -173,7 +175,7 @@ def _fxsave(lldb: Any, regs: dict[str, Any]) -> Optional[bytes]:
 
 
 def _amd64_context(lldb: Any, regs: dict[str, Any]) -> Amd64Context:
-    values = {n: _u(regs, n) for n in _AMD64_GPRS}
+    values: dict[str, Any] = {n: _u(regs, n) for n in _AMD64_GPRS}
     return Amd64Context(**values, eflags=_u(regs, "rflags"), fxsave=_fxsave(lldb, regs))
 
 
@@ -212,7 +214,7 @@ def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) ->
         if arch_os[1] in (OS.LINUX, OS.ANDROID) and header in mapped_paths:
             path = mapped_paths[header]
         lldb_uuid = bytes.fromhex(m.GetUUIDString().replace("-", "")) if m.GetUUIDString() else b""
-        identity = None
+        identity: Optional[ModuleIdentity] = None
         base, size = header, 0
         if arch_os[1] in (OS.LINUX, OS.ANDROID):
             try:
@@ -339,7 +341,8 @@ def _with_memory(snapshot: Snapshot, proc: "_Process", memory: str, max_referenc
                  on_short_read: Optional[Callable[[int, int], None]]) -> Snapshot:
     if memory == "referenced":
         ranges = referenced_ranges(snapshot.threads, snapshot.regions, max_referenced)
-        extra = tuple(MemoryRange(a, d) for a, b in ranges if (d := proc.read(a, b - a)))
+        extra: tuple[Memory, ...] = tuple(MemoryRange(a, d) for a, b in ranges
+                                          if (d := proc.read(a, b - a)))
     elif memory == "full":
         pid = snapshot.process.pid
         if snapshot.linux is not None and os.path.exists(f"/proc/{pid}/smaps"):

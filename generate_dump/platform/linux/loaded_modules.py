@@ -96,7 +96,7 @@ def dso_debug(read: Callable[[int, int], bytes], debug_addr: int, dynamic: bytes
     ldbase = int.from_bytes(raw[32:40], "little")
     if version < 1:
         return None
-    entries = []
+    entries: list[LinkMapEntry] = []
     node, seen = r_map, set()
     while node and node not in seen and len(entries) < 4096:
         seen.add(node)
