@@ -221,7 +221,7 @@ def _matches(kind: str, rx, text: str, low: str, raw_cls: bytes):
             pos = raw_cls.find(_B64_SEED, pos)
             if pos < 0:
                 return
-            end = _B64_END.match(raw_cls, pos).end()  # type: ignore[union-attr]  # B* always matches
+            end = _B64_END.match(raw_cls, pos).end()  # type: ignore[union-attr]  # B* matches
             m = rx.match(text, pos)
             if m is not None:
                 yield m
@@ -331,7 +331,7 @@ def text_runs(data) -> Iterator[tuple[int, int, str]]:
             pos = cls.find(_ASCII_SEED, pos)
             if pos < 0:
                 break
-            stop = _ASCII_END.match(cls, pos).end()  # type: ignore[union-attr]  # P* always matches
+            stop = _ASCII_END.match(cls, pos).end()  # type: ignore[union-attr]  # P* matches
             yield lo + pos, lo + stop, "ascii"
             pos = stop
         pos = 0
@@ -339,7 +339,7 @@ def text_runs(data) -> Iterator[tuple[int, int, str]]:
             pos = cls.find(_UTF16_SEED, pos)
             if pos < 0:
                 break
-            stop = _UTF16_END.match(cls, pos).end()  # type: ignore[union-attr]  # (?:PZ)* always matches
+            stop = _UTF16_END.match(cls, pos).end()  # type: ignore[union-attr]  # (PZ)* matches
             yield lo + pos, lo + stop, "utf-16le"
             pos = stop
 

@@ -170,4 +170,6 @@ _RECORDS = {
     Arch.ARM64: fmt.CONTEXT_ARM64_RECORD,
     Arch.X86: fmt.CONTEXT_X86_RECORD,
 }
-_DECODERS: dict[Arch, Callable[[dict], CpuContext]] = {Arch.AMD64: _decode_amd64, Arch.ARM64: _decode_arm64, Arch.X86: _decode_x86}
+_DECODERS: dict[Arch, Callable[[dict], CpuContext]] = {
+    Arch.AMD64: _decode_amd64, Arch.ARM64: _decode_arm64, Arch.X86: _decode_x86,
+}
