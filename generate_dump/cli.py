@@ -117,18 +117,18 @@ def capture_session(req: DumpRequest, on_short_read=None):
     if backend == "ptrace":
         if not sys.platform.startswith("linux"):
             raise DumpError("the ptrace backend works on Linux only; use --backend lldb")
-        from .backends.linux import CaptureOptions, capture_session as session
+        from .backends.linux import CaptureOptions, capture_session as linux_session
 
-        return session(req.pid, CaptureOptions(**common))
+        return linux_session(req.pid, CaptureOptions(**common))
     if backend == "windows":
         if sys.platform != "win32":
             raise DumpError("the windows backend works on Windows only")
-        from .backends.windows import WindowsOptions, capture_session as session
+        from .backends.windows import WindowsOptions, capture_session as windows_session
 
-        return session(req.pid, WindowsOptions(**common))
-    from .backends.lldb import LldbOptions, capture_session as session
+        return windows_session(req.pid, WindowsOptions(**common))
+    from .backends.lldb import LldbOptions, capture_session as lldb_session
 
-    return session(req.pid, LldbOptions(**common))
+    return lldb_session(req.pid, LldbOptions(**common))
 
 
 class _Progress:
@@ -195,6 +195,7 @@ def dump(req: DumpRequest) -> str:
             from .redact import redact_file
 
             out.flush()
+            assert report is not None  # in_place implies --redact, which set it
             redact_file(out.fileno(), report)
     _summarize_soft_errors(snapshot.soft_errors)
     if short:

@@ -6,11 +6,14 @@ magic bytes; the output is written atomically (nothing is left behind on failure
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
 from .errors import DumpError
+
+if TYPE_CHECKING:
+    from .snapshot import Snapshot
 
 PROG = "generate_dump"
 _CORE_MAGICS = (b"\x7fELF", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18", b"\xfd7zXZ\x00")
@@ -42,7 +45,7 @@ def core_to_minidump(source, output: str, *, memory: str = "referenced",
                      live_pid: Optional[int] = None, temp_dir: Optional[str] = None,
                      deadline: Optional[float] = None, keep_core: Optional[str] = None,
                      dump_time: Optional[int] = None, progress=None,
-                     redact: bool = False) -> tuple[object, int]:
+                     redact: bool = False) -> tuple[Snapshot, int]:
     """Convert; returns (snapshot, minidump size). ``source`` is a path, a binary file
     (a pipe is spooled first) or an open CoreFile (left open). ``keep_core``: also keep
     the core under this path. ``redact``: as --redact (the kept core is not redacted)."""
@@ -91,7 +94,7 @@ def _keep(core, path: str) -> None:
 
 
 def minidump_to_core(path: str, output: str, progress=None,
-                     redact: bool = False) -> tuple[object, int]:
+                     redact: bool = False) -> tuple[Snapshot, int]:
     from .output import atomic_output, check_output_path
     from .sinks.core_writer import write_core
     from .sources.minidump_file import read_minidump_snapshot

@@ -140,7 +140,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional, Union, cast
 
 import click
 
@@ -151,7 +151,7 @@ from .python.merge import MODES, PyFrame, merge, state_for_view, thread_for
 from .snapshot import OS, Snapshot
 from .unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
 from .unwind.locate import module_name
-from .unwind.modules import module_debug, prepare
+from .unwind.debug_info import module_debug, prepare
 from .symbols.session import budget
 
 SCHEMA = "generate_dump.inspect/1"
@@ -367,7 +367,8 @@ def walk_fetching(view: ProcessView, options: SymbolOptions, tids: Optional[set[
     seen = {f.module.module.base for t in stacks for f in t.frames if f.module is not None}
     wanted = [m for m in view.module_order if m.base in seen and m.identity is not None]
     full = dataclasses.replace(options, names_for=frozenset(debug_id(m.identity)
-                                                            for m in wanted))
+                                                            for m in wanted
+                                                            if m.identity is not None))
     prepare(wanted, full, wait=wait)
     return walk_process(view, full, tids, max_frames), full
 
@@ -424,7 +425,7 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
         "reason": reason,
         "trigger": ({"trigger": view.trigger.trigger, "threshold": view.trigger.threshold,
                      "value": view.trigger.value, "time": view.trigger.time}
-                    if getattr(view, "trigger", None) is not None else None),
+                    if view.trigger is not None else None),
         "python": python_json(python),
         "modules": modules,
         "threads": [_thread_json(t, thread_for(python, t.tid), mode, max_frames)
@@ -552,7 +553,7 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
     if view.exception is not None:
         out.append(f"Crash: {describe_reason(view)}")
     if python is not None:
-        out.append(_python_line(python_json(python)))
+        out.append(_python_line(cast(dict, python_json(python))))  # a dict: python is set
     for key in order:
         members = groups[key]
         t = members[0]

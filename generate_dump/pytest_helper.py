@@ -397,8 +397,8 @@ class Helper:
                 raise HelperError("the helper process is gone")
             if n > 0:
                 self.buf += chunk.raw[:n]
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line.decode("utf-8", "replace")
+        reply, self.buf = self.buf.split(b"\n", 1)
+        return reply.decode("utf-8", "replace")
 
 
 def set_ptracer(pid: int) -> None:

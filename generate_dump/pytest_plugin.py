@@ -29,8 +29,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import pytest
+
+if TYPE_CHECKING:
+    from .snapshot import Snapshot
 
 # A signal nobody else uses, to interrupt the hanging test's thread (Linux only: the
 # plugin stays inactive elsewhere).
@@ -82,7 +86,7 @@ def _others_stopped(exclude: set[int]) -> bool:
 def _preload() -> None:
     """Import now what dumping a child needs: a frozen thread may hold an import lock."""
     from .backends.linux import capture, ptrace_ops  # noqa: F401
-    from .modules import elf
+    from .binfmt import elf
 
     elf.ElfError  # noqa: B018
     from elftools.common import exceptions  # noqa: F401
@@ -97,7 +101,7 @@ class _Dump:
     path: str = ""
     error: str = ""
     summary: str = ""
-    snapshot: object = None
+    snapshot: Optional[Snapshot] = None
 
     def line(self) -> str:
         what = f"{self.role} {self.pid} ({self.exe})"
@@ -141,7 +145,7 @@ class _Watchdog:
             self._dump_tree()
         except Exception as exc:  # noqa: BLE001 - a dump failure must not change the run
             self.notes.append(f"internal error: {type(exc).__name__}: {exc}")
-        if not self.cancelled.is_set():
+        if not self.cancelled.is_set() and _INTERRUPT is not None:  # set: see pytest_runtest_call
             signal.pthread_kill(self.main_thread, _INTERRUPT)
 
     def _dump_tree(self) -> None:

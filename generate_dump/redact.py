@@ -24,10 +24,10 @@ import dataclasses
 import json
 from array import array
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional, cast
 
 from . import secrets
-from .snapshot import Arch, ExtraStream, LazyMemory, MemoryRange, Snapshot
+from .snapshot import Arch, ExtraStream, LazyMemory, Memory, MemoryRange, Snapshot
 
 STREAM_SIZE = 4096  # bytes reserved for the GD_REDACTION stream (JSON padded with spaces)
 
@@ -115,7 +115,7 @@ def sanitize_words(start: int, data: bytes, mapped: _Mapped, word: int = 8) -> t
     words = array(code)
     words.frombytes(bytes(data[head:head + body_len]))
     replaced = 0
-    out = []
+    out: list[int] = []
     append = out.append
     starts, ends = mapped.starts, mapped.ends
     bisect_right = bisect.bisect_right
@@ -254,7 +254,7 @@ def redact_snapshot(snapshot: Snapshot) -> tuple[Snapshot, RedactionReport]:
         name = mask_text(t.name, report, "thread-name") if t.name else t.name
         threads.append(dataclasses.replace(t, stack=stack, name=name))
 
-    memory = []
+    memory: list[Memory] = []
     for m in snapshot.memory:
         if isinstance(m, MemoryRange):
             _count_secrets(m.data, report, "memory")
@@ -263,7 +263,8 @@ def redact_snapshot(snapshot: Snapshot) -> tuple[Snapshot, RedactionReport]:
             memory.append(MemoryRange(m.start, data))
         else:
             report.memory_complete = False
-            memory.append(RedactingMemory(m, report))
+            # A LazyMemory stand-in (start, size, end, slice, chunks): what sinks use.
+            memory.append(cast(LazyMemory, RedactingMemory(m, report)))
 
     process = dataclasses.replace(
         snapshot.process,
@@ -271,7 +272,7 @@ def redact_snapshot(snapshot: Snapshot) -> tuple[Snapshot, RedactionReport]:
                            for a in snapshot.process.command_line))
     linux = snapshot.linux
     if linux is not None:
-        changes = {}
+        changes: dict[str, Any] = {}
         if linux.cmdline is not None:
             # Count once: the cmdline stream and Process.command_line hold the same text.
             scratch = RedactionReport()

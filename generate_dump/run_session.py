@@ -16,9 +16,13 @@ import sys
 import time
 TYPE_CHECKING = False  # typing costs run's start-up ~2 ms; annotations are not evaluated
 if TYPE_CHECKING:
-    from typing import NoReturn, Optional
+    from typing import Any, NoReturn, Optional, Union
 
 from .errors import DumpError
+
+if TYPE_CHECKING:  # imported where used: `run` starts its command without them
+    from .backends.linux.supervisor import Supervisor
+    from .backends.linux.tracer import Runner
 
 PROG = "generate_dump run"
 
@@ -144,9 +148,11 @@ def start(command: list[str], *, timeout: Optional[float], output_dir: str, max_
         write_snapshot(snapshot, path, redact=redact)
         return path
 
+    common: dict[str, Any]
     common = dict(timeout=timeout, max_dumps=max_dumps, kill_after=kill_after, write=write,
                   on_dump=_Reporter(os.environ.get("GITHUB_ACTIONS") == "true"),
                   dump_on_signal=dump_on_signal, notice=_notice)
+    runner: Union[Runner, Supervisor]
     if trace:
         from .backends.linux.tracer import Runner
 

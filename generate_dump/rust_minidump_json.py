@@ -16,7 +16,7 @@ from .minidump.codeview import code_id, debug_id
 from .snapshot import OS, Arch, PdbIdentity
 from .unwind import ProcessView, ThreadStack
 from .unwind.locate import module_name
-from .unwind.modules import module_debug
+from .unwind.debug_info import module_debug
 
 _OS_NAMES = {OS.LINUX: "Linux", OS.ANDROID: "Android", OS.MACOS: "Mac OS X", OS.IOS: "iOS",
              OS.WINDOWS: "Windows NT"}

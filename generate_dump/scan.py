@@ -49,7 +49,7 @@ class _Locator:
     def __init__(self, md):
         from .minidump.format import StreamType
 
-        items: list[tuple[int, int, object]] = []  # (rva, end, what)
+        items: list[tuple[int, int, tuple[str, int, Optional[int]]]] = []  # (rva, end, what)
         stacks = set()
         for t in md.threads:
             if t.stack is not None and t.stack.size:

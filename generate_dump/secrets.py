@@ -221,7 +221,7 @@ def _matches(kind: str, rx, text: str, low: str, raw_cls: bytes):
             pos = raw_cls.find(_B64_SEED, pos)
             if pos < 0:
                 return
-            end = _B64_END.match(raw_cls, pos).end()
+            end = _B64_END.match(raw_cls, pos).end()  # type: ignore[union-attr]  # B* matches
             m = rx.match(text, pos)
             if m is not None:
                 yield m
@@ -266,15 +266,15 @@ def find_in_text(text: str, raw_cls: bytes = b"") -> Iterator[tuple[str, int, in
                 yield kind, a, b, value
 
 
-_CLASS = bytearray(b"." * 256)
+_class = bytearray(b"." * 256)
 for _c in b"\t\n\r" + bytes(range(0x20, 0x7F)):
-    _CLASS[_c] = ord("P")
-_CLASS[0] = ord("Z")
-_CLASS = bytes(_CLASS)
-_B64CLASS = bytearray(b"." * 256)
+    _class[_c] = ord("P")
+_class[0] = ord("Z")
+_CLASS = bytes(_class)
+_b64class = bytearray(b"." * 256)
 for _c in (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-"):
-    _B64CLASS[_c] = ord("B")
-_B64CLASS = bytes(_B64CLASS)
+    _b64class[_c] = ord("B")
+_B64CLASS = bytes(_b64class)
 _ASCII_SEED = b"P" * MIN_RUN
 _UTF16_SEED = b"PZ" * MIN_RUN
 _ASCII_END = re.compile(rb"P*")
@@ -331,7 +331,7 @@ def text_runs(data) -> Iterator[tuple[int, int, str]]:
             pos = cls.find(_ASCII_SEED, pos)
             if pos < 0:
                 break
-            stop = _ASCII_END.match(cls, pos).end()
+            stop = _ASCII_END.match(cls, pos).end()  # type: ignore[union-attr]  # P* matches
             yield lo + pos, lo + stop, "ascii"
             pos = stop
         pos = 0
@@ -339,7 +339,7 @@ def text_runs(data) -> Iterator[tuple[int, int, str]]:
             pos = cls.find(_UTF16_SEED, pos)
             if pos < 0:
                 break
-            stop = _UTF16_END.match(cls, pos).end()
+            stop = _UTF16_END.match(cls, pos).end()  # type: ignore[union-attr]  # (PZ)* matches
             yield lo + pos, lo + stop, "utf-16le"
             pos = stop
 

@@ -189,7 +189,7 @@ class LazyMemory:
     def slice(self, lo: int, hi: int) -> "LazyMemory":
         return LazyMemory(lo, hi - lo, self.read, self.on_short, self.readinto)
 
-    def chunks(self, size: int = 4 << 20) -> Iterator[bytes]:
+    def chunks(self, size: int = 4 << 20) -> Iterator[Union[bytes, memoryview]]:
         """The bytes, piece by piece. With ``readinto`` the pieces are views of one reused
         buffer: each is valid only until the next one is asked for."""
         if self.readinto is not None:

@@ -33,7 +33,7 @@ from generate_dump.snapshot import (
     OS, Process, RegionKind, Snapshot, SystemInfo, Thread,
 )
 from generate_dump.unwind import ProcessView, SymbolOptions, walk_process
-from generate_dump.unwind.modules import clear_caches
+from generate_dump.unwind.debug_info import clear_caches
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux dumps")
 

@@ -1,4 +1,4 @@
-"""Mach-O module identity (generate_dump.modules.macho) on real Mach-O files.
+"""Mach-O module identity (generate_dump.binfmt.macho) on real Mach-O files.
 
 clang and ld64.lld build tests/programs/macho_main.c here for macOS and watchOS without any
 Apple SDK (the program calls nothing, so nothing needs libSystem); llvm-lipo makes universal
@@ -26,8 +26,8 @@ import pytest
 
 from generate_dump.minidump import minidump_bytes, read_minidump
 from generate_dump.minidump.codeview import code_id, debug_id, decode_codeview, encode_codeview
-from generate_dump.modules import macho
-from generate_dump.modules.macho import MachOError
+from generate_dump.binfmt import macho
+from generate_dump.binfmt.macho import MachOError
 from generate_dump.snapshot import Arch, MachOUuid, Module, OS, PdbIdentity
 
 from readers import breakpad_bin, run, rust_stackwalk_json

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from generate_dump.snapshot import Amd64Context, Arch
-from generate_dump.unwind.modules import clear_caches
+from generate_dump.unwind.debug_info import clear_caches
 from generate_dump.unwind.walker import SCAN_WORDS, SCAN_WORDS_CONTEXT, Amd64
 
 from unwind_synth import (

@@ -10,7 +10,7 @@ from typing import Optional
 import pytest
 
 from generate_dump.snapshot import Arch, Arm64Context
-from generate_dump.unwind.modules import clear_caches
+from generate_dump.unwind.debug_info import clear_caches
 from generate_dump.unwind.walker import SCAN_WORDS, SCAN_WORDS_CONTEXT
 
 from unwind_synth import (

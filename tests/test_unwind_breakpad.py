@@ -12,7 +12,7 @@ import test_unwind_amd64 as amd64
 import test_unwind_arm64 as arm64
 from generate_dump.minidump.writer import minidump_bytes
 from generate_dump.snapshot import Amd64Context
-from generate_dump.unwind.modules import clear_caches
+from generate_dump.unwind.debug_info import clear_caches
 from readers import breakpad_bin, run
 from unwind_synth import walk
 

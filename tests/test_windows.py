@@ -1,9 +1,9 @@
-"""The Windows backend (generate_dump.backends.windows) and PE identity (modules/pe.py).
+"""The Windows backend (generate_dump.backends.windows) and PE identity (binfmt/pe.py).
 
 Three layers:
 
 * pure conversions and messages of the backend, on any platform;
-* modules/pe.py on PE files that MinGW-w64 builds here (and on Wine's own DLLs), checked
+* binfmt/pe.py on PE files that MinGW-w64 builds here (and on Wine's own DLLs), checked
   against pefile and ``x86_64-w64-mingw32-objdump -p``;
 * end to end under Wine: tests/programs/win_threads.exe runs in the test prefix, the
   Windows CPython runs ``python.exe -m generate_dump PID -o OUT`` on it (this checkout on
@@ -35,7 +35,7 @@ from generate_dump.minidump import format as fmt
 from generate_dump.minidump import read_minidump
 from generate_dump.minidump.codeview import debug_id
 from generate_dump.minidump.context import encode_context
-from generate_dump.modules import pe
+from generate_dump.binfmt import pe
 from generate_dump.snapshot import (
     MemoryRegion, OS, PdbIdentity, RegionKind,
 )
@@ -201,7 +201,7 @@ def test_backend_refuses_outside_windows():
         capture(1, WindowsOptions())
 
 
-# === modules/pe.py on real PE files =======================================================
+# === binfmt/pe.py on real PE files =======================================================
 
 
 @pytest.fixture(scope="module")

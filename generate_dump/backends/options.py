@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Optional
+from typing import TYPE_CHECKING, Callable, ContextManager, Optional, TypeVar
 
 from .referenced import DEFAULT_BUDGET
+
+if TYPE_CHECKING:
+    from ..snapshot import Snapshot
 
 
 @dataclass
@@ -21,8 +24,11 @@ class CaptureOptions:
     on_short_read: Optional[Callable[[int, int], None]] = None
 
 
-def capture_now(session: Callable[[int, CaptureOptions], ContextManager], pid: int,
-                options: CaptureOptions):
+_Options = TypeVar("_Options", bound=CaptureOptions)
+
+
+def capture_now(session: Callable[[int, _Options], ContextManager[Snapshot]], pid: int,
+                options: _Options) -> Snapshot:
     """Run a backend's capture session to the end: a snapshot whose memory is all copied.
     Not for full dumps, whose memory is read while the session still holds the process."""
     if options.memory == "full" and options.suspend:

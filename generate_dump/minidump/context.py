@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..snapshot import (
     AMD64_GPR_NAMES,
     Amd64Context,
@@ -168,4 +170,6 @@ _RECORDS = {
     Arch.ARM64: fmt.CONTEXT_ARM64_RECORD,
     Arch.X86: fmt.CONTEXT_X86_RECORD,
 }
-_DECODERS = {Arch.AMD64: _decode_amd64, Arch.ARM64: _decode_arm64, Arch.X86: _decode_x86}
+_DECODERS: dict[Arch, Callable[[dict], CpuContext]] = {
+    Arch.AMD64: _decode_amd64, Arch.ARM64: _decode_arm64, Arch.X86: _decode_x86,
+}

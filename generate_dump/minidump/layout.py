@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 class Record:
@@ -54,7 +57,7 @@ class Record:
                 flat.extend(seq + [0] * (items - len(seq)))
         return self._struct.pack(*flat)
 
-    def unpack(self, data: bytes, offset: int = 0) -> dict[str, Any]:
+    def unpack(self, data: ReadableBuffer, offset: int = 0) -> dict[str, Any]:
         raw = self._struct.unpack_from(data, offset)
         out: dict[str, Any] = {}
         i = 0

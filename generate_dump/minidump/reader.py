@@ -12,7 +12,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from ..snapshot import (
     Arch,
@@ -55,7 +55,7 @@ _OSES = {
     fmt.PlatformId.LINUX: OS.LINUX,
     fmt.PlatformId.ANDROID: OS.ANDROID,
 }
-_RAW_LINUX = {
+_RAW_LINUX: dict[int, str] = {
     fmt.StreamType.LINUX_CPU_INFO: "cpuinfo",
     fmt.StreamType.LINUX_PROC_STATUS: "status",
     fmt.StreamType.LINUX_LSB_RELEASE: "lsb_release",
@@ -487,7 +487,7 @@ def _python(p: _Parser, md: Minidump, rva: int, size: int) -> None:
         md.soft_errors.append(SoftError("python-stream", str(exc)))
 
 
-_HANDLERS = {
+_HANDLERS: dict[int, Callable[[_Parser, Minidump, int, int], None]] = {
     fmt.StreamType.SYSTEM_INFO: _system_info,
     fmt.StreamType.MISC_INFO: _misc_info,
     fmt.StreamType.THREAD_LIST: _thread_list,

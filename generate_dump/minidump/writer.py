@@ -128,7 +128,8 @@ def _stack_blocks(snapshot: Snapshot) -> list[_Block]:
     mapping: Go goroutine stacks, green threads, sigaltstack) become one block: where two
     overlap, the one that starts higher (whose stack pointer is nearer) supplies the bytes,
     so every thread's own innermost frames are its own copy."""
-    stacks = sorted((t.stack for t in snapshot.threads if t.stack is not None and t.stack.size),
+    stacks: list[Memory] = sorted((t.stack for t in snapshot.threads
+                                   if t.stack is not None and t.stack.size),
                     key=lambda m: (m.start, m.end))
     groups: list[list[Memory]] = []
     group_end = -1
@@ -437,9 +438,8 @@ class _Writer:
         return lay.place(struct.pack("<I", len(records)) + b"".join(records), 8)
 
     def thread_names(self, lay: _Layout) -> tuple[int, int]:
-        named = [t for t in self.s.threads if t.name]
         records = [fmt.THREAD_NAME.pack(thread_id=t.tid, name_rva=lay.place_string(t.name))
-                   for t in named]
+                   for t in self.s.threads if t.name]
         return lay.place(struct.pack("<I", len(records)) + b"".join(records), 4)
 
     def exception(self, lay: _Layout) -> tuple[int, int]:
@@ -523,7 +523,9 @@ class _Writer:
         return lay.place(head + b"".join(entries), 8)
 
     def dso_debug(self, lay: _Layout) -> tuple[int, int]:
-        d = self.s.linux.dso_debug  # type: ignore[union-attr]
+        # Called only when the snapshot has it (see the stream list above).
+        assert self.s.linux is not None and self.s.linux.dso_debug is not None
+        d = self.s.linux.dso_debug
         maps = [fmt.LINK_MAP.pack(addr=e.addr, name_rva=lay.place_string(e.name), ld=e.ld)
                 for e in d.link_maps]
         map_rva = lay.place(b"".join(maps), 8)[0] if maps else 0

@@ -15,7 +15,7 @@ import struct
 from typing import Callable, Iterable, Optional
 
 from ..memsource import MemorySource
-from ..modules import elf
+from ..binfmt import elf
 from ..snapshot import Module
 from .decode import Runtime
 

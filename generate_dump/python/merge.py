@@ -143,7 +143,7 @@ def state_for_view(view, options=None) -> Optional[PythonState]:
     for bad memory."""
     if view.python is not None:
         return view.python
-    from ..unwind.modules import module_debug
+    from ..unwind.debug_info import module_debug
     from ..unwind.locate import SymbolOptions
     from .decode import decode
     from .locate import find_runtime

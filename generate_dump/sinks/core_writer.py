@@ -15,9 +15,9 @@ from typing import BinaryIO, Callable, Optional
 
 from ..errors import DumpError
 from ..intervals import subtract
-from ..modules import elfcore as ec
+from ..binfmt import elfcore as ec
 from ..snapshot import (
-    Amd64Context, Arch, Arm64Context, MemoryRange, MemoryRegion, Snapshot, Thread,
+    Amd64Context, Arch, Arm64Context, Memory, MemoryRange, MemoryRegion, Snapshot, Thread,
 )
 
 PAGE = 4096
@@ -86,7 +86,7 @@ def _command_line(snapshot: Snapshot) -> list[str]:
     return [main.path] if main else []
 
 
-def _memory_pieces(snapshot: Snapshot) -> list[tuple[int, int, object]]:
+def _memory_pieces(snapshot: Snapshot) -> list[tuple[int, int, Memory]]:
     """(start, end, memory) pieces, sorted and disjoint: stacks win over other memory,
     and of overlapping other ranges the first (lowest) one wins."""
     import bisect
@@ -95,7 +95,7 @@ def _memory_pieces(snapshot: Snapshot) -> list[tuple[int, int, object]]:
                      if t.stack is not None and t.stack.size), key=lambda p: p[0])
     taken = [(a, b) for a, b, _ in stacks]
     taken_starts = [a for a, _ in taken]
-    pieces = list(stacks)
+    pieces: list[tuple[int, int, Memory]] = list(stacks)
     last_end = 0
     for m in sorted((m for m in snapshot.memory if m.size), key=lambda m: m.start):
         lo = max(m.start, last_end)
@@ -161,7 +161,7 @@ def _flags(r: Optional[MemoryRegion]) -> int:
         | (ec.PF_X if r.executable else 0)
 
 
-def segments(snapshot: Snapshot) -> list[tuple[int, int, int, object]]:
+def segments(snapshot: Snapshot) -> list[tuple[int, int, int, Optional[Memory]]]:
     """(start, end, flags, memory or None) for every PT_LOAD, sorted: the memory the
     snapshot holds, cut at mapping boundaries, and (bytes-less) the rest of every
     mapping, so that the core's segments describe the whole map as the kernel's do."""
@@ -178,7 +178,7 @@ def segments(snapshot: Snapshot) -> list[tuple[int, int, int, object]]:
     cuts = sorted({r.start for r in regions} | {r.end for r in regions})
     import bisect
 
-    out = []
+    out: list[tuple[int, int, Optional[Memory]]] = []
     for a, b, mem in pieces:
         i = bisect.bisect_right(cuts, a)
         lo = a
@@ -192,11 +192,11 @@ def segments(snapshot: Snapshot) -> list[tuple[int, int, int, object]]:
         for a, b in subtract([(r.start, r.end)], held):
             out.append((a, b, None))
     starts = [r.start for r in regions]
-    result = []
-    for a, b, mem in sorted(out, key=lambda p: p[0]):
+    result: list[tuple[int, int, int, Optional[Memory]]] = []
+    for a, b, piece in sorted(out, key=lambda p: p[0]):
         k = bisect.bisect_right(starts, a) - 1
         region = regions[k] if k >= 0 and a < regions[k].end else None
-        result.append((a, b, _flags(region), mem))
+        result.append((a, b, _flags(region), piece))
     return result
 
 

@@ -14,12 +14,12 @@ import os
 import platform
 from typing import BinaryIO, Optional, Union
 
-from ..platform.linux.elf_modules import main_dso_debug, modules_from_maps
+from ..platform.linux.loaded_modules import main_dso_debug, modules_from_maps
 from ..platform.linux.procfs import Mapping
 from ..platform.linux.procinfo import auxv_entries
 from ..backends.referenced import DEFAULT_BUDGET, referenced_ranges
 from ..backends.stacks import StackMap, blank
-from ..modules import elfcore as ec
+from ..binfmt import elfcore as ec
 from ..snapshot import (
     Amd64Context,
     Arch,
@@ -200,12 +200,12 @@ def initial_stack_strings(read, stack: MemoryRange, auxv: bytes):
     pos = at - 8
     if word(pos) != 0:
         return [], None
-    envp = []
+    envp: list[int] = []
     pos -= 8
     while pos >= 0 and word(pos) != 0 and len(envp) < 1 << 16:
         envp.append(word(pos))
         pos -= 8
-    argv = []
+    argv: list[int] = []
     pos -= 8
     while pos >= 0 and word(pos) != len(argv) and len(argv) < 1 << 16:
         argv.append(word(pos))
@@ -350,9 +350,9 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
                 mem.append(MemoryRange(a, data))
         snapshot = dataclasses.replace(snapshot, memory=tuple(mem))
     elif memory == "full":
-        mem = tuple(LazyMemory(a, b - a, core.read, on_short_read, core.readinto)
-                    for a, b in core.held_ranges())
-        snapshot = dataclasses.replace(snapshot, memory=mem)
+        lazy = tuple(LazyMemory(a, b - a, core.read, on_short_read, core.readinto)
+                     for a, b in core.held_ranges())
+        snapshot = dataclasses.replace(snapshot, memory=lazy)
     return snapshot
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Optional, Union
 
 from ..errors import DumpError
-from ..modules import elfcore as ec
+from ..binfmt import elfcore as ec
 
 ELF_MAGIC = b"\x7fELF"
 # Compressed cores as systemd-coredump stores them: magic -> decompressor command.

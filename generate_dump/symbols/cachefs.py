@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional
 
 from . import session
 from .http import FetchError, Response
@@ -36,7 +36,7 @@ def fallback_dir() -> Optional[str]:
         return _fallback
 
 
-def download_into(root: str, final: str, fetch: Callable[[object], Optional[Response]],
+def download_into(root: str, final: str, fetch: Callable[[BinaryIO], Optional[Response]],
                   check: Callable[[str], Optional[str]], mode: int = 0o400,
                   what: str = "cache") -> tuple[Optional[str], Optional[str]]:
     """Download with ``fetch(file)`` into a temporary file beside ``final`` (a path under the

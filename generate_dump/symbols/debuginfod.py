@@ -23,10 +23,11 @@ A downloaded file enters the cache only if its build id is the one asked for.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
-from typing import Optional
+from typing import Optional, TypeVar
 
 from . import session
 from .cachefs import download_into
@@ -58,7 +59,10 @@ def cache_path(env=None) -> str:
     return os.path.join(home, ".cache", "debuginfod_client")
 
 
-def _number(env, name: str, default: Optional[float]) -> Optional[float]:
+_D = TypeVar("_D", float, Optional[float])
+
+
+def _number(env, name: str, default: _D) -> _D:
     raw = env.get(name)
     if not raw:
         return default
@@ -149,9 +153,9 @@ class DebuginfodClient:
                 try:
                     got, why = download_into(
                         self.cache, target,
-                        lambda f, url=url, dl=dl: get(url, f, timeout=self.timeout,
-                                                      max_bytes=self.max_bytes,
-                                                      magic=b"\x7fELF", deadline=dl),
+                        functools.partial(get, url, timeout=self.timeout,
+                                          max_bytes=self.max_bytes, magic=b"\x7fELF",
+                                          deadline=dl),
                         check, what="debuginfod cache")
                 except FetchError as exc:
                     session.fetch_failed(exc, server, url, kind="debuginfod",

@@ -15,6 +15,7 @@ file is stored only when its ``MODULE`` line carries the debug id asked for.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from urllib.parse import quote
@@ -79,9 +80,8 @@ class SymbolStore:
                 try:
                     got, why = download_into(
                         self.cache, target,
-                        lambda f, url=url, dl=dl: get(url, f, timeout=self.timeout,
-                                                      max_bytes=MAX_BYTES, magic=b"MODULE ",
-                                                      deadline=dl),
+                        functools.partial(get, url, timeout=self.timeout,
+                                          max_bytes=MAX_BYTES, magic=b"MODULE ", deadline=dl),
                         check, mode=0o644, what="symbol cache")
                 except FetchError as exc:
                     session.fetch_failed(exc, server, url, kind="symbol server",
@@ -104,7 +104,7 @@ def store(urls: tuple[str, ...]) -> Optional[SymbolStore]:
     if not urls:
         return None
     cache = cache_dir()
-    timeout = DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT
     raw = os.environ.get("GENERATE_DUMP_SYMBOLS_TIMEOUT")
     if raw:
         try:

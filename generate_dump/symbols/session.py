@@ -18,7 +18,7 @@ import contextlib
 import sys
 import threading
 import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 PROG = "generate_dump"
 
@@ -135,7 +135,7 @@ def _at_terminal() -> bool:
         return False
 
 
-def run_parallel(jobs: list[Callable[[], None]], label: str, workers: int = 8,
+def run_parallel(jobs: Sequence[Callable[[], object]], label: str, workers: int = 8,
                  wait: Optional[float] = None) -> None:
     """Run ``jobs`` on daemon threads (a run never waits at exit for a slow server); show
     ``label: done/total`` on stderr while they run if stderr is a terminal. Returns when

@@ -1,14 +1,15 @@
 """Stack walking for minidumps and snapshots: find each module's files by build id, read
 their call frame information and symbols, and unwind every thread.
 
-- :mod:`.locate`   which files belong to a module (dump path, /usr/lib/debug, --symbols-path,
+- :mod:`.locate`     which files belong to a module (dump path, /usr/lib/debug, --symbols-path,
   Breakpad symbol stores), checked by build id
-- :mod:`.elfimage` ELF files: load segments, code bytes, .symtab/.dynsym, DWARF lines
-- :mod:`.cfi`      .eh_frame/.debug_frame parsing and CFA rule evaluation
-- :mod:`.breakpad` Breakpad .sym files: FUNC/PUBLIC/line and STACK CFI records
-- :mod:`.symbols`  address -> function name tables (Breakpad-compatible alias choice)
-- :mod:`.modules`  one module's debug information, cached per build id and files
-- :mod:`.walker`   the unwinder: context, CFI, frame pointer, stack scan (x86-64, ARM64)
+- :mod:`.elf_debug`  what the walker reads from one ELF file: load segments, code bytes,
+  .symtab/.dynsym, DWARF lines (module identity itself is :mod:`generate_dump.binfmt.elf`)
+- :mod:`.cfi`        .eh_frame/.debug_frame parsing and CFA rule evaluation
+- :mod:`.breakpad`   Breakpad .sym files: FUNC/PUBLIC/line and STACK CFI records
+- :mod:`.symbols`    address -> function name tables (Breakpad-compatible alias choice)
+- :mod:`.debug_info` one module's debug information, cached per build id and files
+- :mod:`.walker`     the unwinder: context, CFI, frame pointer, stack scan (x86-64, ARM64)
 """
 
 from .locate import SymbolOptions

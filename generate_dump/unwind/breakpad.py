@@ -211,10 +211,10 @@ def evaluate_postfix(expr: str, values: dict[str, int], read: Callable[[int], Op
             if not stack:
                 raise PostfixError("stack underflow at ^")
             addr = stack.pop()
-            v = read(addr)
-            if v is None:
+            got = read(addr)
+            if got is None:
                 raise PostfixError(f"cannot read 0x{addr:x}")
-            stack.append(v)
+            stack.append(got)
         else:
             try:
                 stack.append(int(tok, 0) & MASK64)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 MASK64 = (1 << 64) - 1
 
@@ -37,7 +37,7 @@ class CfiError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     kind: str
-    arg: object = None
+    arg: Any = None  # by kind: an offset or register number (int), an expression (bytes)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from typing import Optional
 from ..minidump.codeview import debug_id
 from ..snapshot import ElfBuildId, Module, PdbIdentity
 from .breakpad import BreakpadSymbols, open_symbols, read_header
-from .elfimage import ElfImage, open_image, own_vdso
+from .elf_debug import ElfImage, open_image, own_vdso
 
 SYSTEM_DEBUG_DIRS = ("/usr/lib/debug",)
 

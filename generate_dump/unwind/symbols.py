@@ -24,7 +24,7 @@ import ctypes.util
 import functools
 from typing import Iterable, Optional
 
-from .elfimage import ElfSymbol
+from .elf_debug import ElfSymbol
 
 
 class SymbolTable:

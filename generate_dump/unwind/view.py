@@ -10,6 +10,7 @@ from typing import Callable, Optional
 from ..perfmap import PerfMap
 from ..snapshot import (
     Arch, CpuContext, ExceptionInfo, MemoryRange, MemoryRegion, Module, OS, Snapshot, SystemInfo,
+    TriggerInfo,
 )
 
 
@@ -58,7 +59,7 @@ class ProcessView:
         self.path = path
         self.soft_errors = soft_errors
         self.time = time
-        self.trigger = None  # TriggerInfo of a `watch` dump
+        self.trigger: Optional[TriggerInfo] = None  # TriggerInfo of a `watch` dump
         # The process's JIT symbol map, when the dump carries one: names code outside modules.
         self.perf_map = PerfMap.parse(perf_map) if perf_map else None
         self.python = python  # PythonState from the dump's GD_PYTHON stream / the snapshot

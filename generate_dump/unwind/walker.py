@@ -41,7 +41,7 @@ from . import cfi as cfimod
 from .breakpad import PostfixError, evaluate_postfix
 from .cfi import ExprError, Row
 from .locate import SymbolOptions
-from .modules import ModuleDebug, Symbol, module_debug
+from .debug_info import ModuleDebug, Symbol, module_debug
 from .view import ProcessView, ThreadView
 
 MAX_FRAMES = 512

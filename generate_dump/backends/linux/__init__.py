@@ -8,6 +8,10 @@ As before, the package's ``capture`` attribute is the function, not the submodul
 
 import sys
 import types
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what __getattr__ below provides, for the type checker
+    from .capture import CaptureOptions, capture, capture_session  # noqa: F401
 
 __all__ = ["CaptureOptions", "capture", "capture_session"]
 

@@ -18,7 +18,7 @@ import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, FrozenSet, Iterator, Optional
+from typing import Any, Callable, FrozenSet, Iterator, Optional
 
 from ... import _testhooks
 from ...errors import InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
@@ -28,6 +28,7 @@ from ...snapshot import (
     Arm64Context,
     CpuContext,
     LazyMemory,
+    Memory,
     MemoryRange,
     Snapshot,
     SoftError,
@@ -38,7 +39,7 @@ from ...platform.linux.diagnose import explain_eperm, tracer_message, tracer_of
 from ..options import CaptureOptions as BaseOptions, capture_now
 from ..referenced import referenced_ranges
 from ..stacks import StackMap, blank
-from ...platform.linux.elf_modules import main_dso_debug, modules_from_maps
+from ...platform.linux.loaded_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
 from ...platform.linux.procfs import Mapping
 from ...platform.linux.procinfo import auxv_entries, linux_files, process_of, system_info, thread_name
@@ -76,7 +77,7 @@ class _RawThread:
     slot: int
     sp: int
     tp: int
-    regs: object = None  # python-ptrace user_regs_struct
+    regs: Any = None  # python-ptrace user_regs_struct
     fpregs: Optional[bytes] = None
     tls: int = 0
     stack_range: Optional[tuple[int, int]] = None
@@ -377,7 +378,8 @@ def _freeze_all(target: _Target, options: CaptureOptions, reader: MemoryReader,
             _assign_stacks(raws, StackMap(maps), target.pid, reader)
         with_stack = [r for r in raws if r.stack_range]
         _testhooks.fail("stacks")
-        datas = reader.read_many([(a, b - a) for a, b in (r.stack_range for r in with_stack)],
+        datas = reader.read_many([(a, b - a) for a, b in (r.stack_range for r in with_stack
+                                                          if r.stack_range)],
                                  views=True)
         for r, data in zip(with_stack, datas):
             r.stack = data
@@ -573,7 +575,8 @@ def _add_memory(snapshot: Snapshot, target: _Target, frozen: _Frozen, options: C
     if options.memory == "referenced":
         ranges = referenced_ranges(snapshot.threads, snapshot.regions, options.max_referenced)
         datas = reader.read_many([(a, b - a) for a, b in ranges])
-        memory = tuple(MemoryRange(a, d) for (a, _), d in zip(ranges, datas) if d)
+        memory: tuple[Memory, ...] = tuple(MemoryRange(a, d)
+                                           for (a, _), d in zip(ranges, datas) if d)
         return dataclasses.replace(snapshot, memory=memory)
     if options.memory == "full":
         from ...platform.linux.fullmem import full_ranges

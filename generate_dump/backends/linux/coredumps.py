@@ -135,7 +135,7 @@ class DirectoryWatch:
 
     def read(self) -> list[str]:
         """Paths of files written since the last call."""
-        out = []
+        out: list[str] = []
         while True:
             try:
                 data = os.read(self.fd, 65536)
@@ -187,7 +187,7 @@ def core_ids(path: str) -> Optional[CoreIds]:
     """Who wrote a 64-bit little-endian ELF core (from its first NT_PRSTATUS and its
     NT_PRPSINFO); None if it is not one. Reads only the headers and notes, so it works on
     a core the size limit cut short."""
-    from ...modules import elfcore as ec
+    from ...binfmt import elfcore as ec
 
     try:
         with open(path, "rb") as f:

@@ -12,13 +12,14 @@ import array
 import ctypes
 import errno
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _IOV_MAX = 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+_process_vm_readv: Any  # the libc function; None on a libc without it
 try:
     _process_vm_readv = _libc.process_vm_readv
     _process_vm_readv.restype = ctypes.c_ssize_t

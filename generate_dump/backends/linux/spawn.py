@@ -81,8 +81,10 @@ def _posix_spawn(argv: list[str], *, own_group: bool,
         if core_limit is not None:
             resource.setrlimit(resource.RLIMIT_CORE, core_limit)
         try:
+            if own_group:
+                return os.posix_spawnp(argv[0], argv, os.environ, setpgroup=0,
+                                       setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
             return os.posix_spawnp(argv[0], argv, os.environ,
-                                   setpgroup=0 if own_group else None,
                                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as exc:
             raise DumpError(f"cannot run {argv[0]}: {exc.strerror}") from None

@@ -216,7 +216,7 @@ class Supervisor(RunLoop):
     def _take_cores(self) -> None:
         """Convert the cores written since the last look. A core is closed before its
         process's exit is reported, so a child reaped just before has its core here."""
-        if self.watch is not None and self.pattern is not None:
+        if self.watch is not None and self.pattern is not None and self.pattern.name is not None:
             for path in self.watch.read():
                 if self.pattern.name.match(os.path.basename(path)):
                     self._on_core(path)
@@ -259,6 +259,7 @@ class Supervisor(RunLoop):
             if len(self.result.dumps) >= self.max_dumps:
                 event.error = f"not dumped: --max-dumps {self.max_dumps} reached"
             else:
+                assert self.convert_core is not None  # cores are watched only with it
                 snap = self.convert_core(path)
                 event.snapshot = snap
                 event.exception = snap.exception

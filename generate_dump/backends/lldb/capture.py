@@ -28,9 +28,11 @@ from ...snapshot import (
     ExceptionInfo,
     LazyMemory,
     MachOUuid,
+    Memory,
     MemoryRange,
     MemoryRegion,
     Module,
+    ModuleIdentity,
     OS,
     Process,
     Snapshot,
@@ -44,7 +46,7 @@ from ..stacks import StackMap, blank
 from .loader import ensure_debugserver, import_lldb
 from ...platform.linux import procfs
 from ...platform.linux.diagnose import explain_eperm
-from ...platform.linux.elf_modules import main_dso_debug, module_name
+from ...platform.linux.loaded_modules import main_dso_debug, module_name
 from ...platform.linux.fullmem import full_ranges
 from ...platform.linux.procfs import parse_maps, read_file
 from ...platform.linux.procinfo import linux_files, process_of, system_info
@@ -173,7 +175,7 @@ def _fxsave(lldb: Any, regs: dict[str, Any]) -> Optional[bytes]:
 
 
 def _amd64_context(lldb: Any, regs: dict[str, Any]) -> Amd64Context:
-    values = {n: _u(regs, n) for n in _AMD64_GPRS}
+    values: dict[str, Any] = {n: _u(regs, n) for n in _AMD64_GPRS}
     return Amd64Context(**values, eflags=_u(regs, "rflags"), fxsave=_fxsave(lldb, regs))
 
 
@@ -195,7 +197,7 @@ def _thread_pointer(arch: Arch, regs: dict[str, Any]) -> int:
 
 
 def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) -> list[Module]:
-    from ...modules.elf import ElfError, read_loaded_image
+    from ...binfmt.elf import ElfError, read_loaded_image
 
     target = proc.target
     out: list[Module] = []
@@ -212,7 +214,7 @@ def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) ->
         if arch_os[1] in (OS.LINUX, OS.ANDROID) and header in mapped_paths:
             path = mapped_paths[header]
         lldb_uuid = bytes.fromhex(m.GetUUIDString().replace("-", "")) if m.GetUUIDString() else b""
-        identity = None
+        identity: Optional[ModuleIdentity] = None
         base, size = header, 0
         if arch_os[1] in (OS.LINUX, OS.ANDROID):
             try:
@@ -228,7 +230,7 @@ def _modules(proc: _Process, arch_os: tuple[Arch, OS], soft: list[SoftError]) ->
             name = (module_name(path, soname) if path and not path.startswith("[")
                     else (soname or "linux-vdso.so.1"))
         else:
-            from ...modules.macho import MachOError, image_info
+            from ...binfmt.macho import MachOError, image_info
 
             try:
                 info = image_info(proc.read, header)
@@ -256,7 +258,7 @@ def _text_hash_identity(path: str, lldb_uuid: bytes) -> Optional[ElfBuildId]:
     none): Breakpad's hash of the file's .text, as the ptrace backend and dump_syms use.
     LLDB's own UUID for such a file is a 4-byte CRC that no symbol store knows; it is the
     last resort."""
-    from ...modules.elf import ElfError, file_identity
+    from ...binfmt.elf import ElfError, file_identity
 
     if path.startswith("/"):
         try:
@@ -339,7 +341,8 @@ def _with_memory(snapshot: Snapshot, proc: "_Process", memory: str, max_referenc
                  on_short_read: Optional[Callable[[int, int], None]]) -> Snapshot:
     if memory == "referenced":
         ranges = referenced_ranges(snapshot.threads, snapshot.regions, max_referenced)
-        extra = tuple(MemoryRange(a, d) for a, b in ranges if (d := proc.read(a, b - a)))
+        extra: tuple[Memory, ...] = tuple(MemoryRange(a, d) for a, b in ranges
+                                          if (d := proc.read(a, b - a)))
     elif memory == "full":
         pid = snapshot.process.pid
         if snapshot.linux is not None and os.path.exists(f"/proc/{pid}/smaps"):

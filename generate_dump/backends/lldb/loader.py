@@ -37,7 +37,7 @@ def import_lldb() -> ModuleType:
         if out and os.path.isdir(out) and out not in sys.path:
             sys.path.append(out)
             try:
-                import lldb  # type: ignore[import-not-found]
+                import lldb
 
                 return lldb
             except ImportError:

@@ -90,7 +90,7 @@ def _process_facts(target: _Target, soft: list[SoftError]) -> _Facts:
 
 
 def _module_list(target: _Target, image_base: int, soft: list[SoftError]) -> list[Module]:
-    from ...modules.pe import PeError, module_info
+    from ...binfmt.pe import PeError, module_info
 
     w = target.w
     handles: list[int] = []
@@ -110,7 +110,7 @@ def _module_list(target: _Target, image_base: int, soft: list[SoftError]) -> lis
         n = needed.value // ctypes.sizeof(ctypes.c_void_p)
         if n > count:
             continue
-        handles = [array[i] for i in range(n) if array[i]]
+        handles = [h for h in array[:n] if h]
         break
     modules: list[Module] = []
     taken: list[tuple[int, int]] = []

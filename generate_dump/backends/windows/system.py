@@ -42,7 +42,7 @@ def _cpuid_leaves() -> Optional[tuple]:
         def leaf(n: int) -> tuple[int, int, int, int]:
             out = out_t()
             fn(n, ctypes.byref(out))
-            return tuple(out)  # type: ignore[return-value]
+            return tuple(out)
 
         l0 = leaf(0)
         l1 = leaf(1) if l0[0] >= 1 else (0, 0, 0, 0)

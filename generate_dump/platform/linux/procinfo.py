@@ -57,7 +57,7 @@ def os_release(pid: int) -> Optional[bytes]:
 
 
 def auxv_entries(auxv: bytes) -> dict[int, int]:
-    out = {}
+    out: dict[int, int] = {}
     for off in range(0, len(auxv) - 15, 16):
         key = int.from_bytes(auxv[off : off + 8], "little")
         val = int.from_bytes(auxv[off + 8 : off + 16], "little")

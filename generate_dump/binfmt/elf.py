@@ -230,7 +230,8 @@ def file_identity(path: str) -> FileIdentity:
                 if isinstance(sec, DynamicSection):
                     for tag in sec.iter_tags():
                         if tag.entry.d_tag == "DT_SONAME":
-                            soname = tag.soname
+                            # pyelftools sets .soname on DT_SONAME tags only
+                            soname = tag.soname  # type: ignore[attr-defined]
             text = elf.get_section_by_name(".text")
             th = text_hash(text.data()[:4096]) if text is not None and text["sh_type"] != "SHT_NOBITS" else None
             return FileIdentity(build_id, th, soname)

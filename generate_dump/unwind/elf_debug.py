@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
-from ..modules.elf import build_id_from_notes, text_hash
+from ..binfmt.elf import build_id_from_notes, text_hash
 from .cfi import CfiSection
 
 PF_X = 1
@@ -278,8 +278,9 @@ class DwarfLines:
             except Exception:  # noqa: BLE001
                 off = None
             if off is not None:
-                table = self._cu_tables.get(off, False)
-                if table is False:
+                if off in self._cu_tables:
+                    table = self._cu_tables[off]
+                else:
                     table = self._table_for_cu(off)
                     self._cu_tables[off] = table
                 if table is not None:

@@ -32,7 +32,7 @@ def modules_from_maps(pid: int, maps: list[Mapping], auxv: dict[int, int],
                       read: Callable[[int, int], bytes], soft: list[SoftError]) -> list[Module]:
     """Modules from the mappings: every readable file mapping at offset 0 that holds an ELF
     image, plus the vDSO; the main executable first."""
-    from ...modules.elf import ElfError, file_identity, read_loaded_image
+    from ...binfmt.elf import ElfError, file_identity, read_loaded_image
 
     entry = auxv.get(AT_ENTRY, 0)
     vdso = auxv.get(AT_SYSINFO_EHDR, 0)
@@ -96,7 +96,7 @@ def dso_debug(read: Callable[[int, int], bytes], debug_addr: int, dynamic: bytes
     ldbase = int.from_bytes(raw[32:40], "little")
     if version < 1:
         return None
-    entries = []
+    entries: list[LinkMapEntry] = []
     node, seen = r_map, set()
     while node and node not in seen and len(entries) < 4096:
         seen.add(node)
@@ -124,7 +124,7 @@ def main_dso_debug(read: Callable[[int, int], bytes],
     """The DsoDebug stream's content: r_debug found through the main image's DT_DEBUG."""
     if main is None:
         return None
-    from ...modules.elf import ElfError, read_loaded_image
+    from ...binfmt.elf import ElfError, read_loaded_image
 
     try:
         img = read_loaded_image(read, main.base)

@@ -382,7 +382,7 @@ def uuids(data: bytes) -> dict[str, Optional[bytes]]:
     return _uuids(_bytes_reader(data), len(data))
 
 
-def uuid_for_arch(data: bytes, arch=None) -> Optional[bytes]:
+def uuid_for_arch(data: Union[bytes, bytearray, memoryview], arch=None) -> Optional[bytes]:
     """Like :func:`file_uuid`, over bytes."""
     return _select(_bytes_reader(data), len(data), arch)
 

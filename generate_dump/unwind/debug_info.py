@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 from ..snapshot import Module
 from .breakpad import BreakpadSymbols
 from .cfi import Row
-from .elfimage import ElfImage
+from .elf_debug import ElfImage
 from .locate import ModuleFiles, SymbolOptions, locate, module_name
 from .symbols import SymbolTable, elf_symbol_table
 
@@ -188,16 +188,16 @@ def clear_caches() -> None:
     """Forget every parsed module and file, servers found down and warnings given (tests;
     long-running processes)."""
     from ..symbols import http_store, session
-    from . import breakpad, elfimage
+    from . import breakpad, elf_debug
 
     session.reset()
     http_store.reset()
     with _cache_lock:
         _cache.clear()
-    with elfimage._images_lock:
-        for img in elfimage._images.values():
+    with elf_debug._images_lock:
+        for img in elf_debug._images.values():
             if img is not None:
                 img.close()
-        elfimage._images.clear()
+        elf_debug._images.clear()
     with breakpad._cache_lock:
         breakpad._cache.clear()

@@ -1,1 +1,0 @@
-"""Module identity from executable files: ELF build ids, PE CodeView, Mach-O UUIDs."""
