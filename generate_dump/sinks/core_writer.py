@@ -16,10 +16,10 @@ from typing import BinaryIO, Callable, Optional
 from ..errors import DumpError
 from ..intervals import subtract
 from ..modules import elfcore as ec
-from .placed import write_placed
 from ..snapshot import (
     Amd64Context, Arch, Arm64Context, MemoryRange, MemoryRegion, Snapshot, Thread,
 )
+from .placed import write_placed
 
 PAGE = 4096
 _MASK = (1 << 64) - 1

@@ -7,13 +7,13 @@ writes the structure, and hands the pieces here, so that memory goes out chunk b
 
 from __future__ import annotations
 
-from typing import BinaryIO, Callable, Iterable, Optional, Protocol
+from typing import BinaryIO, Callable, Iterable, Optional, Protocol, Union
 
 
 class Chunked(Protocol):
     """Memory that yields its bytes piece by piece (MemoryRange, LazyMemory)."""
 
-    def chunks(self) -> Iterable[bytes]: ...
+    def chunks(self) -> Iterable[Union[bytes, memoryview]]: ...
 
 
 def write_placed(out: BinaryIO, placed: Iterable[tuple[int, Chunked]], pos: int, total: int,
