@@ -23,11 +23,12 @@ import os
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import medians, run_timed  # noqa: E402
 
 PROGRAM = r"""
 #include <signal.h>
@@ -93,14 +94,7 @@ def make_core(work: str, size: int, touched: int) -> tuple[str, str, str]:
 
 
 def run_one(cmd: list[str], out: str | None) -> dict:
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - start
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if status != 0:
-        raise RuntimeError(f"{cmd[:3]} failed: {err[-500:]}")
+    wall, usage = run_timed(cmd)
     size = 0
     if out and os.path.exists(out):
         size = os.path.getsize(out)
@@ -140,11 +134,9 @@ def main(argv=None) -> int:
         print("| tool | wall s | output MiB | peak RSS MiB | RSS / core size |")
         print("|---|---|---|---|---|")
         for name, runs in results.items():
-            wall = statistics.median(r["wall"] for r in runs)
-            rss = statistics.median(r["rss"] for r in runs)
-            outsz = statistics.median(r["size"] for r in runs) / 2**20
-            print(f"| {name} | {wall:.1f} | {outsz:.1f} | {rss:.0f} | "
-                  f"{rss * 2**20 / core_size:.4f} |")
+            m = medians(runs)
+            print(f"| {name} | {m['wall']:.1f} | {m['size'] / 2**20:.1f} | {m['rss']:.0f} | "
+                  f"{m['rss'] * 2**20 / core_size:.4f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -10,30 +10,15 @@ the ratio redact/plain throughput (the goal: at least 0.5).
 
 from __future__ import annotations
 
-import argparse
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from full_memory import print_medians, run_rounds  # noqa: E402
-from run import Target, build  # noqa: E402
+from _common import heap_target, print_medians, run_rounds  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--heap-mb", type=int, default=1024)
-    ap.add_argument("--threads", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args(argv)
-    import generate_dump
-
-    subprocess.run([sys.executable, "-m", "compileall", "-q",
-                    os.path.dirname(generate_dump.__file__)], check=False)
-    work = tempfile.mkdtemp(prefix="gd-redact-")
-    target_exe, _ = build(work)
-    target = Target(target_exe, args.threads, args.heap_mb)
+    args, work, target = heap_target(__doc__.splitlines()[0], argv, "gd-redact-")
 
     def cmd(extra):
         return lambda out: [sys.executable, "-m", "generate_dump", "--memory", "full",

@@ -28,6 +28,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import compile_package, cpu_busy, rotated  # noqa: E402
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 ALL_TOOLS = ["generate_dump", "generate_dump-r", "generate_dump-nopy", "probe", "gcore", "lldb"]
@@ -200,21 +203,6 @@ def make_untraced(target: Target, tool_sid: Optional[int]) -> list[str]:
 
 
 # --- a quiet machine ------------------------------------------------------------------------
-
-
-def _cpu_times() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields[:8]), idle
-
-
-def cpu_busy(interval: float = 0.2) -> float:
-    """Fraction of all CPUs' time spent busy over ``interval`` (the bench itself sleeps)."""
-    t0, i0 = _cpu_times()
-    time.sleep(interval)
-    t1, i1 = _cpu_times()
-    return 1.0 - (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class IdleWaiter:
@@ -654,13 +642,7 @@ def main(argv=None) -> int:
         target_exe, probe_exe = build(workdir)
         if args.python:
             target_exe = [args.python, os.path.join(BENCH, "python_target.py")]
-        # Measure generate_dump as installed: pip compiles the package to bytecode, so do
-        # that here too (this machine sets PYTHONDONTWRITEBYTECODE, which only stops
-        # Python from writing .pyc files, not from reading them).
-        import generate_dump
-
-        subprocess.run([sys.executable, "-m", "compileall", "-q",
-                        os.path.dirname(generate_dump.__file__)], check=False)
+        compile_package()  # measure generate_dump as installed: compiled to bytecode
         for n in args.sizes:
             log(f"== {n} threads: starting target")
             target = Target(target_exe, n, args.heap_mb, args.stack_kb, args.tick_us)
@@ -678,9 +660,7 @@ def main(argv=None) -> int:
                 floors.append(idle_floor(target))
                 idle.wait()
                 busy_floors.append(busy_floor(target))
-                k = rnd % len(tools) if tools else 0
-                order = tools[k:] + tools[:k]
-                for tool in order:
+                for tool in rotated(tools, rnd):
                     if (tool, n) in args.skips or tool in gave_up:
                         continue
                     if not target.alive():

@@ -30,17 +30,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FILES = HERE / "run_overhead"
-
-
-def cpu_busy(interval: float = 0.2) -> float:
-    def sample():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]
-    t0, i0 = sample()
-    time.sleep(interval)
-    t1, i1 = sample()
-    return 1 - (i1 - i0) / max(1, t1 - t0)
+sys.path.insert(0, str(HERE))
+from _common import cpu_busy, rotated  # noqa: E402
 
 
 def wait_idle(budget: list[float], limit: float = 0.25) -> bool:
@@ -159,9 +150,8 @@ def main() -> int:
             times: dict[str, list[float]] = {m: [] for m in modes}
             cpus: dict[str, list[float]] = {m: [] for m in modes}
             reference = None
-            order = list(modes)
             for rnd in range(args.rounds):
-                for mode in order[rnd % len(order):] + order[:rnd % len(order)]:
+                for mode in rotated(list(modes), rnd):
                     if not wait_idle(budget):
                         busy_starts += 1
                     t, cpu, status, output = timed(modes[mode] + argv, env)

@@ -19,6 +19,12 @@
 #include "internal/pycore_gil.h"
 #endif
 #define P(name, expr) printf("    \"%s\": %zu,\n", name, (size_t)(expr))
+/* A field printed under its C name: FIELD("tstate", PyThreadState, next) is "tstate.next". */
+#define FIELD(group, type, field) P(group "." #field, offsetof(type, field))
+#define TSTATE(field) FIELD("tstate", PyThreadState, field)
+#define IFRAME(field) FIELD("iframe", _PyInterpreterFrame, field)
+#define FRAME(field) FIELD("frame", PyFrameObject, field)
+#define CODE(field) FIELD("code", PyCodeObject, field)
 int main(void) {
   printf("{\n");
   P("runtime.interpreters_head", offsetof(_PyRuntimeState, interpreters.head));
@@ -28,61 +34,50 @@ int main(void) {
   P("runtime.tstate_current", offsetof(_PyRuntimeState, gilstate.tstate_current));
 #else
   P("interp.ceval_gil", offsetof(PyInterpreterState, ceval.gil));
-  P("gil.locked", offsetof(struct _gil_runtime_state, locked));
-  P("gil.last_holder", offsetof(struct _gil_runtime_state, last_holder));
+  FIELD("gil", struct _gil_runtime_state, locked);
+  FIELD("gil", struct _gil_runtime_state, last_holder);
 #endif
-  P("interp.next", offsetof(PyInterpreterState, next));
+  FIELD("interp", PyInterpreterState, next);
 #if PY_VERSION_HEX >= 0x030B0000
   P("interp.threads_head", offsetof(PyInterpreterState, threads.head));
 #else
   P("interp.threads_head", offsetof(PyInterpreterState, tstate_head));
 #endif
-  P("tstate.next", offsetof(PyThreadState, next));
-  P("tstate.interp", offsetof(PyThreadState, interp));
-  P("tstate.thread_id", offsetof(PyThreadState, thread_id));
+  TSTATE(next); TSTATE(interp); TSTATE(thread_id);
 #if PY_VERSION_HEX >= 0x030B0000
-  P("tstate.native_thread_id", offsetof(PyThreadState, native_thread_id));
+  TSTATE(native_thread_id);
 #if PY_VERSION_HEX >= 0x030D0000
-  P("tstate.current_frame", offsetof(PyThreadState, current_frame));
+  TSTATE(current_frame);
   P("iframe.code", offsetof(_PyInterpreterFrame, f_executable));
-  P("iframe.instr_ptr", offsetof(_PyInterpreterFrame, instr_ptr));
+  IFRAME(instr_ptr);
 #else
-  P("tstate.cframe", offsetof(PyThreadState, cframe));
-  P("cframe.current_frame", offsetof(_PyCFrame, current_frame));
+  TSTATE(cframe); FIELD("cframe", _PyCFrame, current_frame);
   P("iframe.code", offsetof(_PyInterpreterFrame, f_code));
-  P("iframe.prev_instr", offsetof(_PyInterpreterFrame, prev_instr));
+  IFRAME(prev_instr);
 #endif
-  P("iframe.previous", offsetof(_PyInterpreterFrame, previous));
-  P("iframe.owner", offsetof(_PyInterpreterFrame, owner));
+  IFRAME(previous); IFRAME(owner);
 #if PY_VERSION_HEX < 0x030C0000
-  P("iframe.is_entry", offsetof(_PyInterpreterFrame, is_entry));
+  IFRAME(is_entry);
 #endif
-  P("code.co_code_adaptive", offsetof(PyCodeObject, co_code_adaptive));
-  P("code.co_qualname", offsetof(PyCodeObject, co_qualname));
-  P("code.co_linetable", offsetof(PyCodeObject, co_linetable));
+  CODE(co_code_adaptive); CODE(co_qualname);
 #else
-  P("tstate.frame", offsetof(PyThreadState, frame));
-  P("frame.f_back", offsetof(PyFrameObject, f_back));
-  P("frame.f_code", offsetof(PyFrameObject, f_code));
-  P("frame.f_lasti", offsetof(PyFrameObject, f_lasti));
-  P("frame.f_lineno", offsetof(PyFrameObject, f_lineno));
+  TSTATE(frame);
+  FRAME(f_back); FRAME(f_code); FRAME(f_lasti); FRAME(f_lineno);
+#endif
 #if PY_VERSION_HEX >= 0x030A0000
-  P("code.co_linetable", offsetof(PyCodeObject, co_linetable));
+  CODE(co_linetable);
 #else
-  P("code.co_lnotab", offsetof(PyCodeObject, co_lnotab));
+  CODE(co_lnotab);
 #endif
-#endif
-  P("code.co_filename", offsetof(PyCodeObject, co_filename));
-  P("code.co_name", offsetof(PyCodeObject, co_name));
-  P("code.co_firstlineno", offsetof(PyCodeObject, co_firstlineno));
-  P("object.ob_type", offsetof(PyObject, ob_type));
-  P("type.tp_name", offsetof(PyTypeObject, tp_name));
+  CODE(co_filename); CODE(co_name); CODE(co_firstlineno);
+  FIELD("object", PyObject, ob_type);
+  FIELD("type", PyTypeObject, tp_name);
   P("unicode.state", sizeof(PyObject) + 2*sizeof(Py_ssize_t));
-  P("unicode.length", offsetof(PyASCIIObject, length));
+  FIELD("unicode", PyASCIIObject, length);
   P("unicode.ascii_size", sizeof(PyASCIIObject));
   P("unicode.compact_size", sizeof(PyCompactUnicodeObject));
-  P("bytes.ob_size", offsetof(PyVarObject, ob_size));
-  P("bytes.ob_sval", offsetof(PyBytesObject, ob_sval));
+  FIELD("bytes", PyVarObject, ob_size);
+  FIELD("bytes", PyBytesObject, ob_sval);
   printf("}\n");
   return 0;
 }

@@ -40,8 +40,11 @@ class Symbols:
             if real is None or real in self.done:
                 continue
             self.done.add(real)
-            breakpad_dump_syms(Path(real), self.root)
+            self._dump_syms(Path(real))
         return self.root
+
+    def _dump_syms(self, binary: Path) -> None:
+        breakpad_dump_syms(binary, self.root)
 
 
 def _resolve_soname_path(path: str) -> str | None:

@@ -21,6 +21,14 @@ def compile_program(name: str, out_dir: Path, *flags: str) -> Path:
     return out
 
 
+def compile_source(source: str, out: Path, *flags: str) -> Path:
+    """Write C ``source`` beside ``out`` (as OUT.c) and build it with gcc ``flags``."""
+    src = out.with_name(out.name + ".c")
+    src.write_text(source)
+    subprocess.run(["gcc", *flags, "-o", str(out), str(src)], check=True)
+    return out
+
+
 def read_line(proc: subprocess.Popen, timeout: float) -> str:
     """One line of ``proc``'s stdout within ``timeout`` seconds, read byte by byte so that
     nothing after the newline is consumed (the test may read the rest itself)."""

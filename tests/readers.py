@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -65,10 +66,14 @@ def breakpad_stackwalk(path, symbols_dir=None) -> str:
     return r.stdout
 
 
-def breakpad_dump_syms(binary: Path, symbols_dir: Path) -> Path:
-    """Write Breakpad symbols for ``binary`` into the store layout; returns the .sym path."""
-    r = subprocess.run([str(breakpad_bin("dump_syms")), str(binary)], capture_output=True,
-                       timeout=READER_TIMEOUT)
+def breakpad_dump_syms(binary: Path, symbols_dir: Path, debug_dir: Optional[Path] = None,
+                       timeout: float = READER_TIMEOUT) -> Path:
+    """Write Breakpad symbols for ``binary`` into the store layout; returns the .sym path.
+    ``debug_dir``: where dump_syms finds the binary's separate debug file."""
+    cmd = [str(breakpad_bin("dump_syms")), str(binary)]
+    if debug_dir is not None:
+        cmd.append(str(debug_dir))
+    r = subprocess.run(cmd, capture_output=True, timeout=timeout)
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
     first = r.stdout.split(b"\n", 1)[0].decode().split()
     # MODULE Linux x86_64 <debug id> <name>

@@ -24,7 +24,9 @@ import pytest
 
 import live
 from checks import check_with_readers, expected_functions
-from live import Target, assert_running_untraced, compile_program, python_target, run_dumper
+from live import (
+    Target, assert_running_untraced, compile_program, compile_source, python_target, run_dumper,
+)
 from readers import lldb_bin
 
 from generate_dump.minidump import read_minidump
@@ -436,10 +438,7 @@ int main(int argc, char **argv) {
 
 @pytest.mark.slow
 def test_gib_core_converts_in_little_memory(tmp_path):
-    src = tmp_path / "big.c"
-    src.write_text(BIG_C)
-    exe = tmp_path / "big"
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
+    exe = compile_source(BIG_C, tmp_path / "big", "-O1")
     cwd = tmp_path / "crash"
     cwd.mkdir()
     core = _kernel_core(cwd, [str(exe), str(1 << 30)])

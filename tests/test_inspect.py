@@ -38,7 +38,7 @@ from generate_dump.snapshot import (
     Arch, Arm64Context, CpuInfo, ElfBuildId, MemoryRange, MemoryRegion, Module, OS, Process,
     Snapshot, SystemInfo, Thread,
 )
-from live import Target, compile_program, run_dumper
+from live import Target, compile_program, compile_source, run_dumper
 from readers import breakpad_dump_syms, breakpad_stackwalk
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux dumps")
@@ -62,6 +62,13 @@ def inspect(*args, check: bool = True) -> subprocess.CompletedProcess:
 
 def inspect_json(*args) -> dict:
     return json.loads(inspect("--json", *args).stdout)
+
+
+def first_thread_frames(pid: int, dump: Path) -> tuple[list[dict], list[str]]:
+    """Dump ``pid`` into ``dump`` and walk it: the first thread's frames and their functions."""
+    run_dumper(pid, "-o", dump)
+    frames = inspect_json(dump)["threads"][0]["frames"]
+    return frames, [f["function"] for f in frames]
 
 
 def norm(name: str) -> str:
@@ -361,10 +368,7 @@ int main(void) { call_null(); return 0; }
 
 
 def test_scan_finds_the_caller_of_a_null_call(tmp_path):
-    src = tmp_path / "call_null.c"
-    src.write_text(CALL_NULL_C)
-    exe = tmp_path / "call_null"
-    subprocess.run(["gcc", "-O0", "-g", "-o", str(exe), str(src)], check=True)
+    exe = compile_source(CALL_NULL_C, tmp_path / "call_null", "-O0", "-g")
     r = run_crash(tmp_path, exe)
     assert r.returncode == 139, r.stderr
     doc = inspect_json(next(tmp_path.glob("*.dmp")))
@@ -391,17 +395,10 @@ int main(void) { level1(); return 0; }
 ])
 def test_code_without_cfi(tmp_path, flags, trust):
     """No .eh_frame for the program's own functions: frame pointers, else a stack scan."""
-    src = tmp_path / "levels.c"
-    src.write_text(LEVELS_C)
-    exe = tmp_path / "levels"
-    subprocess.run(["gcc", *flags, "-fno-asynchronous-unwind-tables", "-fno-unwind-tables",
-                    "-o", str(exe), str(src)], check=True)
+    exe = compile_source(LEVELS_C, tmp_path / "levels", *flags,
+                         "-fno-asynchronous-unwind-tables", "-fno-unwind-tables")
     with Target([exe]) as target:
-        dump = tmp_path / "levels.dmp"
-        run_dumper(target.pid, "-o", dump)
-        doc = inspect_json(dump)
-    frames = doc["threads"][0]["frames"]
-    names = [f["function"] for f in frames]
+        frames, names = first_thread_frames(target.pid, tmp_path / "levels.dmp")
     i = names.index("level3")
     assert names[i:i + 4] == ["level3", "level2", "level1", "main"], frames
     assert [f["trust"] for f in frames[i + 1:i + 4]] == [trust] * 3, frames
@@ -430,10 +427,7 @@ def test_through_a_signal_frame(tmp_path):
 
     from live import syscall_sp_pc
 
-    src = tmp_path / "sig.c"
-    src.write_text(SIGNAL_C)
-    exe = tmp_path / "sig"
-    subprocess.run(["gcc", "-O2", "-g", "-o", str(exe), str(src)], check=True)
+    exe = compile_source(SIGNAL_C, tmp_path / "sig", "-O2", "-g")
     with Target([exe], wait_parked=False) as target:
         # Out of the write(2) of "READY" and into spin() before the signal comes.
         deadline = time.monotonic() + 10
@@ -445,11 +439,7 @@ def test_through_a_signal_frame(tmp_path):
         deadline = time.monotonic() + 10
         while syscall_sp_pc(target.pid, target.pid) is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        dump = tmp_path / "sig.dmp"
-        run_dumper(target.pid, "-o", dump)
-        doc = inspect_json(dump)
-    frames = doc["threads"][0]["frames"]
-    names = [f["function"] for f in frames]
+        frames, names = first_thread_frames(target.pid, tmp_path / "sig.dmp")
     i = names.index("handler")
     assert frames[i + 1]["module"] == "libc.so.6"  # __restore_rt, the signal trampoline
     assert names[i + 2:i + 4] == ["spin", "main"], frames

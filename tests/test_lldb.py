@@ -10,7 +10,7 @@ import pytest
 
 from checks import check_registers_and_modules, check_with_readers, expected_functions
 from generate_dump.minidump import read_minidump
-from live import ROOT, Target, assert_running_untraced, run_dumper
+from live import ROOT, Target, assert_running_untraced, compile_source, run_dumper
 from readers import breakpad_stackwalk, lldb_bin, minidump_dump, rust_stackwalk_json
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -123,10 +123,7 @@ def test_in_lldb_command_without_process():
 
 
 def test_in_lldb_command_records_sigsegv(tmp_path):
-    src = tmp_path / "crash.c"
-    src.write_text(CRASH_SOURCE)
-    binary = tmp_path / "crash"
-    subprocess.run(["gcc", "-O0", "-g", "-pthread", "-o", binary, src], check=True)
+    binary = compile_source(CRASH_SOURCE, tmp_path / "crash", "-O0", "-g", "-pthread")
     out = tmp_path / "crash.dmp"
     r = lldb_session("command script import generate_dump.lldb_command",
                      f"file {binary}", "run",

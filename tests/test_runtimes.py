@@ -29,10 +29,11 @@ import pytest
 
 from generate_dump.minidump import read_minidump
 from generate_dump.minidump.codeview import debug_id
+from checks import Symbols
 from live import Target, assert_running_untraced, read_line, readelf_build_id, run_dumper
 from readers import (
-    breakpad_bin, breakpad_stackwalk, lldb_core, minidump_dump, run as reader_run,
-    rust_stackwalk_json,
+    breakpad_bin, breakpad_dump_syms, breakpad_stackwalk, lldb_core, minidump_dump,
+    run as reader_run, rust_stackwalk_json,
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backend")
@@ -135,34 +136,20 @@ def _runtime(name: str, d: Path) -> Runtime:
     raise ValueError(name)
 
 
-class DebugSymbols:
+class DebugSymbols(Symbols):
     """A Breakpad symbol store whose .sym files are made from the separate debug files in
     /usr/lib/debug when there are some (libc, ...): made from a stripped library alone,
     Breakpad names internal functions after the nearest exported symbol (start_thread
     shows as pthread_condattr_setpshared), and the entries could not be recognised."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.done: set[str] = set()
-
-    def add_modules_of(self, dump) -> Path:
-        for m in dump.modules:
-            if not os.path.isfile(m.path) or m.path in self.done:
-                continue
-            self.done.add(m.path)
-            cmd = [str(breakpad_bin("dump_syms")), m.path]
-            build_id = readelf_build_id(m.path)
-            if build_id:
-                debug_dir = Path("/usr/lib/debug/.build-id") / build_id[:2]
-                if (debug_dir / f"{build_id[2:]}.debug").exists():
-                    cmd.append(str(debug_dir))
-            r = subprocess.run(cmd, capture_output=True, timeout=600)
-            assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
-            _, _, _, debug_id, sym_name = r.stdout.split(b"\n", 1)[0].decode().split()[:5]
-            out = self.root / sym_name / debug_id / (sym_name + ".sym")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(r.stdout)
-        return self.root
+    def _dump_syms(self, binary: Path) -> None:
+        build_id = readelf_build_id(str(binary))
+        debug_dir = None
+        if build_id:
+            debug_dir = Path("/usr/lib/debug/.build-id") / build_id[:2]
+            if not (debug_dir / f"{build_id[2:]}.debug").exists():
+                debug_dir = None
+        breakpad_dump_syms(binary, self.root, debug_dir, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -236,20 +236,29 @@ def test_debuginfod_names_frames_as_local_files(builds, server, live, tmp_path):
     assert mod["symbols"] == "ok" and str(cached) in mod["files"]
 
 
-def _eu_stack(pid: int, environ: dict, binary: Path) -> dict[int, list[str]]:
-    r = subprocess.run([need("eu-stack"), "-m", "-p", str(pid)], capture_output=True,
-                       text=True, timeout=120, env=environ)
+def _frames_by_thread(text: str, thread_re: str, frame_re: str, keep) -> dict[int, list[str]]:
+    """Function names per thread from a debugger's backtraces: a line matching ``thread_re``
+    (group 1, the tid) starts a thread, each ``frame_re`` match that ``keep`` accepts adds
+    its group 1."""
     out: dict[int, list[str]] = {}
     tid = None
-    for line in r.stdout.splitlines():
-        m = re.match(r"TID (\d+):", line)
+    for line in text.splitlines():
+        m = re.match(thread_re, line)
         if m:
             tid = int(m.group(1))
             out[tid] = []
             continue
-        m = re.match(r"#\d+\s+0x[0-9a-f]+ (\S+) - (\S+)$", line)
-        if m and tid is not None and os.path.basename(m.group(2)) == binary.name:
+        m = re.match(frame_re, line)
+        if m and tid is not None and keep(m):
             out[tid].append(m.group(1))
+    return out
+
+
+def _eu_stack(pid: int, environ: dict, binary: Path) -> dict[int, list[str]]:
+    r = subprocess.run([need("eu-stack"), "-m", "-p", str(pid)], capture_output=True,
+                       text=True, timeout=120, env=environ)
+    out = _frames_by_thread(r.stdout, r"TID (\d+):", r"#\d+\s+0x[0-9a-f]+ (\S+) - (\S+)$",
+                            lambda m: os.path.basename(m.group(2)) == binary.name)
     assert out, f"eu-stack printed no threads: {r.stdout} {r.stderr}"
     return out
 
@@ -259,17 +268,8 @@ def _gdb(pid: int, environ: dict, known: set[str]) -> dict[int, list[str]]:
                         "-iex", "set debuginfod enabled on", "-ex", "thread apply all bt"],
                        capture_output=True, text=True, timeout=120, env=environ,
                        stdin=subprocess.DEVNULL)
-    out: dict[int, list[str]] = {}
-    tid = None
-    for line in r.stdout.splitlines():
-        m = re.match(r"Thread \d+ \(.*LWP (\d+)\)", line)
-        if m:
-            tid = int(m.group(1))
-            out[tid] = []
-            continue
-        m = re.match(r"#\d+\s+(?:0x[0-9a-f]+ in )?(\S+) \(", line)
-        if m and tid is not None and m.group(1) in known:
-            out[tid].append(m.group(1))
+    out = _frames_by_thread(r.stdout, r"Thread \d+ \(.*LWP (\d+)\)",
+                            r"#\d+\s+(?:0x[0-9a-f]+ in )?(\S+) \(", lambda m: m.group(1) in known)
     assert out, f"gdb printed no threads: {r.stdout[-2000:]} {r.stderr[-2000:]}"
     return out
 

@@ -7,6 +7,7 @@ is attached to the target (TracerPid), polled every 5 ms by the test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -292,13 +293,25 @@ def wait_for(cond, timeout: float = 20) -> bool:
     return False
 
 
-def test_tree_dumps_every_descendant(tmp_path):
+@contextlib.contextmanager
+def _sleep_tree():
+    """(root, its 4 pids): a shell with three sleeping descendants, all killed after."""
     script = "sleep 60 & (sleep 61 & wait) & echo READY $$; wait"
     root = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         read_line(root, 10)
         assert wait_for(lambda: len(_descendants(root.pid)) == 4)
-        tree = _descendants(root.pid)
+        yield root, _descendants(root.pid)
+    finally:
+        for pid in _descendants(root.pid):
+            if pid != root.pid:
+                os.kill(pid, signal.SIGKILL)
+        root.kill()
+        root.wait()
+
+
+def test_tree_dumps_every_descendant(tmp_path):
+    with _sleep_tree() as (root, tree):
         watch = start_watch("--tree", root.pid, "--every", "200ms", "--interval", "100ms",
                             "-o", tmp_path)
         assert wait_for(lambda: len(dumps_in(tmp_path)) >= 4)
@@ -310,12 +323,6 @@ def test_tree_dumps_every_descendant(tmp_path):
         assert dumped == tree and len(dumps_in(tmp_path)) == 4, (dumped, tree, err)
         for pid in tree:
             assert_running_untraced(pid)
-    finally:
-        for pid in _descendants(root.pid):
-            if pid != root.pid:
-                os.kill(pid, signal.SIGKILL)
-        root.kill()
-        root.wait()
 
 
 def test_one_line_errors(tmp_path):
@@ -500,38 +507,29 @@ def test_stopping_the_watcher_leaves_targets_untraced(ramp, tmp_path, sig):
 
 
 def test_one_shot_cli_takes_several_targets_and_trees(tmp_path):
-    script = "sleep 60 & (sleep 61 & wait) & echo READY $$; wait"
-    root = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
     other = subprocess.Popen(["sleep", "62"])
     try:
-        read_line(root, 10)
-        assert wait_for(lambda: len(_descendants(root.pid)) == 4)
-        tree = _descendants(root.pid)
-        r = subprocess.run([sys.executable, "-m", "generate_dump", str(other.pid), "--tree",
-                            str(root.pid), "-o", str(tmp_path)],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        files = dumps_in(tmp_path)
-        dumped = {int(f.name.split("-")[1]) for f in files}
-        assert dumped == tree | {other.pid}
-        assert all(re.fullmatch(r"(dash|bash|sh|sleep)-\d+-live-\d{8}T\d{6}Z\.dmp", f.name) for f in files)
-        for f in files:
-            minidump_dump(f)
-        for pid in tree | {other.pid}:
-            assert_running_untraced(pid)
-        # A vanished process among several: one line for it, the others still dumped.
-        gone = subprocess.Popen(["true"])
-        gone.wait()
-        r = subprocess.run([sys.executable, "-m", "generate_dump", str(other.pid),
-                            str(gone.pid), "-o", str(tmp_path / "x")],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 1 and "Traceback" not in r.stderr
+        with _sleep_tree() as (root, tree):
+            r = subprocess.run([sys.executable, "-m", "generate_dump", str(other.pid), "--tree",
+                                str(root.pid), "-o", str(tmp_path)],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            files = dumps_in(tmp_path)
+            dumped = {int(f.name.split("-")[1]) for f in files}
+            assert dumped == tree | {other.pid}
+            assert all(re.fullmatch(r"(dash|bash|sh|sleep)-\d+-live-\d{8}T\d{6}Z\.dmp", f.name) for f in files)
+            for f in files:
+                minidump_dump(f)
+            for pid in tree | {other.pid}:
+                assert_running_untraced(pid)
+            # A vanished process among several: one line for it, the others still dumped.
+            gone = subprocess.Popen(["true"])
+            gone.wait()
+            r = subprocess.run([sys.executable, "-m", "generate_dump", str(other.pid),
+                                str(gone.pid), "-o", str(tmp_path / "x")],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 1 and "Traceback" not in r.stderr
     finally:
-        for pid in _descendants(root.pid):
-            if pid != root.pid:
-                os.kill(pid, signal.SIGKILL)
-        root.kill()
-        root.wait()
         other.kill()
         other.wait()
 

@@ -10,7 +10,7 @@ import pytest
 
 from generate_dump.minidump import read_minidump, write_minidump
 from generate_dump.minidump.codeview import code_id, debug_id
-from generate_dump.snapshot import AMD64_GPR_NAMES, ElfBuildId, PdbIdentity
+from generate_dump.snapshot import AMD64_GPR_NAMES, Arm64Context, ElfBuildId, PdbIdentity
 
 from readers import breakpad_bin, lldb_core, run, rust_dump, rust_stackwalk_json
 from synthetic import (
@@ -23,6 +23,37 @@ from synthetic import (
 )
 
 AMD64_REGS = AMD64_GPR_NAMES + ("rip",)
+
+# Each reader's register names -> the snapshot's (x5 and v5 are Arm64Context.x[5], .v[5]).
+_AMD64 = {r: r for r in AMD64_REGS}
+_X0_X28 = {f"x{n}": f"x{n}" for n in range(29)}
+BREAKPAD_AMD64 = {**_AMD64, "eflags": "eflags", "cs": "cs", "ss": "ss", "mx_csr": "mxcsr"}
+BREAKPAD_ARM64 = {**{f"iregs[{n}]": f"x{n}" for n in range(29)}, "iregs[29]": "fp",
+                  "iregs[30]": "lr", "iregs[31]": "sp", "iregs[32]": "pc", "cpsr": "cpsr",
+                  "float_save.fpsr": "fpsr"}
+RUST_AMD64 = {**_AMD64, "eflags": "eflags", "mx_csr": "mxcsr"}
+RUST_ARM64 = {**_X0_X28, "x29(fp)": "fp", "x30(lr)": "lr", "sp": "sp", "pc": "pc",
+              "cpsr": "cpsr", "fpsr": "fpsr", "fpcr": "fpcr",
+              **{f"d{n}": f"v{n}" for n in range(32)}}
+LLDB_AMD64 = {**_AMD64, "rflags": "eflags", "cs": "cs", "ss": "ss"}
+# cpsr is not compared: LLDB's minidump ARM64 register context reads cpsr after pc (at
+# 0x110, where CONTEXT_ARM64 keeps v0), not at offset 4.
+LLDB_ARM64 = {**_X0_X28, "fp": "fp", "lr": "lr", "sp": "sp", "pc": "pc"}
+
+
+def _register(c, name: str) -> int:
+    m = re.fullmatch(r"([xv])(\d+)", name)
+    if m and isinstance(c, Arm64Context):
+        return getattr(c, m[1])[int(m[2])]
+    return getattr(c, name)
+
+
+def _assert_registers(values, c, names: dict[str, str], tid: int) -> None:
+    """Every register in ``names`` (reader's name -> snapshot's) as the reader shows it in
+    ``values`` (hex text or int) equals the snapshot context's."""
+    for key, reg in names.items():
+        v = values[key]
+        assert (_hexval(v) if isinstance(v, str) else v) == _register(c, reg), (tid, key)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +104,24 @@ def _hexval(s: str) -> int:
     return int(s, 16)
 
 
+def _sections(text: str, kind: str, items) -> list:
+    """(item, text of its ``kind[N]`` section) pairs; one section per item, in order."""
+    sections = (_thread_sections if kind == "thread" else _module_sections)(text)
+    assert len(sections) == len(items)
+    return list(zip(items, sections))
+
+
+def _assert_thread_fields(f: dict[str, str], t) -> None:
+    assert _hexval(f["thread_id"]) == t.tid
+    assert _hexval(f["stack.start_of_memory_range"]) == t.stack.start
+
+
+def _assert_module_fields(f: dict[str, str], m) -> None:
+    assert _hexval(f["base_of_image"]) == m.base
+    assert _hexval(f["size_of_image"]) == m.size
+    assert f["(code_file)"] == f'"{m.path}"'
+
+
 # -- Breakpad minidump_dump ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -97,35 +146,20 @@ def test_breakpad_threads_and_registers(breakpad_out, dumps, name):
     snap, _ = dumps[name]
     text = breakpad_out[name].stdout
     assert re.search(rf"^  thread_count = {len(snap.threads)}$", text, re.M)
-    sections = _thread_sections(text)
-    assert len(sections) == len(snap.threads)
-    for t, sec in zip(snap.threads, sections):
+    for t, sec in _sections(text, "thread", snap.threads):
         f = _fields(sec)
-        assert _hexval(f["thread_id"]) == t.tid
+        _assert_thread_fields(f, t)
         assert _hexval(f["teb"]) == t.thread_pointer
-        assert _hexval(f["stack.start_of_memory_range"]) == t.stack.start
         assert _hexval(f["stack.memory.data_size"]) == len(t.stack.data)
         assert "\nStack\n0x" + t.stack.data[:64].hex() in sec
-        c = t.context
         if name == "amd64":
             assert _hexval(f["thread_context.data_size"]) == 1232
             assert _hexval(f["context_flags"]) == 0x10001F
-            for r in AMD64_REGS:
-                assert _hexval(f[r]) == getattr(c, r), r
-            assert _hexval(f["eflags"]) == c.eflags
-            assert _hexval(f["cs"]) == c.cs and _hexval(f["ss"]) == c.ss
-            assert _hexval(f["mx_csr"]) == c.mxcsr
+            _assert_registers(f, t.context, BREAKPAD_AMD64, t.tid)
         else:
             assert _hexval(f["thread_context.data_size"]) == 912
             assert _hexval(f["context_flags"]) == 0x400007
-            for n in range(29):
-                assert _hexval(f[f"iregs[{n}]"]) == c.x[n], n
-            assert _hexval(f["iregs[29]"]) == c.fp
-            assert _hexval(f["iregs[30]"]) == c.lr
-            assert _hexval(f["iregs[31]"]) == c.sp
-            assert _hexval(f["iregs[32]"]) == c.pc
-            assert _hexval(f["cpsr"]) == c.cpsr
-            assert _hexval(f["float_save.fpsr"]) == c.fpsr
+            _assert_registers(f, t.context, BREAKPAD_ARM64, t.tid)
 
 
 @pytest.mark.parametrize("name", ["amd64", "arm64"])
@@ -143,13 +177,10 @@ def test_breakpad_modules(breakpad_out, dumps, name):
     snap, _ = dumps[name]
     text = breakpad_out[name].stdout
     assert re.search(rf"^  module_count = {len(snap.modules)}$", text, re.M)
-    sections = _module_sections(text)
-    assert len(sections) == len(snap.modules)
-    for m, sec in zip(snap.modules, sections):
+    pairs = _sections(text, "module", snap.modules)
+    for m, sec in pairs:
         f = _fields(sec)
-        assert _hexval(f["base_of_image"]) == m.base
-        assert _hexval(f["size_of_image"]) == m.size
-        assert f["(code_file)"] == f'"{m.path}"'
+        _assert_module_fields(f, m)
         assert f["(debug_identifier)"] == f'"{debug_id(m.identity)}"'
         if isinstance(m.identity, ElfBuildId):
             assert f["(cv_record).cv_signature"] == "0x4270454c"
@@ -160,7 +191,7 @@ def test_breakpad_modules(breakpad_out, dumps, name):
             assert f["(cv_record).age"] == str(m.identity.age)
             assert f["(cv_record).pdb_file_name"] == f'"{m.identity.pdb_path}"'
     # The known build id: debug id and code id exactly as the reference says.
-    first = _fields(sections[0])
+    first = _fields(pairs[0][1])
     assert first["(debug_identifier)"] == f'"{BUILD_ID_DEBUG_ID}"'
     assert first["(code_identifier)"] == f'"{BUILD_ID_CODE_ID}"'
     assert BUILD_ID_DEBUG_ID == "030201000504070608090A0B0C0D0E0F0"
@@ -247,9 +278,7 @@ def test_rust_json_amd64_crash_and_soft_errors(rust_json):
     crashing = j["crashing_thread"]
     assert crashing["thread_id"] == 1001
     regs = crashing["frames"][0]["registers"]
-    ctx = amd64_snapshot().threads[1].context
-    for r in AMD64_REGS:
-        assert int(regs[r], 16) == getattr(ctx, r), r
+    _assert_registers(regs, amd64_snapshot().threads[1].context, _AMD64, 1001)
     assert j["soft_errors"] == [
         {"kind": "memory-unreadable", "message": "region 0x1000 could not be read"}]
     assert j["system_info"]["cpu_info"] == "family 6 model 85 stepping 7"
@@ -274,47 +303,26 @@ def rust_dump_out(dumps):
 @pytest.mark.parametrize("name", ["amd64", "arm64"])
 def test_rust_dump_registers_of_every_thread(rust_dump_out, dumps, name):
     snap, _ = dumps[name]
-    text = rust_dump_out[name]
-    sections = _thread_sections(text)
-    assert len(sections) == len(snap.threads)
-    for t, sec in zip(snap.threads, sections):
+    for t, sec in _sections(rust_dump_out[name], "thread", snap.threads):
         f = _fields(sec)
-        assert _hexval(f["thread_id"]) == t.tid
-        assert _hexval(f["stack.start_of_memory_range"]) == t.stack.start
-        c = t.context
+        _assert_thread_fields(f, t)
         if name == "amd64":
             assert "CONTEXT_AMD64" in sec
-            for r in AMD64_REGS:
-                assert _hexval(f[r]) == getattr(c, r), (t.tid, r)
-            assert _hexval(f["eflags"]) == c.eflags
-            assert _hexval(f["mx_csr"]) == c.mxcsr
+            _assert_registers(f, t.context, RUST_AMD64, t.tid)
             assert _hexval(f["context_flags"]) == 0x10001F
         else:
             assert "CONTEXT_ARM64" in sec
-            for n in range(29):
-                assert _hexval(f[f"x{n}"]) == c.x[n], (t.tid, n)
-            assert _hexval(f["x29(fp)"]) == c.fp
-            assert _hexval(f["x30(lr)"]) == c.lr
-            assert _hexval(f["sp"]) == c.sp
-            assert _hexval(f["pc"]) == c.pc
-            assert _hexval(f["cpsr"]) == c.cpsr
-            assert _hexval(f["fpsr"]) == c.fpsr
-            assert _hexval(f["fpcr"]) == c.fpcr
-            for n in range(32):
-                assert _hexval(f[f"d{n}"]) == c.v[n], (t.tid, n)
+            _assert_registers(f, t.context, RUST_ARM64, t.tid)
 
 
 def test_rust_dump_modules(rust_dump_out, dumps):
     snap, _ = dumps["amd64"]
-    sections = _module_sections(rust_dump_out["amd64"])
-    assert len(sections) == len(snap.modules)
-    for m, sec in zip(snap.modules, sections):
-        f = _fields(sec)
-        assert _hexval(f["base_of_image"]) == m.base
-        assert _hexval(f["size_of_image"]) == m.size
-        assert f["(code_file)"] == f'"{m.path}"'
-    assert _fields(sections[0])["(code_identifier)"] == f'"{BUILD_ID_CODE_ID}"'
-    assert _fields(sections[0])["(debug_identifier)"] == '"03020100-0504-0706-0809-0a0b0c0d0e0f"'
+    pairs = _sections(rust_dump_out["amd64"], "module", snap.modules)
+    for m, sec in pairs:
+        _assert_module_fields(_fields(sec), m)
+    first = _fields(pairs[0][1])
+    assert first["(code_identifier)"] == f'"{BUILD_ID_CODE_ID}"'
+    assert first["(debug_identifier)"] == '"03020100-0504-0706-0809-0a0b0c0d0e0f"'
 
 
 # -- LLDB -------------------------------------------------------------------------------------
@@ -370,18 +378,8 @@ def test_lldb_threads_modules_registers(lldb_out, dumps, name):
     blocks = _lldb_register_blocks(text)
     assert len(blocks) == len(snap.threads)
     for t, regs in zip(snap.threads, blocks):
-        c = t.context
-        if name == "amd64":
-            for r in AMD64_REGS:
-                assert regs[r] == getattr(c, r), (t.tid, r)
-            assert regs["rflags"] == c.eflags
-            assert regs["cs"] == c.cs and regs["ss"] == c.ss
-        else:
-            for n in range(29):
-                assert regs[f"x{n}"] == c.x[n], (t.tid, n)
-            assert (regs["fp"], regs["lr"], regs["sp"], regs["pc"]) == (c.fp, c.lr, c.sp, c.pc)
-            # cpsr is not compared: LLDB's minidump ARM64 register context reads cpsr
-            # after pc (at 0x110, where CONTEXT_ARM64 keeps v0), not at offset 4.
+        _assert_registers(regs, t.context, LLDB_AMD64 if name == "amd64" else LLDB_ARM64,
+                          t.tid)
 
 
 def test_lldb_uuid_of_known_build_id(lldb_out):

@@ -27,6 +27,7 @@ from ..snapshot import (
 from .. import _testhooks
 from ..errors import DumpError
 from ..intervals import merge, subtract
+from ..sinks.placed import write_placed
 from . import format as fmt
 from .codeview import encode_codeview
 from .context import encode_context
@@ -334,16 +335,7 @@ class _Writer:
         out.write(head)
         out.write(lay.buf)
         _testhooks.fail("writer")
-        pos = lay.end
-        for rva, memory in lay.bulk:
-            if rva > pos:
-                out.write(bytes(rva - pos))
-            pos = rva
-            for chunk in memory.chunks():
-                out.write(chunk)
-                pos += len(chunk)
-                if progress is not None:
-                    progress(pos, total)
+        pos = write_placed(out, lay.bulk, lay.end, total, progress)
         if base is not None:
             # Extra streams rendered again now that the memory went by (see ExtraStream).
             for extra in self.s.extra_streams:

@@ -4,7 +4,7 @@
 measured from CPython's own headers: ``offsetof`` over the installed ``Include/internal``
 structures of each release (``_PyRuntimeState``, ``PyInterpreterState``, ``PyThreadState``,
 ``_PyCFrame``, ``_PyInterpreterFrame``/``PyFrameObject``, ``PyCodeObject``, ``PyASCIIObject``,
-``PyBytesObject``); ``tools/python_offsets.c`` prints them for a given installation.
+``PyBytesObject``); ``scripts/python-offsets.c`` prints them for a given installation.
 
 3.13 and later publish ``_Py_DebugOffsets`` at the start of ``_PyRuntime`` (cookie
 ``xdebugpy``): the structure is a run of 64-bit words, one group per object kind, each group
@@ -29,27 +29,25 @@ _OBJECTS = {
     "bytes.ob_sval": 32,
 }
 
+# PyASCIIObject and PyCompactUnicodeObject since 3.12 (which dropped their wstr fields).
+_UNICODE_SINCE_3_12 = {"unicode.ascii_size": 40, "unicode.compact_size": 56}
+
+_PY_3_9 = {
+    "runtime.interpreters_head": 32, "runtime.gil_locked": 368,
+    "runtime.gil_last_holder": 360,
+    "interp.next": 0, "interp.threads_head": 8,
+    "tstate.next": 8, "tstate.interp": 16, "tstate.thread_id": 176, "tstate.frame": 24,
+    "frame.f_back": 24, "frame.f_code": 32, "frame.f_lasti": 104,
+    "code.co_lnotab": 120, "code.co_filename": 104, "code.co_name": 112,
+    "code.co_firstlineno": 40,
+    "unicode.ascii_size": 48, "unicode.compact_size": 72,
+}
+
 TABLES: dict[tuple[int, int], dict[str, int]] = {
-    (3, 9): {
-        "runtime.interpreters_head": 32, "runtime.gil_locked": 368,
-        "runtime.gil_last_holder": 360,
-        "interp.next": 0, "interp.threads_head": 8,
-        "tstate.next": 8, "tstate.interp": 16, "tstate.thread_id": 176, "tstate.frame": 24,
-        "frame.f_back": 24, "frame.f_code": 32, "frame.f_lasti": 104,
-        "code.co_lnotab": 120, "code.co_filename": 104, "code.co_name": 112,
-        "code.co_firstlineno": 40,
-        "unicode.ascii_size": 48, "unicode.compact_size": 72,
-    },
-    (3, 10): {
-        "runtime.interpreters_head": 32, "runtime.gil_locked": 368,
-        "runtime.gil_last_holder": 360,
-        "interp.next": 0, "interp.threads_head": 8,
-        "tstate.next": 8, "tstate.interp": 16, "tstate.thread_id": 176, "tstate.frame": 24,
-        "frame.f_back": 24, "frame.f_code": 32, "frame.f_lasti": 96,
-        "code.co_linetable": 120, "code.co_filename": 104, "code.co_name": 112,
-        "code.co_firstlineno": 40,
-        "unicode.ascii_size": 48, "unicode.compact_size": 72,
-    },
+    (3, 9): _PY_3_9,
+    # 3.10: 3.9 but for f_lasti and the line table (co_linetable replaced co_lnotab).
+    (3, 10): {**{k: v for k, v in _PY_3_9.items() if k != "code.co_lnotab"},
+              "frame.f_lasti": 96, "code.co_linetable": 120},
     (3, 11): {
         "runtime.interpreters_head": 40, "runtime.gil_locked": 376,
         "runtime.gil_last_holder": 368,
@@ -71,54 +69,63 @@ TABLES: dict[tuple[int, int], dict[str, int]] = {
         "iframe.code": 0, "iframe.instr": 56, "iframe.previous": 8, "iframe.owner": 70,
         "code.co_code_adaptive": 192, "code.co_qualname": 128, "code.co_linetable": 136,
         "code.co_filename": 112, "code.co_name": 120, "code.co_firstlineno": 68,
-        "unicode.ascii_size": 40, "unicode.compact_size": 56,
+        **_UNICODE_SINCE_3_12,
     },
 }
 for _t in TABLES.values():
     _t.update(_OBJECTS)
 
-# _Py_DebugOffsets: word index of each field we use (3 header words: cookie, version,
-# free_threaded; then the groups in declaration order).
-_DEBUG_LAYOUTS = {
-    (3, 13): {
-        "runtime.interpreters_head": 5,
-        # interpreter_state: size id next threads_head gc imports_modules sysdict builtins
-        # ceval_gil gil_runtime_state gil_enabled gil_locked gil_holder  (words 6..18)
-        "interp.next": 8, "interp.threads_head": 9, "interp.ceval_gil": 14,
-        "interp.gil_runtime_state": 15, "interp.gil_locked": 17, "interp.gil_holder": 18,
-        # thread_state: size prev next interp current_frame thread_id native_thread_id
-        # datastack_chunk status  (19..27)
-        "tstate.next": 21, "tstate.interp": 22, "tstate.current_frame": 23,
-        "tstate.thread_id": 24, "tstate.native_thread_id": 25,
-        # interpreter_frame: size previous executable instr_ptr localsplus owner  (28..33)
-        "iframe.previous": 29, "iframe.code": 30, "iframe.instr": 31, "iframe.owner": 33,
-        # code_object: size filename name qualname linetable firstlineno argcount
-        # localsplusnames localspluskinds co_code_adaptive  (34..43)
-        "code.co_filename": 35, "code.co_name": 36, "code.co_qualname": 37,
-        "code.co_linetable": 38, "code.co_firstlineno": 39, "code.co_code_adaptive": 43,
-        # pyobject (44, 45), type_object (46..49)
-        "object.ob_type": 45, "type.tp_name": 47,
-        "_words": 44 + 2 + 4,
-    },
-    (3, 14): {
-        "runtime.interpreters_head": 5,
-        # interpreter_state gains threads_main after threads_head, and two generation
-        # counters at its end  (6..21)
-        "interp.next": 8, "interp.threads_head": 9, "interp.ceval_gil": 15,
-        "interp.gil_runtime_state": 16, "interp.gil_locked": 18, "interp.gil_holder": 19,
-        # thread_state (22..30)
-        "tstate.next": 24, "tstate.interp": 25, "tstate.current_frame": 26,
-        "tstate.thread_id": 27, "tstate.native_thread_id": 28,
-        # interpreter_frame gains stackpointer, tlbc_index  (31..38)
-        "iframe.previous": 32, "iframe.code": 33, "iframe.instr": 34, "iframe.owner": 36,
-        # code_object gains co_tlbc  (39..49)
-        "code.co_filename": 40, "code.co_name": 41, "code.co_qualname": 42,
-        "code.co_linetable": 43, "code.co_firstlineno": 44, "code.co_code_adaptive": 48,
-        # pyobject (50, 51), type_object (52..55)
-        "object.ob_type": 51, "type.tp_name": 53,
-        "_words": 50 + 2 + 4,
-    },
+# _Py_DebugOffsets in declaration order: the header, then one group of 64-bit words per
+# object kind, each starting with the object's size. Names are ours (as in TABLES).
+_DEBUG_GROUPS_3_13: dict[str, tuple[str, ...]] = {
+    "header": ("cookie", "version", "free_threaded"),
+    "runtime": ("size", "finalizing", "interpreters_head"),
+    "interp": ("size", "id", "next", "threads_head", "gc", "imports_modules", "sysdict",
+               "builtins", "ceval_gil", "gil_runtime_state", "gil_enabled", "gil_locked",
+               "gil_holder"),
+    "tstate": ("size", "prev", "next", "interp", "current_frame", "thread_id",
+               "native_thread_id", "datastack_chunk", "status"),
+    "iframe": ("size", "previous", "code", "instr", "localsplus", "owner"),
+    "code": ("size", "co_filename", "co_name", "co_qualname", "co_linetable",
+             "co_firstlineno", "co_argcount", "co_localsplusnames", "co_localspluskinds",
+             "co_code_adaptive"),
+    "object": ("size", "ob_type"),
+    "type": ("size", "tp_name", "tp_repr", "tp_flags"),
 }
+_interp_3_13 = _DEBUG_GROUPS_3_13["interp"]
+_DEBUG_GROUPS_3_14 = {
+    **_DEBUG_GROUPS_3_13,
+    # interpreter_state gains threads_main after threads_head, and two generation
+    # counters at its end; interpreter_frame stackpointer and tlbc_index; code co_tlbc.
+    "interp": _interp_3_13[:4] + ("threads_main",) + _interp_3_13[4:]
+    + ("code_object_generation", "tlbc_generation"),
+    "iframe": _DEBUG_GROUPS_3_13["iframe"] + ("stackpointer", "tlbc_index"),
+    "code": _DEBUG_GROUPS_3_13["code"] + ("co_tlbc",),
+}
+# The fields we read, by the name "group.field".
+_DEBUG_USED = frozenset({
+    "runtime.interpreters_head",
+    "interp.next", "interp.threads_head", "interp.ceval_gil", "interp.gil_runtime_state",
+    "interp.gil_locked", "interp.gil_holder",
+    "tstate.next", "tstate.interp", "tstate.current_frame", "tstate.thread_id",
+    "tstate.native_thread_id",
+    "iframe.previous", "iframe.code", "iframe.instr", "iframe.owner",
+    "code.co_filename", "code.co_name", "code.co_qualname", "code.co_linetable",
+    "code.co_firstlineno", "code.co_code_adaptive",
+    "object.ob_type", "type.tp_name",
+})
+
+
+def _word_indexes(groups: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """Word index of each field we use, and the layout's length in words as ``_words``."""
+    names = [f"{group}.{name}" for group, fields in groups.items() for name in fields]
+    layout = {name: i for i, name in enumerate(names) if name in _DEBUG_USED}
+    layout["_words"] = len(names)
+    return layout
+
+
+_DEBUG_LAYOUTS = {(3, 13): _word_indexes(_DEBUG_GROUPS_3_13),
+                  (3, 14): _word_indexes(_DEBUG_GROUPS_3_14)}
 DEBUG_OFFSETS_READ = 8 * max(l["_words"] for l in _DEBUG_LAYOUTS.values())
 
 
@@ -146,8 +153,7 @@ def from_debug_offsets(blob: bytes) -> Optional[tuple[int, dict[str, int]]]:
     table.pop("interp.gil_runtime_state")
     for k, v in _OBJECTS.items():
         table.setdefault(k, v)
-    table["unicode.ascii_size"] = 40
-    table["unicode.compact_size"] = 56
+    table.update(_UNICODE_SINCE_3_12)
     # Sanity: offsets inside objects are small; garbage here means corrupted memory.
     if any(v > 1 << 20 for v in table.values()):
         return None

@@ -19,6 +19,7 @@ from ..binfmt import elfcore as ec
 from ..snapshot import (
     Amd64Context, Arch, Arm64Context, Memory, MemoryRange, MemoryRegion, Snapshot, Thread,
 )
+from .placed import write_placed
 
 PAGE = 4096
 _MASK = (1 << 64) - 1
@@ -280,14 +281,4 @@ def write_core(snapshot: Snapshot, out: BinaryIO,
     out.write(header)
     out.write(b"".join(phdrs))
     out.write(notes)
-    pos = notes_off + len(notes)
-    for start, mem in placed:
-        if start > pos:
-            out.write(bytes(start - pos))
-            pos = start
-        for chunk in mem.chunks():
-            out.write(chunk)
-            pos += len(chunk)
-            if progress is not None:
-                progress(pos, total)
-    return pos
+    return write_placed(out, placed, notes_off + len(notes), total, progress)

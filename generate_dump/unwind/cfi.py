@@ -96,16 +96,12 @@ def read_uleb(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def read_sleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            if b & 0x40:
-                result -= 1 << shift
-            return result, pos
+    """The ULEB128 bits, negative when the last byte's bit 6 (the value's top bit) is set."""
+    result, end = read_uleb(data, pos)
+    bits = 7 * (end - pos)
+    if result >> (bits - 1) & 1:
+        result -= 1 << bits
+    return result, end
 
 
 _FIXED = {0x02: ("<H", 2), 0x03: ("<I", 4), 0x04: ("<Q", 8),
@@ -354,10 +350,10 @@ def _run(section: CfiSection, cie: Cie, data: bytes, pos: int, end: int, row: Ro
             loc += delta * ca
             if target is not None and loc > target:
                 return
-        elif op == 0x05:  # offset_extended
+        elif op in (0x05, 0x11, 0x14, 0x15):  # offset_extended(_sf), val_offset(_sf)
             reg, pos = read_uleb(data, pos)
-            off, pos = read_uleb(data, pos)
-            row.regs[reg] = Rule(OFFSET, off * da)
+            off, pos = (read_sleb if op in (0x11, 0x15) else read_uleb)(data, pos)
+            row.regs[reg] = Rule(VAL_OFFSET if op >= 0x14 else OFFSET, off * da)
         elif op == 0x06:  # restore_extended
             reg, pos = read_uleb(data, pos)
             _restore(row, initial, reg)
@@ -398,10 +394,6 @@ def _run(section: CfiSection, cie: Cie, data: bytes, pos: int, end: int, row: Ro
             row.regs[reg] = Rule(EXPRESSION if op == 0x10 else VAL_EXPRESSION,
                                  bytes(data[pos:pos + n]))
             pos += n
-        elif op == 0x11:  # offset_extended_sf
-            reg, pos = read_uleb(data, pos)
-            off, pos = read_sleb(data, pos)
-            row.regs[reg] = Rule(OFFSET, off * da)
         elif op == 0x12:  # def_cfa_sf
             reg, pos = read_uleb(data, pos)
             off, pos = read_sleb(data, pos)
@@ -409,13 +401,6 @@ def _run(section: CfiSection, cie: Cie, data: bytes, pos: int, end: int, row: Ro
         elif op == 0x13:  # def_cfa_offset_sf
             off, pos = read_sleb(data, pos)
             row.cfa_offset = off * da
-        elif op in (0x14, 0x15):  # val_offset, val_offset_sf
-            reg, pos = read_uleb(data, pos)
-            if op == 0x14:
-                off, pos = read_uleb(data, pos)
-            else:
-                off, pos = read_sleb(data, pos)
-            row.regs[reg] = Rule(VAL_OFFSET, off * da)
         elif op == 0x2D:  # GNU_window_save / AARCH64_negate_ra_state: PAC bits are masked
             pass
         elif op == 0x2E:  # GNU_args_size
