@@ -34,6 +34,7 @@ import pytest
 from checks import expected_functions
 from generate_dump.errors import DumpError
 from generate_dump.minidump import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from generate_dump.snapshot import (
     Arch, Arm64Context, CpuInfo, ElfBuildId, MemoryRange, MemoryRegion, Module, OS, Process,
     Snapshot, SystemInfo, Thread,
@@ -346,7 +347,7 @@ def test_summary_of_a_snapshot(crashers, tmp_path):
 
     r = run_crash(tmp_path, crashers, "segv-thread")
     assert r.returncode == 139, r.stderr
-    snap = read_minidump(next(tmp_path.glob("*.dmp"))).to_snapshot()
+    snap = read_minidump_snapshot(next(tmp_path.glob("*.dmp")))
     summary = summarize_snapshot(snap)
     assert print_stacks(snap) == summary
     block = crashing_block(summary)
@@ -577,10 +578,9 @@ def _arm64_snapshot(lr_leaf: bool, pac: bool = False) -> Snapshot:
 
 @pytest.mark.parametrize("leaf,pac", [(False, False), (True, False), (False, True)])
 def test_arm64_frame_pointers(leaf, pac):
-    from generate_dump.unwind import ProcessView, walk_process
+    from generate_dump.unwind import walk_process
 
-    view = ProcessView.from_snapshot(_arm64_snapshot(leaf, pac))
-    [stack] = walk_process(view)
+    [stack] = walk_process(_arm64_snapshot(leaf, pac))
     got = [(f.pc - 0x5500_0000_0000, f.trust) for f in stack.frames]
     want = [(0x100, "context")] + ([(0x3000, "fp")] if leaf else []) + \
         [(0x1234, "fp"), (0x2468, "fp")]
