@@ -131,7 +131,9 @@ Python stack may be incomplete); the document has ``"python": {"version", "gil_h
 For other code: :func:`summarize_snapshot` (a snapshot just captured, as ``generate_dump
 run`` and the pytest plugin report it), :func:`summarize_file` and :func:`print_stacks`
 give a short text: the top frames of every thread (Python frames merged in), crashing
-thread first, threads with identical top frames listed together.
+thread first, threads with identical top frames listed together. :func:`inspect_snapshot`
+gives the whole report of any Snapshot (a file is read with ``read_minidump_snapshot``)
+as an :class:`InspectReport`, with ``to_json()`` (the document above) and ``to_text()``.
 """
 
 from __future__ import annotations
