@@ -33,7 +33,6 @@ import pytest
 
 from checks import expected_functions
 from generate_dump.errors import DumpError
-from generate_dump.minidump import read_minidump
 from generate_dump.sources.minidump_file import read_minidump_snapshot
 from generate_dump.snapshot import (
     Arch, Arm64Context, CpuInfo, ElfBuildId, MemoryRange, MemoryRegion, Module, OS, Process,
@@ -71,7 +70,7 @@ def norm(name: str) -> str:
 
 def breakpad_walk(path: Path, store: Path) -> dict[int, list[tuple[str, str]]]:
     """(module, function) per frame and thread from minidump_stackwalk -m."""
-    tids = [t.tid for t in read_minidump(path).threads]
+    tids = [t.tid for t in read_minidump_snapshot(path).threads]
     out: dict[int, list[tuple[str, str]]] = {}
     for line in breakpad_stackwalk(path, store).splitlines():
         p = line.split("|")
@@ -131,7 +130,7 @@ def dump_threads(binary: Path, tmp_path: Path, extra: int = 0, name: str = "thre
 def test_frames_agree_with_breakpad(threads_bin, symbols, tmp_path, extra):
     target, dump = dump_threads(threads_bin, tmp_path, extra)
     with target:
-        store = symbols.add_modules_of(read_minidump(dump))
+        store = symbols.add_modules_of(read_minidump_snapshot(dump))
         bp = breakpad_walk(dump, store)
         doc = inspect_json("--no-system-debug", dump)
         assert_agrees(doc, bp, target)
@@ -153,7 +152,7 @@ def test_breakpad_symbols_alone(threads_bin, symbols, tmp_path):
     breakpad_dump_syms(exe, store)
     target, dump = dump_threads(exe, tmp_path)
     with target:
-        symbols.add_modules_of(read_minidump(dump))  # libc, ld.so, the vDSO
+        symbols.add_modules_of(read_minidump_snapshot(dump))  # libc, ld.so, the vDSO
         for sym in Path(symbols.root).rglob("*.sym"):
             if sym.parent.parent.name != "threads":
                 dest = store / sym.relative_to(symbols.root)
@@ -242,7 +241,7 @@ def test_json_schema_keys(threads_bin, tmp_path):
 def test_mismatched_build_id_is_not_symbolized(threads_bin, tmp_path):
     target, dump = dump_threads(threads_bin, tmp_path)
     with target:
-        md = read_minidump(dump)
+        md = read_minidump_snapshot(dump)
         main = md.modules[0]
         record = b"LEpB" + main.identity.build_id  # CodeView signature 0x4270454c
         data = bytearray(dump.read_bytes())

@@ -47,6 +47,7 @@ from generate_dump.snapshot import (
 )
 
 from generate_dump.memsource import SnapshotMemory
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 
 from synthetic import amd64_snapshot, arm64_snapshot, as_read, read_back
 
@@ -346,3 +347,34 @@ def test_link_map_name_with_undecodable_bytes_can_be_written():
                     linux=LinuxFiles(dso_debug=dso))
     md = parse(minidump_bytes(snap))
     assert md.dso_debug.link_maps[0].name.endswith("/libx.so")
+
+
+def test_snapshot_memory_is_one_interface_over_stacks_copies_and_lazy_ranges():
+    """SnapshotMemory reads a snapshot's stacks, copied ranges and lazy ranges alike
+    (across adjacent ones, short at a gap); lazy=False leaves the lazy ones out (a live
+    process's, read after the fact). A dump read back keeps its memory in the file."""
+    from generate_dump.snapshot import LazyMemory
+
+    reads = []
+
+    def lazy_read(address: int, size: int) -> bytes:
+        reads.append((address, size))
+        return b"L" * max(0, min(size, 0x3000 - address))
+
+    snap = Snapshot(
+        process=Process(pid=1), system=SystemInfo(Arch.AMD64, OS.LINUX),
+        threads=(Thread(tid=1, context=Amd64Context(rsp=0x1010),
+                        stack=MemoryRange(0x1000, b"S" * 0x100)),),
+        memory=(MemoryRange(0x1100, b"C" * 0x100), LazyMemory(0x2000, 0x1000, lazy_read)),
+    )
+    mem = SnapshotMemory(snap)
+    assert mem.read(0x10F0, 0x20) == b"S" * 0x10 + b"C" * 0x10  # across adjacent ranges
+    assert mem.read_exact(0x10F0, 0x20) is None  # no one range holds it all
+    assert mem.read(0x11F0, 0x20) == b"C" * 0x10  # short: nothing at 0x1200
+    assert mem.read(0x2FF0, 0x10) == b"L" * 0x10 and reads == [(0x2FF0, 0x10)]
+    assert mem.read(0x5000, 4) == b""
+    copied_only = SnapshotMemory(snap, lazy=False)
+    assert copied_only.read(0x2FF0, 0x10) == b"" and len(reads) == 1
+    back = read_minidump_snapshot(minidump_bytes(snap))
+    assert back.memory and all(isinstance(m, LazyMemory) for m in back.memory)
+    assert SnapshotMemory(back).read(0x10F0, 0x20) == b"S" * 0x10 + b"C" * 0x10
