@@ -542,8 +542,9 @@ class InspectReport:
         tr = snap.trigger
         if tr is not None:
             lines.append(f"Trigger: {tr.trigger} {tr.threshold} (measured {tr.value})")
-        if self.python is not None:
-            lines.append(_python_line(python_json(self.python)))
+        py = python_json(self.python)
+        if py is not None:
+            lines.append(_python_line(py))
         lines.append("")
         lines.append(f"Modules ({len(self.modules)}):")
         lines += [m.to_text() for m in self.modules]

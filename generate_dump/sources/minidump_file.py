@@ -48,12 +48,12 @@ def read_minidump_snapshot(source: Union[str, os.PathLike, bytes, memoryview, mm
     """The Snapshot in a minidump (a path, or the file's bytes), memory read lazily from
     the mapped file. The crashing thread's registers are those of the Exception stream
     (where the fault happened; a dumper's own thread list may hold the handler's)."""
-    is_path = isinstance(source, (str, os.PathLike))
+    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "minidump"
     try:
-        md = read_minidump(source) if is_path else parse(source)
-        return _snapshot(md)
+        if isinstance(source, (str, os.PathLike)):
+            return _snapshot(read_minidump(source))
+        return _snapshot(parse(source))
     except MinidumpFormatError as exc:
-        name = os.fspath(source) if is_path else "minidump"
         raise MinidumpFileError(f"{name}: {exc}", str(exc)) from None
 
 
