@@ -71,9 +71,9 @@ def main() -> None:
                   f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
         from generate_dump.inspect_dump import summarize_file
-        from generate_dump.minidump import read_minidump
+        from generate_dump.sources.minidump_file import read_minidump_snapshot
 
-        n_threads = len(read_minidump(dump).threads)
+        n_threads = len(read_minidump_snapshot(dump).threads)
         t0 = time.perf_counter()
         summary = summarize_file(dump)
         cold = time.perf_counter() - t0

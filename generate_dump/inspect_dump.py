@@ -131,7 +131,9 @@ Python stack may be incomplete); the document has ``"python": {"version", "gil_h
 For other code: :func:`summarize_snapshot` (a snapshot just captured, as ``generate_dump
 run`` and the pytest plugin report it), :func:`summarize_file` and :func:`print_stacks`
 give a short text: the top frames of every thread (Python frames merged in), crashing
-thread first, threads with identical top frames listed together.
+thread first, threads with identical top frames listed together. :func:`inspect_snapshot`
+gives the whole report of any Snapshot (a file is read with ``read_minidump_snapshot``)
+as an :class:`InspectReport`, with ``to_json()`` (the document above) and ``to_text()``.
 """
 
 from __future__ import annotations
@@ -140,16 +142,17 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Iterable, Optional, Union, cast
+from typing import Iterable, Optional, Union
 
 import click
 
 from .errors import DumpError
 from .minidump.codeview import code_id, debug_id
 from .platform.linux.signals import FAULT_SIGNAL_NAMES
-from .python.merge import MODES, PyFrame, merge, state_for_view, thread_for
-from .snapshot import OS, Snapshot
-from .unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
+from .memsource import SnapshotMemory
+from .python.merge import MODES, PyFrame, merge, state_for_snapshot, thread_for
+from .snapshot import OS, Module, PythonState, PythonThread, Snapshot
+from .unwind import SnapshotIndex, SymbolOptions, ThreadStack, walk_process
 from .unwind.locate import module_name
 from .unwind.debug_info import module_debug, prepare
 from .symbols.session import budget
@@ -214,14 +217,15 @@ def exception_names(os_: Optional[OS], code: int, flags: int) -> tuple[str, Opti
     return name, sub
 
 
-def describe_reason(view: ProcessView) -> str:
-    e = view.exception
+def describe_reason(snapshot: Snapshot) -> str:
+    e = snapshot.exception
     if e is None:
         return "live snapshot (no exception)"
-    name, sub = exception_names(view.os, e.code, e.flags)
+    os_ = snapshot.system.os
+    name, sub = exception_names(os_, e.code, e.flags)
     text = name + (f" ({sub})" if sub else "")
     si = e.flags - (1 << 32) if e.flags & 0x80000000 else e.flags
-    if e.address or (name in FAULT_SIGNAL_NAMES and si > 0) or view.os == OS.WINDOWS:
+    if e.address or (name in FAULT_SIGNAL_NAMES and si > 0) or os_ == OS.WINDOWS:
         text += f" at 0x{e.address:x}"
     return text + f" in thread {e.thread_id}"
 
@@ -314,8 +318,9 @@ def _thread_title(t: ThreadStack) -> str:
 # -- loading ---------------------------------------------------------------------------------
 
 
-def load_view(path: Union[str, os.PathLike]) -> ProcessView:
-    from .minidump.reader import MinidumpFormatError, read_minidump
+def load_snapshot(path: Union[str, os.PathLike]) -> Snapshot:
+    """The Snapshot of the minidump at ``path`` (memory read from the mapped file)."""
+    from .sources.minidump_file import MinidumpFileError, read_minidump_snapshot
 
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -323,10 +328,9 @@ def load_view(path: Union[str, os.PathLike]) -> ProcessView:
     if os.path.isdir(p):
         raise DumpError(f"{p} is a directory; give the path of a minidump file")
     try:
-        md = read_minidump(p)
-    except MinidumpFormatError as exc:
-        raise DumpError(f"{p} is not a readable minidump: {exc}") from None
-    return ProcessView.from_minidump(md, p)
+        return read_minidump_snapshot(p)
+    except MinidumpFileError as exc:
+        raise DumpError(f"{p} is not a readable minidump: {exc.reason}") from None
 
 
 def _options(symbols_paths: Iterable[str], system_debug: bool,
@@ -351,47 +355,64 @@ def _options(symbols_paths: Iterable[str], system_debug: bool,
 # -- walking with symbols from servers -------------------------------------------------------
 
 
-def walk_fetching(view: ProcessView, options: SymbolOptions, tids: Optional[set[int]] = None,
-                  max_frames: int = 512, wait: Optional[float] = None
-                  ) -> tuple[list[ThreadStack], SymbolOptions]:
+def walk_fetching(index: SnapshotIndex, options: SymbolOptions,
+                  tids: Optional[set[int]] = None, max_frames: int = 512,
+                  wait: Optional[float] = None) -> tuple[list[ThreadStack], SymbolOptions]:
     """Walk the stacks; with servers configured, in two rounds so that only modules seen in
     a stack get their debug files downloaded: executables of modules without a local file
     (their code and CFI drive the walk) first, in parallel; a first walk; the debug files
     and ``.sym`` files of the modules in its frames, in parallel; the walk again. Returns
     the stacks and the options the final walk used (for module lookups afterwards)."""
     if not options.remote:
-        return walk_process(view, options, tids, max_frames), options
+        return walk_process(index, options, tids, max_frames), options
+    modules = index.snapshot.modules
     first = dataclasses.replace(options, names_for=frozenset())
-    prepare(view.module_order, first, wait=wait)
-    stacks = walk_process(view, first, tids, max_frames)
+    prepare(modules, first, wait=wait)
+    stacks = walk_process(index, first, tids, max_frames)
     seen = {f.module.module.base for t in stacks for f in t.frames if f.module is not None}
-    wanted = [m for m in view.module_order if m.base in seen and m.identity is not None]
+    wanted = [m for m in modules if m.base in seen and m.identity is not None]
     full = dataclasses.replace(options, names_for=frozenset(debug_id(m.identity)
                                                             for m in wanted
                                                             if m.identity is not None))
     prepare(wanted, full, wait=wait)
-    return walk_process(view, full, tids, max_frames), full
+    return walk_process(index, full, tids, max_frames), full
 
 
 # -- the report ------------------------------------------------------------------------------
 
 
-def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] = None,
-                 max_frames: int = 512, mode: str = "merged") -> dict:
-    """The whole report as the JSON document described in the module doc. ``mode``:
-    merged (Python frames in place of the eval loop's), native (both) or python (only
-    Python frames), see :mod:`generate_dump.python.merge`."""
-    if tid is not None and all(t.tid != tid for t in view.threads):
-        have = ", ".join(str(t.tid) for t in view.threads[:20])
-        raise DumpError(f"no thread {tid} in the dump (threads: {have}"
-                        f"{', ...' if len(view.threads) > 20 else ''})")
-    stacks, options = walk_fetching(view, options, {tid} if tid is not None else None,
-                                    max_frames)
-    python = state_for_view(view, options)
-    modules = []
-    for m in view.module_order:
-        md = module_debug(m, options)
-        modules.append({
+def command_line(snapshot: Snapshot) -> tuple[str, ...]:
+    """The process's arguments as the report shows them: the dump's cmdline file (empty
+    arguments kept, undecodable bytes replaced), else what the source recorded."""
+    raw = snapshot.linux.cmdline if snapshot.linux is not None else None
+    if raw:
+        return tuple(a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0"))
+    return snapshot.process.command_line
+
+
+def process_name(snapshot: Snapshot) -> str:
+    """The program's name, else the main module's."""
+    args = command_line(snapshot)
+    if args:
+        return os.path.basename(args[0]) or args[0]
+    main = next((m for m in snapshot.modules if m.is_main),
+                snapshot.modules[0] if snapshot.modules else None)
+    return os.path.basename(main.path) if main is not None else ""
+
+
+@dataclasses.dataclass
+class ModuleReport:
+    """A module and where its symbols came from (``symbols``: ok, missing, mismatch,
+    no-id; see the module doc)."""
+
+    module: Module
+    symbols: str
+    files: list[str]
+    mismatched: list[str]
+
+    def to_dict(self) -> dict:
+        m = self.module
+        return {
             "name": module_name(m.path),
             "path": m.path,
             "base": f"0x{m.base:x}",
@@ -399,114 +420,173 @@ def inspect_view(view: ProcessView, options: SymbolOptions, tid: Optional[int] =
             "main": bool(m.is_main),
             "debug_id": debug_id(m.identity) if m.identity is not None else None,
             "code_id": (code_id(m.identity) or None) if m.identity is not None else None,
-            "symbols": md.status,
-            "files": md.files.sources(),
-            "mismatched": list(md.files.mismatched),
-        })
-    e = view.exception
-    if e is None:
-        reason: dict = {"kind": "live"}
-    else:
-        name, sub = exception_names(view.os, e.code, e.flags)
-        reason = {"kind": "exception", "thread": e.thread_id, "code": e.code, "name": name,
-                  "flags": e.flags, "flags_name": sub, "address": f"0x{e.address:x}"}
-    sysinfo = view.system
-    return {
-        "schema": SCHEMA,
-        "file": view.path,
-        "process": {"pid": view.pid, "name": view.process_name,
-                    "command_line": list(view.command_line)},
-        "system": {
-            "os": sysinfo.os.value if sysinfo else None,
-            "arch": sysinfo.arch.value if sysinfo else None,
-            "os_version": sysinfo.os_version if sysinfo else None,
-            "cpu_count": sysinfo.cpu.count if sysinfo else None,
-        },
-        "reason": reason,
-        "trigger": ({"trigger": view.trigger.trigger, "threshold": view.trigger.threshold,
-                     "value": view.trigger.value, "time": view.trigger.time}
-                    if view.trigger is not None else None),
-        "python": python_json(python),
-        "modules": modules,
-        "threads": [_thread_json(t, thread_for(python, t.tid), mode, max_frames)
-                    for t in stacks],
-        "_options": options,  # what the walk used (servers: the modules given names)
-    }
+            "symbols": self.symbols,
+            "files": list(self.files),
+            "mismatched": list(self.mismatched),
+        }
 
-
-def _thread_json(t: ThreadStack, py, mode: str, max_frames: int) -> dict:
-    # The walk stops at max_frames native frames; Python frames beyond it still follow.
-    items = merge(t.frames, py, mode)
-    return {
-        "tid": t.tid, "name": t.name, "crashed": t.crashed, "note": t.note or None,
-        "holds_gil": bool(py is not None and py.holds_gil),
-        "python_thread_id": f"0x{py.thread_id:x}" if py is not None else None,
-        "python_note": (py.note or None) if py is not None else None,
-        "frames": [item_json(f, i) for i, f in enumerate(items)],
-        "_stack": t, "_items": items,
-    }
-
-
-def report_json(report: dict) -> str:
-    doc = {k: v for k, v in report.items() if not k.startswith("_")}
-    doc["threads"] = [{k: v for k, v in t.items() if not k.startswith("_")}
-                      for t in report["threads"]]
-    return json.dumps(doc, indent=2)
-
-
-def report_text(report: dict, view: ProcessView) -> str:
-    lines = []
-    proc = report["process"]
-    title = f"Process {proc['pid']}"
-    if proc["command_line"]:
-        title += ": " + " ".join(proc["command_line"])
-    elif proc["name"]:
-        title += f" ({proc['name']})"
-    lines.append(title)
-    if report["file"]:
-        lines.append(f"Dump: {report['file']}")
-    s = report["system"]
-    if s["os"]:
-        lines.append(f"System: {s['os']} {s['arch']}, {s['cpu_count']} CPUs"
-                     + (f", {s['os_version']}" if s["os_version"] else ""))
-    lines.append("Reason: " + describe_reason(view))
-    if report.get("trigger"):
-        t = report["trigger"]
-        lines.append(f"Trigger: {t['trigger']} {t['threshold']} (measured {t['value']})")
-    py = report.get("python")
-    if py is not None:
-        lines.append(_python_line(py))
-    lines.append("")
-    lines.append(f"Modules ({len(report['modules'])}):")
-    for m in report["modules"]:
-        base, end = int(m["base"], 16), int(m["end"], 16)
-        line = f"  0x{base:016x}-0x{end:016x} {m['name']}"
-        if m["debug_id"]:
-            line += f" {m['debug_id']}"
-        if m["main"]:
+    def to_text(self) -> str:
+        m = self.module
+        line = f"  0x{m.base:016x}-0x{m.base + m.size:016x} {module_name(m.path)}"
+        did = debug_id(m.identity) if m.identity is not None else None
+        if did:
+            line += f" {did}"
+        if m.is_main:
             line += " (main)"
-        if m["symbols"] == "ok":
-            line += "  symbols: " + ", ".join(m["files"])
-        elif m["symbols"] == "mismatch":
-            line += "  symbols: none (build id differs: " + "; ".join(m["mismatched"]) + ")"
-        elif m["symbols"] == "no-id":
-            line += "  symbols: none (no build id in the dump)"
+        if self.symbols == "ok":
+            return line + "  symbols: " + ", ".join(self.files)
+        if self.symbols == "mismatch":
+            return line + "  symbols: none (build id differs: " + "; ".join(self.mismatched) + ")"
+        if self.symbols == "no-id":
+            return line + "  symbols: none (no build id in the dump)"
+        return line + "  symbols: none (no file with this build id)"
+
+
+@dataclasses.dataclass
+class ThreadReport:
+    """A thread's walked stack (``stack``), the frames shown (``items``: native frames and
+    Python frames merged by the report's mode) and its Python thread state, if any."""
+
+    stack: ThreadStack
+    items: list
+    python: Optional[PythonThread] = None
+
+    def to_dict(self) -> dict:
+        t, py = self.stack, self.python
+        return {
+            "tid": t.tid, "name": t.name, "crashed": t.crashed, "note": t.note or None,
+            "holds_gil": bool(py is not None and py.holds_gil),
+            "python_thread_id": f"0x{py.thread_id:x}" if py is not None else None,
+            "python_note": (py.note or None) if py is not None else None,
+            "frames": [item_json(f, i) for i, f in enumerate(self.items)],
+        }
+
+    def to_text(self) -> list[str]:
+        t, py = self.stack, self.python
+        lines = [_thread_title(t) + (" (holds the GIL)" if py is not None and py.holds_gil
+                                     else "")]
+        lines += ["  " + format_item(f, i) for i, f in enumerate(self.items)]
+        if t.note:
+            lines.append(f"  ({t.note})")
+        if py is not None and py.note:
+            lines.append(f"  (Python stack incomplete: {py.note})")
+        return lines
+
+
+@dataclasses.dataclass
+class InspectReport:
+    """What ``inspect`` says about a snapshot: :meth:`to_json` is the document of the
+    module doc (schema ``generate_dump.inspect/1``), :meth:`to_text` the text report.
+    ``options`` are those the walk used (with servers: the modules given names)."""
+
+    snapshot: Snapshot
+    file: Optional[str]
+    options: SymbolOptions
+    python: Optional[PythonState]
+    modules: list[ModuleReport]
+    threads: list[ThreadReport]
+    perf_map_lines: Optional[int] = None  # lines of the dump's perf map, when it has one
+
+    def to_dict(self) -> dict:
+        snap = self.snapshot
+        s = snap.system
+        e = snap.exception
+        if e is None:
+            reason: dict = {"kind": "live"}
         else:
-            line += "  symbols: none (no file with this build id)"
-        lines.append(line)
-    if view.perf_map is not None:
-        lines.append(f"Perf map: {len(view.perf_map)} lines naming JIT code (perf-map!NAME)")
-    for t in report["threads"]:
-        st: ThreadStack = t["_stack"]
+            name, sub = exception_names(s.os, e.code, e.flags)
+            reason = {"kind": "exception", "thread": e.thread_id, "code": e.code,
+                      "name": name, "flags": e.flags, "flags_name": sub,
+                      "address": f"0x{e.address:x}"}
+        tr = snap.trigger
+        return {
+            "schema": SCHEMA,
+            "file": self.file,
+            "process": {"pid": snap.process.pid, "name": process_name(snap),
+                        "command_line": list(command_line(snap))},
+            "system": {"os": s.os.value, "arch": s.arch.value, "os_version": s.os_version,
+                       "cpu_count": s.cpu.count},
+            "reason": reason,
+            "trigger": ({"trigger": tr.trigger, "threshold": tr.threshold, "value": tr.value,
+                         "time": tr.time} if tr is not None else None),
+            "python": python_json(self.python),
+            "modules": [m.to_dict() for m in self.modules],
+            "threads": [t.to_dict() for t in self.threads],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_rust_minidump_json(self) -> str:
+        """The walk in the schema of rust-minidump's ``minidump-stackwalk --json``."""
+        from .rust_minidump_json import rust_minidump_json
+
+        return rust_minidump_json(self.snapshot, [t.stack for t in self.threads],
+                                  self.options)
+
+    def to_text(self) -> str:
+        snap = self.snapshot
+        s = snap.system
+        args = command_line(snap)
+        title = f"Process {snap.process.pid}"
+        if args:
+            title += ": " + " ".join(args)
+        elif process_name(snap):
+            title += f" ({process_name(snap)})"
+        lines = [title]
+        if self.file:
+            lines.append(f"Dump: {self.file}")
+        if s.os.value:
+            lines.append(f"System: {s.os.value} {s.arch.value}, {s.cpu.count} CPUs"
+                         + (f", {s.os_version}" if s.os_version else ""))
+        lines.append("Reason: " + describe_reason(snap))
+        tr = snap.trigger
+        if tr is not None:
+            lines.append(f"Trigger: {tr.trigger} {tr.threshold} (measured {tr.value})")
+        py = python_json(self.python)
+        if py is not None:
+            lines.append(_python_line(py))
         lines.append("")
-        lines.append(_thread_title(st) + (" (holds the GIL)" if t["holds_gil"] else ""))
-        for i, f in enumerate(t["_items"]):
-            lines.append("  " + format_item(f, i))
-        if st.note:
-            lines.append(f"  ({st.note})")
-        if t["python_note"]:
-            lines.append(f"  (Python stack incomplete: {t['python_note']})")
-    return "\n".join(lines)
+        lines.append(f"Modules ({len(self.modules)}):")
+        lines += [m.to_text() for m in self.modules]
+        if self.perf_map_lines is not None:
+            lines.append(f"Perf map: {self.perf_map_lines} lines naming JIT code "
+                         "(perf-map!NAME)")
+        for t in self.threads:
+            lines.append("")
+            lines += t.to_text()
+        return "\n".join(lines)
+
+
+def inspect_snapshot(snapshot: Snapshot, options: SymbolOptions, tid: Optional[int] = None,
+                     max_frames: int = 512, mode: str = "merged",
+                     file: Optional[str] = None,
+                     memory: Optional[SnapshotMemory] = None) -> InspectReport:
+    """The whole report. ``mode``: merged (Python frames in place of the eval loop's),
+    native (both) or python (only Python frames), see :mod:`generate_dump.python.merge`.
+    ``file``: the dump it came from; ``memory``: the memory to read (default: all the
+    snapshot holds)."""
+    threads = snapshot.threads
+    if tid is not None and all(t.tid != tid for t in threads):
+        have = ", ".join(str(t.tid) for t in threads[:20])
+        raise DumpError(f"no thread {tid} in the dump (threads: {have}"
+                        f"{', ...' if len(threads) > 20 else ''})")
+    index = SnapshotIndex(snapshot, memory)
+    stacks, options = walk_fetching(index, options, {tid} if tid is not None else None,
+                                    max_frames)
+    python = state_for_snapshot(snapshot, index.memory, options)
+    modules = []
+    for m in snapshot.modules:
+        md = module_debug(m, options)
+        modules.append(ModuleReport(m, md.status, md.files.sources(),
+                                    list(md.files.mismatched)))
+    reports = []
+    for t in stacks:
+        py = thread_for(python, t.tid)
+        # The walk stops at max_frames native frames; Python frames beyond it still follow.
+        reports.append(ThreadReport(t, merge(t.frames, py, mode), py))
+    return InspectReport(snapshot, file, options, python, modules, reports,
+                         len(index.perf_map) if index.perf_map is not None else None)
 
 
 def _python_line(py: dict) -> str:
@@ -526,15 +606,16 @@ def _python_line(py: dict) -> str:
 # -- summaries -------------------------------------------------------------------------------
 
 
-def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
-                   frames: int = SUMMARY_FRAMES) -> str:
+def summarize(snapshot: Snapshot, options: Optional[SymbolOptions] = None,
+              frames: int = SUMMARY_FRAMES, memory: Optional[SnapshotMemory] = None) -> str:
     """Top ``frames`` frames per thread (Python frames merged in), crashing thread first;
-    identical stacks grouped."""
+    identical stacks grouped. ``memory``: what to read (default: all the snapshot holds)."""
     options = options or SymbolOptions()
-    python = state_for_view(view, options)
+    index = SnapshotIndex(snapshot, memory)
+    python = state_for_snapshot(snapshot, index.memory, options)
     # Python frames replace eval-loop frames: walk deeper to reach the innermost ones.
     with budget(SUMMARY_SYMBOLS_SECONDS if options.remote else None):
-        stacks, _ = walk_fetching(view, options, max_frames=frames + (64 if python else 1),
+        stacks, _ = walk_fetching(index, options, max_frames=frames + (64 if python else 1),
                                   wait=SUMMARY_SYMBOLS_SECONDS)
     items: dict[int, list] = {}
     groups: dict[tuple, list[ThreadStack]] = {}
@@ -550,10 +631,11 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
             order.append(key)
         groups[key].append(t)
     out = []
-    if view.exception is not None:
-        out.append(f"Crash: {describe_reason(view)}")
-    if python is not None:
-        out.append(_python_line(cast(dict, python_json(python))))  # a dict: python is set
+    if snapshot.exception is not None:
+        out.append(f"Crash: {describe_reason(snapshot)}")
+    py = python_json(python)
+    if py is not None:
+        out.append(_python_line(py))
     for key in order:
         members = groups[key]
         t = members[0]
@@ -577,14 +659,14 @@ def summarize_view(view: ProcessView, options: Optional[SymbolOptions] = None,
 
 def summarize_snapshot(snapshot: Snapshot, frames: int = SUMMARY_FRAMES) -> str:
     """Short text for `generate_dump run` and the pytest plugin: top frames of each thread,
-    crashing thread first."""
-    return summarize_view(ProcessView.from_snapshot(snapshot), frames=frames)
+    crashing thread first. Only the memory copied into the snapshot is read: its lazy
+    ranges are the live process's, which runs on (or is gone) by now."""
+    return summarize(snapshot, frames=frames, memory=SnapshotMemory(snapshot, lazy=False))
 
 
 def summarize_file(path: Union[str, os.PathLike], frames: int = SUMMARY_FRAMES,
                    symbols_paths: Iterable[str] = ()) -> str:
-    view = load_view(path)
-    return summarize_view(view, _options(symbols_paths, True), frames=frames)
+    return summarize(load_snapshot(path), _options(symbols_paths, True), frames=frames)
 
 
 def print_stacks(path_or_snapshot: Union[str, os.PathLike, Snapshot]) -> str:
@@ -605,14 +687,11 @@ def inspect_file(path: Union[str, os.PathLike], symbols_paths: Iterable[str] = (
     if mode not in MODES:
         raise DumpError(f"unknown stack mode {mode!r}")
     options = _options(symbols_paths, system_debug, symbols_urls, debuginfod)
-    view = load_view(path)
-    report = inspect_view(view, options, thread, max_frames, mode)
+    report = inspect_snapshot(load_snapshot(path), options, thread, max_frames, mode,
+                              file=os.fspath(path))
     if fmt == "rust-minidump":
-        from .rust_minidump_json import rust_minidump_json
-
-        return rust_minidump_json(view, [t["_stack"] for t in report["threads"]],
-                                  report["_options"])
-    return report_json(report) if as_json else report_text(report, view)
+        return report.to_rust_minidump_json()
+    return report.to_json() if as_json else report.to_text()
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import json
 from typing import Optional
 
 from .minidump.codeview import code_id, debug_id
-from .snapshot import OS, Arch, PdbIdentity
-from .unwind import ProcessView, ThreadStack
+from .snapshot import OS, Arch, PdbIdentity, Snapshot
+from .unwind import ThreadStack
 from .unwind.locate import module_name
 from .unwind.debug_info import module_debug
 
@@ -53,11 +53,11 @@ _AMD64_REGS = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9
                "r11", "r12", "r13", "r14", "r15", "rip")
 
 
-def _registers(view: ProcessView, t: ThreadStack) -> Optional[dict]:
+def _registers(snapshot: Snapshot, t: ThreadStack) -> Optional[dict]:
     """The crashing thread's registers (x86-64), as rust-minidump shows them on frame 0."""
-    if view.arch != Arch.AMD64:
+    if snapshot.system.arch != Arch.AMD64:
         return None
-    for tv in view.threads:
+    for tv in snapshot.threads:
         if tv.tid == t.tid and tv.context is not None:
             try:
                 return {name: _hex(getattr(tv.context, name)) for name in _AMD64_REGS}
@@ -76,15 +76,15 @@ def _thread(t: ThreadStack) -> dict:
     }
 
 
-def rust_minidump_document(view: ProcessView, stacks: list[ThreadStack], options) -> dict:
+def rust_minidump_document(snapshot: Snapshot, stacks: list[ThreadStack], options) -> dict:
     """The document; ``stacks`` as :func:`walk_process` returned them (any order)."""
     from .inspect_dump import exception_names
 
     by_tid = {t.tid: t for t in stacks}
-    ordered = [by_tid[t.tid] for t in view.threads if t.tid in by_tid]
+    ordered = [by_tid[t.tid] for t in snapshot.threads if t.tid in by_tid]
     modules = []
     main_index = None
-    for i, m in enumerate(view.module_order):
+    for i, m in enumerate(snapshot.modules):
         md = module_debug(m, options)
         if m.is_main and main_index is None:
             main_index = i
@@ -106,14 +106,14 @@ def rust_minidump_document(view: ProcessView, stacks: list[ThreadStack], options
             "symbol_url": md.files.symbol_url,
             "version": None,
         })
-    e = view.exception
+    e = snapshot.exception
     crash: dict = {"address": None, "adjusted_address": None, "assertion": None,
                    "crash_inconsistencies": None, "crashing_thread": None,
                    "instruction": None, "instruction_pointer_update": None,
                    "memory_accesses": None, "possible_bit_flips": None, "type": None}
     crashing = None
     if e is not None:
-        name, sub = exception_names(view.os, e.code, e.flags)
+        name, sub = exception_names(snapshot.system.os, e.code, e.flags)
         crash["type"] = f"{name} / {sub}" if sub else name
         crash["address"] = _hex(e.address)
         crash["crash_inconsistencies"] = []
@@ -121,11 +121,11 @@ def rust_minidump_document(view: ProcessView, stacks: list[ThreadStack], options
             if t.tid == e.thread_id:
                 crash["crashing_thread"] = i
                 crashing = dict(_thread(t), threads_index=i)
-                regs = _registers(view, t)
+                regs = _registers(snapshot, t)
                 if regs and crashing["frames"]:
                     crashing["frames"][0]["registers"] = regs
                 break
-    s = view.system
+    s = snapshot.system
     system = {
         "cpu_arch": _ARCH_NAMES.get(s.arch) if s else None,
         "cpu_count": s.cpu.count if s else None,
@@ -146,12 +146,12 @@ def rust_minidump_document(view: ProcessView, stacks: list[ThreadStack], options
         "main_module": main_index,
         "modules": modules,
         "modules_contains_cert_info": False,
-        "pid": view.pid,
+        "pid": snapshot.process.pid,
         "proc_limits": None,
         "soft_errors": None,
         "status": "OK",
         "system_info": system,
-        "thread_count": len(view.threads),
+        "thread_count": len(snapshot.threads),
         "threads": [_thread(t) for t in ordered],
         "unloaded_modules": [],
     }
@@ -160,5 +160,5 @@ def rust_minidump_document(view: ProcessView, stacks: list[ThreadStack], options
     return doc
 
 
-def rust_minidump_json(view: ProcessView, stacks: list[ThreadStack], options) -> str:
-    return json.dumps(rust_minidump_document(view, stacks, options), indent=2, sort_keys=True)
+def rust_minidump_json(snapshot: Snapshot, stacks: list[ThreadStack], options) -> str:
+    return json.dumps(rust_minidump_document(snapshot, stacks, options), indent=2, sort_keys=True)

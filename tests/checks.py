@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from generate_dump.minidump import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from generate_dump.minidump.codeview import code_id
 from live import Target, readelf_build_id, syscall_sp_pc
 from readers import (
@@ -104,7 +104,7 @@ def lldb_frames(text: str) -> dict[int, list[str]]:
 
 def check_with_readers(path: Path, target: Target, expected: dict[int, str], symbols: Symbols,
                        rust_uses_breakpad_symbols: bool = False) -> None:
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     tids = [t.tid for t in md.threads]
     assert sorted(tids) == sorted(expected), "thread ids differ from /proc/PID/task"
 
@@ -124,7 +124,7 @@ def check_with_readers(path: Path, target: Target, expected: dict[int, str], sym
 
 
 def check_registers_and_modules(path: Path, target: Target) -> None:
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     for t in md.threads:
         sppc = syscall_sp_pc(target.pid, t.tid)
         if sppc is not None:

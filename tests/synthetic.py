@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from generate_dump.snapshot import (
     Amd64Context, Arch, Arm64Context, CpuInfo, DsoDebug, ElfBuildId, ExceptionInfo,
     LinkMapEntry, LinuxFiles, MemoryRange, MemoryRegion, Module, OS, PdbIdentity, Process,
@@ -92,3 +94,40 @@ def arm64_snapshot() -> Snapshot:
         modules=(Module("/usr/bin/armprog", TEXT_BASE, 0x8000, ElfBuildId(BUILD_ID), is_main=True),),
         time=1_700_000_200,
     )
+
+
+# -- reading back ------------------------------------------------------------------------------
+
+
+def read_back(data) -> Snapshot:
+    """The Snapshot in a minidump (bytes or a path) as production reads it
+    (``read_minidump_snapshot``), its file-backed memory copied so that it compares equal
+    to a snapshot that was written."""
+    from generate_dump.sources.minidump_file import read_minidump_snapshot
+
+    return copied(read_minidump_snapshot(data))
+
+
+def copied(snap: Snapshot) -> Snapshot:
+    """``snap`` with every lazy memory range read into a MemoryRange."""
+    memory = tuple(m if isinstance(m, MemoryRange)
+                   else MemoryRange(m.start, b"".join(bytes(c) for c in m.chunks()))
+                   for m in snap.memory)
+    return dataclasses.replace(snap, memory=memory)
+
+
+def as_read(snap: Snapshot) -> Snapshot:
+    """What reading a written ``snap`` gives back: the minidump keeps the process's
+    arguments and parent only in the Linux files, from which the reader takes them."""
+    process = snap.process
+    linux = snap.linux
+    if linux is not None and linux.cmdline:
+        process = dataclasses.replace(process, command_line=tuple(
+            a.decode("utf-8", "surrogateescape") for a in linux.cmdline.split(b"\0") if a))
+    if linux is not None and linux.status:
+        for line in linux.status.splitlines():
+            fields = line.split()
+            if line.startswith(b"PPid:") and len(fields) > 1 and fields[1].isdigit():
+                process = dataclasses.replace(process, parent_pid=int(fields[1]))
+    return dataclasses.replace(snap, process=process)
+

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generate_dump.minidump import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from live import ROOT, compile_program
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="run needs ptrace")
@@ -48,7 +48,7 @@ def test_wrapper_keeps_status_and_lists_dumps(crashers, tmp_path):
     assert [Path(tmp_path / p).resolve() for p in listed] == [d.resolve() for d in dumps]
     assert "run-with-dumps: 1 minidump(s) in minidumps:" in r.stderr
     assert out.read_text().strip() == "dump-count=1"
-    assert read_minidump(dumps[0]).exception.code == 11
+    assert read_minidump_snapshot(dumps[0]).exception.code == 11
 
 
 def test_wrapper_timeout(crashers, tmp_path):
@@ -76,7 +76,7 @@ def test_wrapper_trace_mode(crashers, tmp_path, how):
         r = wrapper(tmp_path, "--", crashers, "reraise", env_extra={"RUN_TRACE": "1"})
     assert r.returncode == 139, r.stderr
     (dump,) = (tmp_path / "minidumps").glob("*.dmp")
-    e = read_minidump(dump).exception
+    e = read_minidump_snapshot(dump).exception
     assert e.code == 11 and e.flags == 1  # SEGV_MAPERR: the fault itself
 
 

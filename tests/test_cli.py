@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from generate_dump import __version__
-from generate_dump.minidump import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 
 from targets import (
     Targets,
@@ -93,7 +93,7 @@ def assert_dump_of(path: Path, target) -> None:
     st = os.lstat(path)
     assert stat.S_ISREG(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     assert sorted(t.tid for t in md.threads) == target.tids()
 
 
@@ -184,10 +184,10 @@ def test_environment_only_on_request(targets, tmp_path):
     assert_success(r)
     r = run_dumper(["--include-environment", "-o", tmp_path / "env", t.pid])
     assert_success(r)
-    plain, with_env = read_minidump(tmp_path / "plain"), read_minidump(tmp_path / "env")
-    assert "environ" not in plain.linux
+    plain, with_env = read_minidump_snapshot(tmp_path / "plain"), read_minidump_snapshot(tmp_path / "env")
+    assert plain.linux.environ is None
     assert secret.encode() not in (tmp_path / "plain").read_bytes()
-    assert f"SECRET_ENV={secret}".encode() in with_env.linux["environ"]
+    assert f"SECRET_ENV={secret}".encode() in with_env.linux.environ
     assert_target_intact(t)
     assert_clean(tmp_path)
 

@@ -33,7 +33,7 @@ import pytest
 
 from checks import expected_functions
 from generate_dump.errors import DumpError
-from generate_dump.minidump import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from generate_dump.snapshot import (
     Arch, Arm64Context, CpuInfo, ElfBuildId, MemoryRange, MemoryRegion, Module, OS, Process,
     Snapshot, SystemInfo, Thread,
@@ -77,7 +77,7 @@ def norm(name: str) -> str:
 
 def breakpad_walk(path: Path, store: Path) -> dict[int, list[tuple[str, str]]]:
     """(module, function) per frame and thread from minidump_stackwalk -m."""
-    tids = [t.tid for t in read_minidump(path).threads]
+    tids = [t.tid for t in read_minidump_snapshot(path).threads]
     out: dict[int, list[tuple[str, str]]] = {}
     for line in breakpad_stackwalk(path, store).splitlines():
         p = line.split("|")
@@ -137,7 +137,7 @@ def dump_threads(binary: Path, tmp_path: Path, extra: int = 0, name: str = "thre
 def test_frames_agree_with_breakpad(threads_bin, symbols, tmp_path, extra):
     target, dump = dump_threads(threads_bin, tmp_path, extra)
     with target:
-        store = symbols.add_modules_of(read_minidump(dump))
+        store = symbols.add_modules_of(read_minidump_snapshot(dump))
         bp = breakpad_walk(dump, store)
         doc = inspect_json("--no-system-debug", dump)
         assert_agrees(doc, bp, target)
@@ -159,7 +159,7 @@ def test_breakpad_symbols_alone(threads_bin, symbols, tmp_path):
     breakpad_dump_syms(exe, store)
     target, dump = dump_threads(exe, tmp_path)
     with target:
-        symbols.add_modules_of(read_minidump(dump))  # libc, ld.so, the vDSO
+        symbols.add_modules_of(read_minidump_snapshot(dump))  # libc, ld.so, the vDSO
         for sym in Path(symbols.root).rglob("*.sym"):
             if sym.parent.parent.name != "threads":
                 dest = store / sym.relative_to(symbols.root)
@@ -248,7 +248,7 @@ def test_json_schema_keys(threads_bin, tmp_path):
 def test_mismatched_build_id_is_not_symbolized(threads_bin, tmp_path):
     target, dump = dump_threads(threads_bin, tmp_path)
     with target:
-        md = read_minidump(dump)
+        md = read_minidump_snapshot(dump)
         main = md.modules[0]
         record = b"LEpB" + main.identity.build_id  # CodeView signature 0x4270454c
         data = bytearray(dump.read_bytes())
@@ -353,7 +353,7 @@ def test_summary_of_a_snapshot(crashers, tmp_path):
 
     r = run_crash(tmp_path, crashers, "segv-thread")
     assert r.returncode == 139, r.stderr
-    snap = read_minidump(next(tmp_path.glob("*.dmp"))).to_snapshot()
+    snap = read_minidump_snapshot(next(tmp_path.glob("*.dmp")))
     summary = summarize_snapshot(snap)
     assert print_stacks(snap) == summary
     block = crashing_block(summary)
@@ -567,10 +567,9 @@ def _arm64_snapshot(lr_leaf: bool, pac: bool = False) -> Snapshot:
 
 @pytest.mark.parametrize("leaf,pac", [(False, False), (True, False), (False, True)])
 def test_arm64_frame_pointers(leaf, pac):
-    from generate_dump.unwind import ProcessView, walk_process
+    from generate_dump.unwind import walk_process
 
-    view = ProcessView.from_snapshot(_arm64_snapshot(leaf, pac))
-    [stack] = walk_process(view)
+    [stack] = walk_process(_arm64_snapshot(leaf, pac))
     got = [(f.pc - 0x5500_0000_0000, f.trust) for f in stack.frames]
     want = [(0x100, "context")] + ([(0x3000, "fp")] if leaf else []) + \
         [(0x1234, "fp"), (0x2468, "fp")]

@@ -32,7 +32,8 @@ from generate_dump.snapshot import (
     Amd64Context, Arch, Arm64Context, CpuInfo, ElfBuildId, MemoryRange, MemoryRegion, Module,
     OS, Process, RegionKind, Snapshot, SystemInfo, Thread,
 )
-from generate_dump.unwind import ProcessView, SymbolOptions, walk_process
+from generate_dump.sources.minidump_file import read_minidump_snapshot
+from generate_dump.unwind import SymbolOptions, walk_process
 from generate_dump.unwind.debug_info import clear_caches
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux dumps")
@@ -147,8 +148,8 @@ def sym_store(tmp_path):
 
 def walk(snap: Snapshot, options=None) -> list[tuple]:
     """(offset or 'J'+offset, function, trust) per frame; the whole walk, via a dump."""
-    view = ProcessView.from_minidump(parse(minidump_bytes(snap)))
-    [stack] = walk_process(view, options or SymbolOptions(system_debug=False))
+    [stack] = walk_process(read_minidump_snapshot(minidump_bytes(snap)),
+                           options or SymbolOptions(system_debug=False))
     out = []
     for f in stack.frames:
         where = f"J{f.pc - JIT:x}" if JIT <= f.pc < JIT + 0x10000 else f"{f.pc - BASE:x}"
@@ -194,8 +195,7 @@ def test_amd64_cfi_then_jit_frame_pointers_then_cfi(sym_store):
 def test_jit_frames_named_from_the_perf_map(sym_store):
     snap = snapshot(Arch.AMD64, amd64_ctx(), amd64_jit_stack(), code_with_calls(AMD64_CALLS, E8),
                     perf_map=PERF_MAP)
-    view = ProcessView.from_minidump(parse(minidump_bytes(snap)))
-    [stack] = walk_process(view, sym_store)
+    [stack] = walk_process(read_minidump_snapshot(minidump_bytes(snap)), sym_store)
     jit = stack.frames[1:3]
     assert [(f.function, f.module_name, f.function_offset, f.trust) for f in jit] == [
         ("JS:*hot a.js:1", "perf-map", 0x34, "cfi"), ("JS:~outer a.js:5", "perf-map", 0x45, "fp")]
@@ -282,7 +282,8 @@ def test_perf_map_stream_round_trip():
                     perf_map=PERF_MAP)
     md = parse(minidump_bytes(snap))
     assert StreamType.GD_PERF_MAP in md.streams
-    assert md.perf_map == PERF_MAP and md.to_snapshot().perf_map == PERF_MAP
+    assert md.perf_map == PERF_MAP
+    assert read_minidump_snapshot(minidump_bytes(snap)).perf_map == PERF_MAP
     import dataclasses
 
     md = parse(minidump_bytes(dataclasses.replace(snap, perf_map=None)))
@@ -325,28 +326,26 @@ def thread_names(pid: int) -> dict[int, str]:
     return out
 
 
-def dump_live(target, out: Path) -> dict:
-    """Dump ``target``; check it runs on untraced; return the perf map stream's lines."""
+def dump_live(target, out: Path) -> Snapshot:
+    """Dump ``target``; check it runs on untraced; return the dump's snapshot."""
     from live import assert_running_untraced, run_dumper
 
     run_dumper(target.pid, "-o", out)
     assert target.proc.poll() is None
     assert_running_untraced(target.pid)
-    md = read_minidump(out)
-    return md
+    return read_minidump_snapshot(out)
 
 
-def check_perf_map_stream(md, path: Path) -> PerfMap:
+def check_perf_map_stream(snap: Snapshot, path: Path) -> PerfMap:
     """The stream holds only lines of the process's map, each naming code that a thread's
     registers or stack point into, and is smaller than the map."""
-    assert md.perf_map, "the dump carries no perf map stream"
+    assert snap.perf_map, "the dump carries no perf map stream"
     whole = path.read_bytes()
-    lines = md.perf_map.splitlines(keepends=True)
+    lines = snap.perf_map.splitlines(keepends=True)
     assert all(line in whole for line in lines)
-    assert len(md.perf_map) < len(whole)
-    snap = md.to_snapshot()
+    assert len(snap.perf_map) < len(whole)
     words = thread_addresses(snap.threads)
-    pm = PerfMap.parse(md.perf_map)
+    pm = PerfMap.parse(snap.perf_map)
     for line in lines:
         e = PerfMap.parse(line)._items[0][2]
         assert any(e.start <= w < e.end for w in words), line
@@ -424,10 +423,11 @@ def test_jvm(jit_spin_classes, symbols, tmp_path):
     assert any("JitSpin." in (f["function"] or "") for frames in by_name.values()
                for f in frames if f["module"] == "perf-map")
     # Without the perf map the walk is the same (the memory map tells JIT code): names aside.
-    view = ProcessView.from_minidump(read_minidump(dump))
-    view.perf_map = None
+    import dataclasses
+
+    without = dataclasses.replace(read_minidump_snapshot(dump), perf_map=None)
     bare = {t.tid: [f"0x{f.pc:x}" for f in t.frames]
-            for t in walk_process(view, SymbolOptions(system_debug=False))}
+            for t in walk_process(without, SymbolOptions(system_debug=False))}
     assert bare == {tid: [f["pc"] for f in frames] for tid, frames in doc.items()}
 
 

@@ -11,7 +11,9 @@ import pytest
 from generate_dump.minidump import format as fmt
 from generate_dump.minidump import minidump_bytes, parse
 from generate_dump.minidump.context import context_size, decode_context, encode_context
+from generate_dump.memsource import SnapshotMemory
 from generate_dump.snapshot import Amd64Context, Arch, Arm64Context, X86Context
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 
 from synthetic import BUILD_ID, TEXT_BASE, amd64_snapshot, arm64_snapshot
 
@@ -321,10 +323,11 @@ def test_structure_first_memory_last(written):
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
     assert spans[-1][1] == len(data)
     # Every stack and extra range is captured whole.
+    mem = SnapshotMemory(read_minidump_snapshot(data))
     for t in snap.threads:
-        assert md.read_memory(t.stack.start, len(t.stack.data)) == t.stack.data
+        assert mem.read_exact(t.stack.start, len(t.stack.data)) == t.stack.data
     for m in snap.memory:
-        assert md.read_memory(m.start, len(m.data)) == m.data
+        assert mem.read_exact(m.start, len(m.data)) == m.data
 
 
 def test_module_record_in_file():

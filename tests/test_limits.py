@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from generate_dump.backends.stacks import RED_ZONE, SHARED_STACK_CAP, StackMap
+from generate_dump.memsource import SnapshotMemory
 from generate_dump.minidump import read_minidump, write_minidump
 from generate_dump.minidump import format as fmt
 from generate_dump.minidump.writer import plan_memory
 from generate_dump.snapshot import Amd64Context, MemoryRange, Thread
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from live import Target, assert_running_untraced, run_dumper
 from readers import breakpad_stackwalk, lldb_core, minidump_dump, rust_dump, rust_stackwalk_json
 from synthetic import amd64_snapshot
@@ -47,12 +49,13 @@ def test_too_many_ranges_drop_the_last_extra_memory(tmp_path):
     text = minidump_dump(path)  # exit 0: every stream parsed
     assert _region_count(text) == fmt.MAX_MEMORY_RANGES
     md = read_minidump(path)
+    mem = SnapshotMemory(read_minidump_snapshot(path))
     for t in snap.threads:
-        assert md.read_memory(t.stack.start, t.stack.size) == t.stack.data
+        assert mem.read_exact(t.stack.start, t.stack.size) == t.stack.data
     kept = fmt.MAX_MEMORY_RANGES - len(snap.threads)
     for m in snap.memory[:kept]:
-        assert md.read_memory(m.start, m.size) == m.data
-    assert md.read_memory(snap.memory[kept].start, 4) is None
+        assert mem.read_exact(m.start, m.size) == m.data
+    assert mem.read(snap.memory[kept].start, 4) == b""
     # The dump says so (a soft error rust-minidump shows).
     dropped = [e for e in md.soft_errors if e.kind == "memory-dropped"]
     assert len(dropped) == 1 and dropped[0].message.startswith(f"{9000 - kept} ranges")
@@ -71,10 +74,11 @@ def test_touching_ranges_are_joined_before_anything_is_dropped(tmp_path):
     path = _write(snap, tmp_path / "touching.dmp")
     assert _region_count(minidump_dump(path)) == len(snap.threads)
     md = read_minidump(path)
+    mem = SnapshotMemory(read_minidump_snapshot(path))
     for m in windows:
-        assert md.read_memory(m.start, m.size) == m.data
+        assert mem.read_exact(m.start, m.size) == m.data
     s = snap.threads[0].stack
-    assert md.read_memory(s.start, s.size) == s.data
+    assert mem.read_exact(s.start, s.size) == s.data
     # The thread's own descriptor still describes only its stack.
     rec = md.thread(snap.threads[0].tid)
     assert (rec.stack.start, rec.stack.size) == (s.start, s.size)

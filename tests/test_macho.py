@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from generate_dump.minidump import minidump_bytes, read_minidump
+from generate_dump.minidump import minidump_bytes
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from generate_dump.minidump.codeview import code_id, debug_id, decode_codeview, encode_codeview
 from generate_dump.binfmt import macho
 from generate_dump.binfmt.macho import MachOError
@@ -353,7 +354,7 @@ def macos_dump(built, tmp_path_factory):
 
 def test_minidump_own_reader_sees_the_uuid(macos_dump):
     snap, path = macos_dump
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     assert md.system.os == OS.MACOS
     for m, got in zip(snap.modules, md.modules):
         assert debug_id(got.identity) == dump_syms_id(m.identity.uuid)

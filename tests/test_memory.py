@@ -13,6 +13,8 @@ import pytest
 
 from checks import check_with_readers, expected_functions
 from generate_dump.minidump import read_minidump
+from generate_dump.memsource import SnapshotMemory
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from live import Target, assert_running_untraced, compile_program, run_dumper
 from readers import lldb_core, minidump_dump, run, rust_minidump_stackwalk, rust_stackwalk_json
 
@@ -58,9 +60,9 @@ def test_full_has_the_heap_marker_but_not_dontdump(markers_bin, tmp_path):
         run_dumper(target.pid, "--memory", "full", "-o", full)
         run_dumper(target.pid, "--memory", "stacks", "-o", stacks)
         assert_running_untraced(target.pid)
-    md = read_minidump(full)
-    assert md.read_memory(heap, len(heap_marker)) == heap_marker
-    assert md.read_memory(dd, 8) is None
+    mem = SnapshotMemory(read_minidump_snapshot(full))
+    assert mem.read(heap, len(heap_marker)) == heap_marker
+    assert mem.read(dd, 8) == b""
     data = full.read_bytes()
     assert dd_marker not in data
     assert lldb_bytes(full, heap, len(heap_marker)) == heap_marker
@@ -68,7 +70,7 @@ def test_full_has_the_heap_marker_but_not_dontdump(markers_bin, tmp_path):
     minidump_dump(full)
     # stacks: no heap at all.
     assert heap_marker not in stacks.read_bytes()
-    assert read_minidump(stacks).read_memory(heap, 4) is None
+    assert SnapshotMemory(read_minidump_snapshot(stacks)).read(heap, 4) == b""
     assert read_minidump(stacks).memory64 == []
 
 
@@ -87,7 +89,8 @@ def test_full_over_4_gib(markers_bin, tmp_path):
         md = read_minidump(out)
         desc = next(d for d in md.memory64 if d.start <= addr < d.end)
         assert desc.rva + (addr - desc.start) > 4 << 30, "the marker must lie past 4 GiB"
-        assert md.read_memory(addr, len(marker)) == marker
+        mem = SnapshotMemory(read_minidump_snapshot(out))
+        assert mem.read(addr, len(marker)) == marker
         assert lldb_bytes(out, addr, len(marker)) == marker
         # rust-minidump parses the whole file and lists the range that holds the marker
         # (its hexdump of 4.5 GiB would be too long to read here).

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from generate_dump.inspect_dump import summarize_file
-from generate_dump.minidump import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from generate_dump.pytest_helper import FORCE_DENIED_ENV
 from readers import breakpad_stackwalk, minidump_dump
 
@@ -213,7 +213,7 @@ def check_tree(inner: Inner, children: dict, pytest_frame) -> None:
     for role, pid, exe, path in inner.listed:
         m = NAME.match(Path(path).name)
         assert m and int(m["pid"]) == pid and m["exe"] == exe, path
-        md = read_minidump(path)
+        md = read_minidump_snapshot(path)
         assert md.threads and md.modules
         minidump_dump(path)  # asserts exit 0: every stream parsed
         walked = breakpad_stackwalk(path)

@@ -33,6 +33,7 @@ import pytest
 
 from generate_dump.minidump import format as fmt
 from generate_dump.minidump.reader import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 
 HERE = Path(__file__).parent
 PROGRAM = HERE / "programs" / "pystacks.py"
@@ -283,7 +284,7 @@ def _without_stream(src: Path, dst: Path) -> None:
 def test_offline_decode_from_memory(seen: Seen, tmp_path):
     bare = tmp_path / "bare.dmp"
     _without_stream(seen.dump, bare)
-    assert read_minidump(bare).python is None
+    assert read_minidump_snapshot(bare).python is None
     with_stream = python_frames(inspect_json(seen.dump))
     from_memory = python_frames(inspect_json(bare))
     assert from_memory == with_stream
@@ -329,9 +330,8 @@ def test_non_python_process_has_no_python_stream(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    md = read_minidump(dump)
-    assert md.python is None
-    assert fmt.StreamType.GD_PYTHON not in md.streams
+    assert read_minidump_snapshot(dump).python is None
+    assert fmt.StreamType.GD_PYTHON not in read_minidump(dump).streams
     doc = inspect_json(dump)
     assert doc["python"] is None
     assert doc["threads"][0]["frames"]
@@ -354,9 +354,9 @@ def test_python_without_runtime_symbol_is_a_soft_error(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    md = read_minidump(dump)
-    assert md.python is None
-    assert [e.kind for e in md.soft_errors] == ["python-not-found"]
+    snap = read_minidump_snapshot(dump)
+    assert snap.python is None
+    assert [e.kind for e in snap.soft_errors] == ["python-not-found"]
     assert inspect_json(dump)["python"] is None
 
 

@@ -46,7 +46,10 @@ from generate_dump.snapshot import (
     X86Context,
 )
 
-from synthetic import amd64_snapshot, arm64_snapshot
+from generate_dump.memsource import SnapshotMemory
+from generate_dump.sources.minidump_file import read_minidump_snapshot
+
+from synthetic import amd64_snapshot, arm64_snapshot, as_read, read_back
 
 SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -224,15 +227,17 @@ def _assert_same(got: Snapshot, want: Snapshot) -> None:
 @given(snap=snapshots(), memory64=st.booleans())
 def test_roundtrip(snap, memory64):
     data = minidump_bytes(snap, WriteOptions(memory64=memory64))
+    got = read_back(data)
+    _assert_same(got, as_read(snap))
+    # The file's structure and the memory interface agree with the snapshot too.
     md = parse(data)
-    _assert_same(md.to_snapshot(), snap)
-    # The parsed structure agrees with the snapshot in ways to_snapshot does not show.
     assert [t.tid for t in md.threads] == [t.tid for t in snap.threads]
+    mem = SnapshotMemory(got)
     for t in snap.threads:
         if t.stack is not None:
-            assert md.read_memory(t.stack.start, len(t.stack.data)) == t.stack.data
+            assert mem.read_exact(t.stack.start, len(t.stack.data)) == t.stack.data
     for m in snap.memory:
-        assert md.read_memory(m.start, len(m.data)) == m.data
+        assert mem.read_exact(m.start, len(m.data)) == m.data
     if memory64:
         assert len(md.memory64) == len(snap.memory)
         assert len(md.memory) == sum(t.stack is not None for t in snap.threads)
@@ -241,7 +246,7 @@ def test_roundtrip(snap, memory64):
 @SETTINGS
 @given(snap=snapshots(arches=(Arch.X86,)))
 def test_roundtrip_x86(snap):
-    _assert_same(parse(minidump_bytes(snap)).to_snapshot(), snap)
+    _assert_same(read_back(minidump_bytes(snap)), as_read(snap))
 
 
 @SETTINGS
@@ -249,7 +254,7 @@ def test_roundtrip_x86(snap):
 def test_writing_is_deterministic_and_parse_is_stable(snap):
     data = minidump_bytes(snap)
     assert minidump_bytes(snap) == data
-    again = minidump_bytes(parse(data).to_snapshot())
+    again = minidump_bytes(read_back(data))
     assert again == data
 
 
@@ -258,8 +263,8 @@ def test_writing_is_deterministic_and_parse_is_stable(snap):
 @pytest.mark.parametrize("make", [amd64_snapshot, lambda: amd64_snapshot(True), arm64_snapshot])
 def test_synthetic_snapshots_round_trip_except_region_paths(make):
     snap = make()
-    got = parse(minidump_bytes(snap)).to_snapshot()
-    want = dataclasses.replace(snap, regions=tuple(
+    got = read_back(minidump_bytes(snap))
+    want = dataclasses.replace(as_read(snap), regions=tuple(
         dataclasses.replace(r, path="", offset=0) for r in snap.regions))
     _assert_same(got, want)
 
@@ -272,14 +277,15 @@ def test_extra_memory_overlapping_a_stack_is_clipped():
         memory=(MemoryRange(0xF00, b"A" * 0x300),  # covers the whole stack and more
                 MemoryRange(0x1180, b"B" * 0x100)),  # overlaps the first extra range
     )
-    md = parse(minidump_bytes(snap))
-    assert md.read_memory(0x1000, 0x100) == b"S" * 0x100  # the stack wins
-    got = [(m.start, m.data) for m in md.to_snapshot().memory]
+    back = read_back(minidump_bytes(snap))
+    assert SnapshotMemory(back).read(0x1000, 0x100) == b"S" * 0x100  # the stack wins
+    got = [(m.start, m.data) for m in back.memory]
     assert got == [(0xF00, b"A" * 0x100), (0x1100, b"A" * 0x100), (0x1200, b"B" * 0x80)]
 
 
 def test_extra_memory_over_64mib_is_split(tmp_path):
     from generate_dump.minidump import read_minidump, write_minidump
+    from generate_dump.sources.minidump_file import read_minidump_snapshot
 
     big = 64 * 1024 * 1024
     blob = bytes(range(256)) * (big // 256) + b"tail-bytes"
@@ -291,8 +297,10 @@ def test_extra_memory_over_64mib_is_split(tmp_path):
     md = read_minidump(path)
     assert [(d.start, d.size) for d in md.memory] == [(0x10_0000_0000, big),
                                                       (0x10_0000_0000 + big, 10)]
-    assert md.read_memory(0x10_0000_0000 + big, 10) == b"tail-bytes"
-    assert md.read_memory(0x10_0000_0000 + big - 4, 4) == blob[big - 4:big]
+    mem = SnapshotMemory(read_minidump_snapshot(path))  # read from the mapped file
+    assert mem.read_exact(0x10_0000_0000 + big, 10) == b"tail-bytes"
+    assert mem.read_exact(0x10_0000_0000 + big - 4, 4) == blob[big - 4:big]
+    assert mem.read(0x10_0000_0000 + big - 4, 14) == blob[big - 4:big] + b"tail-bytes"
 
 
 def test_current_mhz_without_max_mhz_round_trips():
@@ -309,13 +317,13 @@ def test_current_mhz_without_max_mhz_round_trips():
 def test_empty_linux_files_read_back_as_none():
     snap = Snapshot(process=Process(pid=1), system=SystemInfo(Arch.ARM64, OS.LINUX),
                     linux=LinuxFiles())
-    assert parse(minidump_bytes(snap)).to_snapshot().linux is None
+    assert read_back(minidump_bytes(snap)).linux is None
 
 
 def test_empty_but_present_linux_file_round_trips():
     snap = Snapshot(process=Process(pid=1), system=SystemInfo(Arch.ARM64, OS.LINUX),
                     linux=LinuxFiles(environ=b""))
-    assert parse(minidump_bytes(snap)).to_snapshot().linux == LinuxFiles(environ=b"")
+    assert read_back(minidump_bytes(snap)).linux == LinuxFiles(environ=b"")
 
 
 # Linux backends decode /proc/PID/maps paths and link_map names with "surrogateescape", so a
@@ -339,3 +347,34 @@ def test_link_map_name_with_undecodable_bytes_can_be_written():
                     linux=LinuxFiles(dso_debug=dso))
     md = parse(minidump_bytes(snap))
     assert md.dso_debug.link_maps[0].name.endswith("/libx.so")
+
+
+def test_snapshot_memory_is_one_interface_over_stacks_copies_and_lazy_ranges():
+    """SnapshotMemory reads a snapshot's stacks, copied ranges and lazy ranges alike
+    (across adjacent ones, short at a gap); lazy=False leaves the lazy ones out (a live
+    process's, read after the fact). A dump read back keeps its memory in the file."""
+    from generate_dump.snapshot import LazyMemory
+
+    reads = []
+
+    def lazy_read(address: int, size: int) -> bytes:
+        reads.append((address, size))
+        return b"L" * max(0, min(size, 0x3000 - address))
+
+    snap = Snapshot(
+        process=Process(pid=1), system=SystemInfo(Arch.AMD64, OS.LINUX),
+        threads=(Thread(tid=1, context=Amd64Context(rsp=0x1010),
+                        stack=MemoryRange(0x1000, b"S" * 0x100)),),
+        memory=(MemoryRange(0x1100, b"C" * 0x100), LazyMemory(0x2000, 0x1000, lazy_read)),
+    )
+    mem = SnapshotMemory(snap)
+    assert mem.read(0x10F0, 0x20) == b"S" * 0x10 + b"C" * 0x10  # across adjacent ranges
+    assert mem.read_exact(0x10F0, 0x20) is None  # no one range holds it all
+    assert mem.read(0x11F0, 0x20) == b"C" * 0x10  # short: nothing at 0x1200
+    assert mem.read(0x2FF0, 0x10) == b"L" * 0x10 and reads == [(0x2FF0, 0x10)]
+    assert mem.read(0x5000, 4) == b""
+    copied_only = SnapshotMemory(snap, lazy=False)
+    assert copied_only.read(0x2FF0, 0x10) == b"" and len(reads) == 1
+    back = read_minidump_snapshot(minidump_bytes(snap))
+    assert back.memory and all(isinstance(m, LazyMemory) for m in back.memory)
+    assert SnapshotMemory(back).read(0x10F0, 0x20) == b"S" * 0x10 + b"C" * 0x10

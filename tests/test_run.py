@@ -20,7 +20,7 @@ from generate_dump.backends.linux.coredumps import (
     parse_core_pattern,
     system_core_pattern,
 )
-from generate_dump.minidump import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from live import PROGRAMS, compile_program
 from readers import breakpad_stackwalk, minidump_dump, rust_stackwalk_json
 
@@ -68,7 +68,7 @@ def dumps(out_dir: Path) -> list[Path]:
 
 def crash_report(path: Path, symbols) -> tuple[tuple[str, str, int], dict[int, list[str]]]:
     """Breakpad's verdict (reason, address, crashed thread index) and frames per thread."""
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     store = symbols.add_modules_of(md)
     text = breakpad_stackwalk(path, store)
     crash = next(l.split("|") for l in text.splitlines() if l.startswith("Crash|"))
@@ -83,7 +83,7 @@ def test_null_dereference(crashers, symbols, tmp_path, mode):
     assert len(files) == 1
     m = NAME.match(files[0].name)
     assert m and m.group(2) == "SIGSEGV" and ":" not in files[0].name
-    md = read_minidump(files[0])
+    md = read_minidump_snapshot(files[0])
     e = md.exception
     assert e.code == signal.SIGSEGV and e.flags == 1 and e.address == 0
     assert e.thread_id == int(m.group(1))  # the main thread crashed
@@ -103,7 +103,7 @@ def test_crash_on_a_worker_thread(crashers, symbols, tmp_path, mode):
     r = run(tmp_path, *mode, "--", crashers, "segv-thread")
     assert r.returncode == 139
     (path,) = dumps(tmp_path)
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     pid = int(NAME.match(path.name).group(1))
     assert md.exception.thread_id != pid
     assert len(md.threads) == 2
@@ -125,7 +125,7 @@ def test_abort(crashers, symbols, tmp_path, mode):
     assert r.returncode == 134
     (path,) = dumps(tmp_path)
     assert NAME.match(path.name).group(2) == "SIGABRT"
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     assert md.exception.code == signal.SIGABRT
     crash, frames = crash_report(path, symbols)
     assert crash[0] == "SIGABRT"
@@ -145,7 +145,7 @@ def test_handler_that_reraises_trace(crashers, symbols, tmp_path):
     r = run(tmp_path, "--trace", "--", crashers, "reraise")
     assert r.returncode == 139
     (path,) = dumps(tmp_path)
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     # The dump is taken at the re-raise, but reports the original fault.
     assert md.exception.code == signal.SIGSEGV and md.exception.flags == 1
     crash, frames = crash_report(path, symbols)
@@ -158,9 +158,9 @@ def test_crashing_child_process(crashers, tmp_path, mode):
     r = run(tmp_path, *mode, "--", crashers, "child-segv")
     assert r.returncode == 3  # the parent's own status
     (path,) = dumps(tmp_path)
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     assert md.exception.code == signal.SIGSEGV
-    assert md.misc["process_id"] == int(NAME.match(path.name).group(1))
+    assert md.process.pid == int(NAME.match(path.name).group(1))
 
 
 @MODES
@@ -180,7 +180,7 @@ def test_timeout_dumps_the_tree(crashers, tmp_path, mode):
     lines = [l for l in r.stderr.splitlines() if "still running at the timeout" in l]
     assert f"process {child} " in lines[0]
     for f in files:
-        md = read_minidump(f)
+        md = read_minidump_snapshot(f)
         assert md.exception is None and md.threads
         minidump_dump(f)
     assert not os.path.exists(f"/proc/{child}") or \
@@ -266,7 +266,7 @@ def test_handler_that_reraises_default(crashers, symbols, tmp_path):
     r = run(tmp_path, "--", crashers, "reraise")
     assert r.returncode == 139
     (path,) = dumps(tmp_path)
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     assert md.exception.code == signal.SIGSEGV and md.exception.flags == 0xFFFFFFFA  # SI_TKILL
     crash, frames = crash_report(path, symbols)
     assert crash[0].startswith("SIGSEGV")
@@ -285,7 +285,7 @@ def test_crash_in_a_grandchild(crashers, symbols, tmp_path):
     assert r.stdout.strip() == "shell got 139"
     (path,) = dumps(tmp_path / "out")
     pid = int(NAME.match(path.name).group(1))
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     assert md.exception.code == signal.SIGSEGV and md.exception.flags == 1  # SEGV_MAPERR
     assert md.exception.address == 0 and md.exception.thread_id != pid
     minidump_dump(path)
@@ -501,7 +501,7 @@ def test_go_crash(gopreempt, symbols, tmp_path, mode):
     assert "Traceback" not in r.stderr
     assert "nil pointer dereference" in r.stderr  # the runtime's own report got through
     (path,) = dumps(tmp_path / "out")
-    md = read_minidump(path)
+    md = read_minidump_snapshot(path)
     assert md.exception.code == signal.SIGABRT
     minidump_dump(path)
     crash, frames = crash_report(path, symbols)
@@ -520,7 +520,7 @@ def test_go_timeout(gopreempt, tmp_path, mode):
     files = dumps(tmp_path)
     assert len(files) == 1, r.stderr[-3000:]
     assert int(ANY_NAME.match(files[0].name).group(1)) == pid
-    md = read_minidump(files[0])
+    md = read_minidump_snapshot(files[0])
     assert len(md.threads) >= 3
     minidump_dump(files[0])
 

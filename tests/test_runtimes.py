@@ -27,7 +27,7 @@ from typing import Optional
 
 import pytest
 
-from generate_dump.minidump import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from generate_dump.minidump.codeview import debug_id
 from checks import Symbols
 from live import Target, assert_running_untraced, read_line, readelf_build_id, run_dumper
@@ -294,7 +294,7 @@ def test_runtime(name, mode, build, debug_symbols: DebugSymbols, tmp_path):
             assert after[1] > before[1], f"{name}: its own signal handling stopped"
         assert_running_untraced(target.pid)
 
-        md = read_minidump(out)
+        md = read_minidump_snapshot(out)
         tids = [t.tid for t in md.threads]
         assert target.pid in tids and len(tids) >= 4
         if name.startswith("go"):
@@ -379,7 +379,7 @@ def test_go_with_the_lldb_backend(build, debug_symbols: DebugSymbols, tmp_path):
         before = _tick(target)
         time.sleep(0.3)
         assert _tick(target)[0] > before[0]
-    md = read_minidump(out)
+    md = read_minidump_snapshot(out)
     store = debug_symbols.add_modules_of(md)
     sym = next(store.glob(f"{Path(md.modules[0].path).name}/*/*.sym"))
     assert sym.parent.name == debug_id(md.modules[0].identity)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from checks import Symbols, expected_functions
-from generate_dump.minidump import read_minidump
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from live import Target, assert_running_untraced, compile_program, readelf_build_id, run_dumper
 from readers import breakpad_dump_syms, rust_stackwalk_json
 from test_inspect import assert_agrees, breakpad_walk
@@ -359,7 +359,7 @@ def store(builds, live, tmp_path_factory):
     the program itself."""
     _, dump = live
     root = tmp_path_factory.mktemp("store")
-    Symbols(root).add_modules_of(read_minidump(dump))
+    Symbols(root).add_modules_of(read_minidump_snapshot(dump))
     sym = breakpad_dump_syms(builds.full / "threads", root)  # replaces the stripped one
     return root, sym
 
@@ -401,7 +401,7 @@ def crash_dump(builds, tmp_path_factory):
     dump = next(out.glob("*.dmp"))
     root = out / "store"
     root.mkdir()
-    Symbols(root).add_modules_of(read_minidump(dump))
+    Symbols(root).add_modules_of(read_minidump_snapshot(dump))
     return dump, root
 
 

@@ -343,11 +343,11 @@ def test_one_line_errors(tmp_path):
 
 
 def _handled_in_dump(path: Path, address: int) -> int:
-    from generate_dump.minidump.reader import read_minidump
+    from generate_dump.memsource import SnapshotMemory
+    from generate_dump.sources.minidump_file import read_minidump_snapshot
 
-    md = read_minidump(str(path))
-    data = md.read_memory(address, 4)
-    assert data is not None, "the counter's page is not in the dump"
+    data = SnapshotMemory(read_minidump_snapshot(path)).read(address, 4)
+    assert len(data) == 4, "the counter's page is not in the dump"
     return int.from_bytes(data, "little")
 
 

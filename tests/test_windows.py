@@ -31,11 +31,13 @@ import pytest
 from generate_dump.backends.windows import WindowsOptions, capture
 from generate_dump.backends.windows import convert as cv
 from generate_dump.errors import DumpError, InvalidTarget, TargetNotFound, TargetPermissionError
+from generate_dump.memsource import SnapshotMemory
 from generate_dump.minidump import format as fmt
 from generate_dump.minidump import read_minidump
 from generate_dump.minidump.codeview import debug_id
 from generate_dump.minidump.context import encode_context
 from generate_dump.binfmt import pe
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 from generate_dump.snapshot import (
     MemoryRegion, OS, PdbIdentity, RegionKind,
 )
@@ -454,6 +456,7 @@ def test_threads_match_toolhelp(dumps, target, toolhelp_threads):
 
 def test_contexts_stacks_and_tebs(dumps, nm_functions):
     md = read_minidump(dumps()[0])
+    mem = SnapshotMemory(read_minidump_snapshot(dumps()[0]))
     main_image = md.modules[0]
     for t in md.threads:
         c = t.context
@@ -462,8 +465,8 @@ def test_contexts_stacks_and_tebs(dumps, nm_functions):
         assert c.mxcsr & 0xFFC0 == 0x1F80 & 0xFFC0  # exception masks as set by the OS
         assert c.cs == 0x33, hex(c.cs)
         # The stack is RSP (no red zone on Windows x64) up to the TEB's StackBase.
-        teb = md.read_memory(t.teb, 0x18)
-        assert teb is not None, f"thread {t.tid}: TEB not in the dump"
+        teb = mem.read(t.teb, 0x18)
+        assert len(teb) == 0x18, f"thread {t.tid}: TEB not in the dump"
         stack_base, stack_limit = struct.unpack_from("<QQ", teb, 8)
         assert t.stack.start == c.rsp and t.stack.end == stack_base, hex(t.tid)
         assert stack_limit <= c.rsp < stack_base
@@ -585,8 +588,9 @@ def test_memory_presets(dumps, target):
     assert len(md_stacks.memory) == len(md_stacks.threads)  # stacks only
     assert len(default.memory) > len(default.threads)  # stacks, TEBs, PEB, referenced
     # Every module's headers are in a full dump, as the memory of a readable mapping.
+    mem_full = SnapshotMemory(read_minidump_snapshot(full))
     for m in md_full.modules:
-        assert md_full.read_memory(m.base, 2) == b"MZ", m.path
+        assert mem_full.read(m.base, 2) == b"MZ", m.path
     minidump_dump(full)
     assert target.ping() is not None
 
@@ -597,14 +601,17 @@ def _secret_in(path: Path) -> dict[str, bool]:
             "utf-8": SECRET.encode() in data}
 
 
-def _environment_block(md) -> tuple[int, int]:
+def _environment_block(path: Path) -> tuple[int, int]:
     """[start, end) of the process environment block, through TEB -> PEB -> parameters."""
+    snap = read_minidump_snapshot(path)
+    mem = SnapshotMemory(snap)
+
     def u64(address: int) -> int:
-        data = md.read_memory(address, 8)
-        assert data is not None, f"0x{address:x} is not in the dump"
+        data = mem.read(address, 8)
+        assert len(data) == 8, f"0x{address:x} is not in the dump"
         return struct.unpack("<Q", data)[0]
 
-    params = u64(u64(md.threads[0].teb + 0x60) + 0x20)
+    params = u64(u64(snap.threads[0].thread_pointer + 0x60) + 0x20)
     env = u64(params + 0x80)
     return env, env + u64(params + 0x3F0)
 
@@ -614,14 +621,15 @@ def test_environment_only_when_asked(dumps):
     assert _secret_in(dumps("--memory=stacks")[0]) == {"utf-16": False, "utf-8": False}
     # A full dump holds all memory but the process environment block. (Copies that the
     # program or its C runtime made stay: msvcrt keeps two in the heap; see README.)
-    md = read_minidump(dumps("--memory=full")[0])
-    start, end = _environment_block(md)
+    full = dumps("--memory=full")[0]
+    md = read_minidump(full)
+    start, end = _environment_block(full)
     assert end > start
     assert not any(d.start < end and start < d.end for d in md.all_memory())
     with_env = dumps("--include-environment")[0]
     assert _secret_in(with_env)["utf-16"]
-    md = read_minidump(with_env)
-    assert md.read_memory(start, end - start) is not None
+    assert len(SnapshotMemory(read_minidump_snapshot(with_env)).read(start, end - start)) \
+        == end - start
 
 
 def test_explicit_backend(dumps):

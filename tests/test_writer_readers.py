@@ -8,9 +8,11 @@ import re
 
 import pytest
 
+from generate_dump.memsource import SnapshotMemory
 from generate_dump.minidump import read_minidump, write_minidump
 from generate_dump.minidump.codeview import code_id, debug_id
 from generate_dump.snapshot import AMD64_GPR_NAMES, Arm64Context, ElfBuildId, PdbIdentity
+from generate_dump.sources.minidump_file import read_minidump_snapshot
 
 from readers import breakpad_bin, lldb_core, run, rust_dump, rust_stackwalk_json
 from synthetic import (
@@ -20,6 +22,8 @@ from synthetic import (
     TEXT_BASE,
     amd64_snapshot,
     arm64_snapshot,
+    as_read,
+    copied,
 )
 
 AMD64_REGS = AMD64_GPR_NAMES + ("rip",)
@@ -396,41 +400,45 @@ def test_lldb_amd64_stop_reason(lldb_out):
 @pytest.mark.parametrize("name", ["amd64", "arm64"])
 def test_own_reader(dumps, name):
     snap, path = dumps[name]
-    md = read_minidump(path)
-    assert md.time == snap.time
-    assert md.system == snap.system
-    assert [t.tid for t in md.threads] == [t.tid for t in snap.threads]
-    for t, rt in zip(snap.threads, md.threads):
+    got = read_minidump_snapshot(path)
+    mem = SnapshotMemory(got)
+    assert got.time == snap.time
+    assert got.system == snap.system
+    assert [t.tid for t in got.threads] == [t.tid for t in snap.threads]
+    for t, rt in zip(snap.threads, got.threads):
         assert rt.context == t.context
-        assert rt.teb == t.thread_pointer
-        assert rt.stack.start == t.stack.start and rt.stack.size == len(t.stack.data)
-        assert md.bytes_at(rt.stack) == t.stack.data
-        assert md.read_memory(t.context.sp, 16) == t.stack.data[t.context.sp - t.stack.start:][:16]
-        assert md.thread(t.tid) is rt
-    assert md.thread_names == {t.tid: t.name for t in snap.threads if t.name}
-    assert [(m.path, m.base, m.size) for m in md.modules] == [(m.path, m.base, m.size) for m in snap.modules]
-    assert [m.identity for m in md.modules] == [m.identity for m in snap.modules]
-    assert [m.is_main for m in md.modules] == [i == 0 for i in range(len(snap.modules))]
-    assert debug_id(md.modules[0].identity) == BUILD_ID_DEBUG_ID
-    assert code_id(md.modules[0].identity) == BUILD_ID_CODE_ID
-    assert md.misc["process_id"] == snap.process.pid
-    assert md.exception == snap.exception
-    assert md.soft_errors == list(snap.soft_errors)
+        assert rt.thread_pointer == t.thread_pointer
+        assert rt.stack == t.stack
+        assert rt.name == t.name
+        assert mem.read(t.context.sp, 16) == t.stack.data[t.context.sp - t.stack.start:][:16]
+    assert [(m.path, m.base, m.size) for m in got.modules] == [(m.path, m.base, m.size) for m in snap.modules]
+    assert [m.identity for m in got.modules] == [m.identity for m in snap.modules]
+    assert [m.is_main for m in got.modules] == [i == 0 for i in range(len(snap.modules))]
+    assert debug_id(got.modules[0].identity) == BUILD_ID_DEBUG_ID
+    assert code_id(got.modules[0].identity) == BUILD_ID_CODE_ID
+    assert got.process.pid == snap.process.pid
+    assert got.process == as_read(snap).process
+    assert got.exception == snap.exception
+    assert got.soft_errors == snap.soft_errors
 
 
 def test_own_reader_amd64_memory_and_exception(dumps):
     snap, path = dumps["amd64"]
+    got = read_minidump_snapshot(path)
+    mem = SnapshotMemory(got)
+    assert mem.read(0x60000000, 10) == b"HEAPMARKER"
+    assert mem.read(0x60000000, 100) == b"HEAPMARKER" * 10
+    assert mem.read(0x60000000 + 95, 10) == b"ARKER"  # short: runs past the captured range
+    assert mem.read_exact(0x60000000 + 95, 10) is None
+    assert mem.read(0x5000_0000, 1) == b""
+    assert got.exception.thread_id == 1001 and got.exception.code == 11
+    assert got.exception.address == 0xDEAD and got.exception.flags == 1
+    # The file holds the crashing thread's registers twice: in its thread and the exception.
     md = read_minidump(path)
-    assert md.read_memory(0x60000000, 10) == b"HEAPMARKER"
-    assert md.read_memory(0x60000000, 100) == b"HEAPMARKER" * 10
-    assert md.read_memory(0x60000000 + 95, 10) is None  # runs past the captured range
-    assert md.read_memory(0x5000_0000, 1) is None
-    assert md.exception.thread_id == 1001 and md.exception.code == 11
-    assert md.exception.address == 0xDEAD and md.exception.flags == 1
-    assert md.exception_context == snap.threads[1].context
-    assert md.linux["maps"] == snap.linux.maps
-    assert md.linux["cmdline"] == b"/usr/bin/synthetic\0--flag\0"
-    assert "environ" not in md.linux
-    assert md.dso_debug == snap.linux.dso_debug
-    assert len(md.regions) == 2 and md.regions[1].start == 0x60000000
-    assert md.to_snapshot().memory == snap.memory
+    assert md.exception_context == snap.threads[1].context == md.thread(1001).context
+    assert got.linux.maps == snap.linux.maps
+    assert got.linux.cmdline == b"/usr/bin/synthetic\0--flag\0"
+    assert got.linux.environ is None
+    assert got.linux.dso_debug == snap.linux.dso_debug
+    assert len(got.regions) == 2 and got.regions[1].start == 0x60000000
+    assert copied(got).memory == snap.memory

@@ -1,5 +1,10 @@
 """Read minidumps: everything the writer writes, from any writer, with bounds checked.
 
+This is the file's layout (streams, descriptors and where they lie in the file), for the
+tools that patch or search the file itself (``--redact`` in place, ``scan``) and for the
+format's tests. The process a dump describes is read as a Snapshot, through
+:func:`generate_dump.sources.minidump_file.read_minidump_snapshot`.
+
 Every malformed input raises :class:`MinidumpFormatError` with a message that says what
 and where; nothing else escapes (the fuzz tests hold us to it). Memory is not copied on
 open: ranges point into the file (an mmap for paths) and are sliced on demand.
@@ -22,20 +27,15 @@ from ..snapshot import (
     ExceptionInfo,
     FileVersion,
     LinkMapEntry,
-    LinuxFiles,
-    MemoryRange,
     MemoryRegion,
     Module,
     ModuleIdentity,
     OS,
-    Process,
     PythonState,
     RegionKind,
-    Snapshot,
     SoftError,
     TriggerInfo,
     SystemInfo,
-    Thread,
 )
 from . import format as fmt
 from .codeview import CodeViewError, decode_codeview
@@ -126,63 +126,11 @@ class Minidump:
     def all_memory(self) -> list[MemoryDescriptor]:
         return sorted(self.memory + self.memory64, key=lambda d: d.start)
 
-    def read_memory(self, address: int, size: int) -> Optional[bytes]:
-        """Bytes at ``address`` if one captured range holds all of them, else None."""
-        for d in self.memory + self.memory64:
-            if d.start <= address and address + size <= d.end:
-                off = d.rva + address - d.start
-                return bytes(self.data[off : off + size])
-        return None
-
     def thread(self, tid: int) -> ThreadRecord:
         for t in self.threads:
             if t.tid == tid:
                 return t
         raise KeyError(tid)
-
-    def to_snapshot(self) -> Snapshot:
-        """Rebuild the snapshot model (for round trips and for tools that consume snapshots)."""
-        if self.system is None:
-            raise MinidumpFormatError("no SystemInfo stream: cannot tell the architecture")
-        misc = self.misc or {}
-        stacks = {t.stack.start for t in self.threads if t.stack}
-        threads = tuple(
-            Thread(
-                tid=t.tid,
-                context=t.context,  # type: ignore[arg-type]
-                stack=MemoryRange(t.stack.start, self.bytes_at(t.stack)) if t.stack else None,
-                name=self.thread_names.get(t.tid),
-                thread_pointer=t.teb,
-                suspend_count=t.suspend_count,
-                priority_class=t.priority_class,
-                priority=t.priority,
-            )
-            for t in self.threads
-        )
-        linux = None
-        if self.linux or self.dso_debug is not None:
-            linux = LinuxFiles(**self.linux, dso_debug=self.dso_debug)
-        return Snapshot(
-            process=Process(
-                pid=misc.get("process_id", 0),
-                create_time=misc.get("process_create_time", 0),
-                user_time=float(misc.get("process_user_time", 0)),
-                kernel_time=float(misc.get("process_kernel_time", 0)),
-            ),
-            system=self.system,
-            threads=threads,
-            modules=tuple(self.modules),
-            memory=tuple(MemoryRange(d.start, self.bytes_at(d)) for d in self.all_memory()
-                         if d.start not in stacks),
-            regions=tuple(self.regions),
-            exception=self.exception,
-            linux=linux,
-            soft_errors=tuple(self.soft_errors),
-            time=self.time,
-            trigger=self.trigger,
-            perf_map=self.perf_map,
-            python=self.python,
-        )
 
 
 # -- parsing ---------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ frames. Modes:
 * ``native``: every native frame kept, the Python run shown just above its eval frame;
 * ``python``: Python frames only.
 
-:func:`state_for_view` gives the Python state of a dump: its GD_PYTHON stream, or, when
-the stream is absent, a decode of the dump's memory (found through the module files).
+:func:`state_for_snapshot` gives the Python state of a snapshot: its own (a dump's GD_PYTHON
+stream), or, when it has none, a decode of its memory (found through the module files).
 """
 
 from __future__ import annotations
@@ -127,22 +127,12 @@ def thread_for(state: Optional[PythonState], tid: int) -> Optional[PythonThread]
 # -- offline ----------------------------------------------------------------------------------
 
 
-class ViewMemory:
-    """A MemorySource over a ProcessView (a dump's memory)."""
-
-    def __init__(self, view):
-        self.view = view
-
-    def read(self, address: int, size: int) -> bytes:
-        return self.view.read_partial(address, size)
-
-
-def state_for_view(view, options=None) -> Optional[PythonState]:
-    """The dump's Python state: its stream, or decoded from its memory when the stream is
-    missing and a module file with ``_PyRuntime`` is found (None otherwise). Never raises
-    for bad memory."""
-    if view.python is not None:
-        return view.python
+def state_for_snapshot(snapshot, memory, options=None) -> Optional[PythonState]:
+    """The snapshot's Python state: its own (a capture's, a dump's GD_PYTHON stream), or
+    decoded from ``memory`` (a MemorySource over it) when it has none and a module file
+    with ``_PyRuntime`` is found (None otherwise). Never raises for bad memory."""
+    if snapshot.python is not None:
+        return snapshot.python
     from ..unwind.debug_info import module_debug
     from ..unwind.locate import SymbolOptions
     from .decode import decode
@@ -158,15 +148,14 @@ def state_for_view(view, options=None) -> Optional[PythonState]:
         img = md.files.binary
         return img.path if img is not None else None
 
-    mem = ViewMemory(view)
     try:
-        rt = find_runtime(view.module_order, mem, file_for)
+        rt = find_runtime(snapshot.modules, memory, file_for)
     except Exception:  # noqa: BLE001 - unreadable module files: no Python stacks
         return None
     if rt is None:
         return None
-    by_tp = {t.thread_pointer: t.tid for t in view.threads if t.thread_pointer}
-    state = decode(mem, rt, lambda thread_id: by_tp.get(thread_id, 0))
+    by_tp = {t.thread_pointer: t.tid for t in snapshot.threads if t.thread_pointer}
+    state = decode(memory, rt, lambda thread_id: by_tp.get(thread_id, 0))
     if not state.threads and not state.errors:
         return None
     return state

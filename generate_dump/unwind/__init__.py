@@ -10,10 +10,11 @@ their call frame information and symbols, and unwind every thread.
 - :mod:`.symbols`    address -> function name tables (Breakpad-compatible alias choice)
 - :mod:`.debug_info` one module's debug information, cached per build id and files
 - :mod:`.walker`     the unwinder: context, CFI, frame pointer, stack scan (x86-64, ARM64)
+- :mod:`.view`       a Snapshot indexed by address (module, region, memory) for the walker
 """
 
 from .locate import SymbolOptions
-from .view import ProcessView
+from .view import SnapshotIndex
 from .walker import Frame, ThreadStack, walk_process
 
-__all__ = ["Frame", "ProcessView", "SymbolOptions", "ThreadStack", "walk_process"]
+__all__ = ["Frame", "SnapshotIndex", "SymbolOptions", "ThreadStack", "walk_process"]

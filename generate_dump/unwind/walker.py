@@ -33,16 +33,16 @@ instruction itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 from ..perfmap import MODULE_NAME as PERF_MAP_MODULE
-from ..snapshot import Amd64Context, Arch, Arm64Context
+from ..snapshot import Amd64Context, Arch, Arm64Context, Snapshot, Thread
 from . import cfi as cfimod
 from .breakpad import PostfixError, evaluate_postfix
 from .cfi import ExprError, Row
 from .locate import SymbolOptions
 from .debug_info import ModuleDebug, Symbol, module_debug
-from .view import ProcessView, ThreadView
+from .view import SnapshotIndex
 
 MAX_FRAMES = 512
 SCAN_WORDS = 40
@@ -222,7 +222,7 @@ class Arm64(ArchSpec):
             or (insn & 0xFEFFF800) == 0xD63F0800  # BLRAA/BLRAB/BLRAAZ/BLRABZ
 
 
-def arch_spec(view: ProcessView) -> Optional[ArchSpec]:
+def arch_spec(view: SnapshotIndex) -> Optional[ArchSpec]:
     if view.arch == Arch.AMD64:
         return Amd64()
     if view.arch == Arch.ARM64:
@@ -236,7 +236,7 @@ def arch_spec(view: ProcessView) -> Optional[ArchSpec]:
 
 
 class Walker:
-    def __init__(self, view: ProcessView, options: SymbolOptions, spec: ArchSpec):
+    def __init__(self, view: SnapshotIndex, options: SymbolOptions, spec: ArchSpec):
         self.view = view
         self.options = options
         self.spec = spec
@@ -247,13 +247,13 @@ class Walker:
 
     # memory ------------------------------------------------------------------------------
 
-    def read_word(self, addr: int, thread: Optional[ThreadView] = None) -> Optional[int]:
+    def read_word(self, addr: int, thread: Optional[Thread] = None) -> Optional[int]:
         if addr < 0 or addr > MASK64 - 8:
             return None
-        if thread is not None and thread.stack_start <= addr \
-                and addr + 8 <= thread.stack_start + len(thread.stack):
-            off = addr - thread.stack_start
-            return int.from_bytes(thread.stack[off:off + 8], "little")
+        stack = thread.stack if thread is not None else None
+        if stack is not None and stack.start <= addr and addr + 8 <= stack.end:
+            off = addr - stack.start
+            return int.from_bytes(stack.data[off:off + 8], "little")
         b = self.view.read(addr, 8)
         return int.from_bytes(b, "little") if b is not None else None
 
@@ -337,7 +337,7 @@ class Walker:
 
     # walking -----------------------------------------------------------------------------
 
-    def walk(self, thread: ThreadView, crashed: bool = False,
+    def walk(self, thread: Thread, crashed: bool = False,
              max_frames: int = MAX_FRAMES) -> ThreadStack:
         out = ThreadStack(thread.tid, thread.name, [], crashed)
         if thread.context is None:
@@ -381,7 +381,7 @@ class Walker:
             out.note = f"stopped after {max_frames} frames"
         return out
 
-    def unwind(self, frame: Frame, thread: ThreadView) -> Optional[Frame]:
+    def unwind(self, frame: Frame, thread: Thread) -> Optional[Frame]:
         md = self.module(frame.lookup_pc)
         if md is not None:
             got = self._by_dwarf_cfi(frame, thread, md)
@@ -415,7 +415,7 @@ class Walker:
             return False
         return True
 
-    def _by_dwarf_cfi(self, frame: Frame, thread: ThreadView, md: ModuleDebug):
+    def _by_dwarf_cfi(self, frame: Frame, thread: Thread, md: ModuleDebug):
         hit = md.cfi_row(frame.lookup_pc)
         if hit is None:
             return None
@@ -443,7 +443,7 @@ class Walker:
             return None
         return caller
 
-    def _apply_row(self, row: Row, regs: dict[int, int], thread: ThreadView) -> dict[int, int]:
+    def _apply_row(self, row: Row, regs: dict[int, int], thread: Thread) -> dict[int, int]:
         read = lambda a: self.read_word(a, thread)  # noqa: E731
         spec = self.spec
         if row.cfa_expr is not None:
@@ -500,7 +500,7 @@ class Walker:
             out[row.ra_reg] = out[spec.pc]
         return out
 
-    def _by_breakpad_cfi(self, frame: Frame, thread: ThreadView, md: ModuleDebug):
+    def _by_breakpad_cfi(self, frame: Frame, thread: Thread, md: ModuleDebug):
         rules = md.breakpad_rules(frame.lookup_pc)
         if not rules or ".cfa" not in rules or ".ra" not in rules:
             return None
@@ -535,7 +535,7 @@ class Walker:
                        exact=False)
         return self._check_cfi_caller(frame, caller)
 
-    def _by_frame_pointer(self, frame: Frame, thread: ThreadView) -> Optional[Frame]:
+    def _by_frame_pointer(self, frame: Frame, thread: Thread) -> Optional[Frame]:
         spec = self.spec
         regs = frame.regs
         fp, sp = regs.get(spec.fp), regs.get(spec.sp)
@@ -591,7 +591,7 @@ class Walker:
         out[spec.pc] = lr
         return Frame(frame.index + 1, lr, frame.sp, TRUST_FP, out, exact=False)
 
-    def _by_scan(self, frame: Frame, thread: ThreadView) -> Optional[Frame]:
+    def _by_scan(self, frame: Frame, thread: Thread) -> Optional[Frame]:
         spec = self.spec
         sp = frame.regs.get(spec.sp)
         if sp is None:
@@ -641,14 +641,18 @@ def _canonical(addr: int) -> bool:
     return not (0x7FFF_FFFF_FFFF < addr < 0xFFFF_8000_0000_0000)
 
 
-def walk_process(view: ProcessView, options: Optional[SymbolOptions] = None,
+def walk_process(view: Union[Snapshot, SnapshotIndex], options: Optional[SymbolOptions] = None,
                  tids: Optional[set[int]] = None,
                  max_frames: int = MAX_FRAMES) -> list[ThreadStack]:
-    """Every thread's stack (or those in ``tids``), crashing thread first."""
+    """Every thread's stack (or those in ``tids``), crashing thread first. ``view``: a
+    Snapshot, or the index of one (to reuse it across walks)."""
+    if isinstance(view, Snapshot):
+        view = SnapshotIndex(view)
     options = options or SymbolOptions()
     spec = arch_spec(view)
-    crashed_tid = view.exception.thread_id if view.exception is not None else None
-    order = sorted(view.threads, key=lambda t: t.tid != crashed_tid)
+    exception = view.snapshot.exception
+    crashed_tid = exception.thread_id if exception is not None else None
+    order = sorted(view.snapshot.threads, key=lambda t: t.tid != crashed_tid)
     out = []
     walker = Walker(view, options, spec) if spec is not None else None
     for t in order:
