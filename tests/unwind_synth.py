@@ -26,7 +26,7 @@ from generate_dump.snapshot import (
     Arch, CpuInfo, ElfBuildId, MemoryRange, MemoryRegion, Module, OS, Process, RegionKind,
     Snapshot, SystemInfo, Thread,
 )
-from generate_dump.unwind import ProcessView, SymbolOptions, ThreadStack, walk_process
+from generate_dump.unwind import SymbolOptions, ThreadStack, walk_process
 from generate_dump.unwind.walker import MAX_FRAMES
 
 MOD = 0x7400_C000_0000  # the module with unwind rules (rust-minidump's module1)
@@ -341,7 +341,7 @@ class SynthProcess:
 
 def walk(snap: Snapshot, options: SymbolOptions, max_frames: int = MAX_FRAMES) -> ThreadStack:
     """The walker over ``snap``'s only thread (the one place building the walker's view)."""
-    [stack] = walk_process(ProcessView.from_snapshot(snap), options, max_frames=max_frames)
+    [stack] = walk_process(snap, options, max_frames=max_frames)
     return stack
 
 
