@@ -167,7 +167,7 @@ def main(args: list[str]) -> None:
         sys.exit(1)
     except DumpError as exc:
         _log(f"error: {exc}")
-        sys.exit(1)
+        sys.exit(exc.exit_status)
     except KeyboardInterrupt:
         _log("error: interrupted")
         sys.exit(1)

@@ -6,18 +6,20 @@ defaults (as subprocess does), so it observes what it would have observed withou
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
 from typing import Callable, Optional
 
-from ...errors import DumpError
+from ...errors import CommandNotFound, CommandNotRunnable
 
 
 def spawn(argv: list[str], *, own_group: bool, core_limit: Optional[tuple[int, int]] = None,
           before_exec: Optional[Callable[[int], None]] = None) -> int:
     """Fork and exec ``argv``; returns its pid. ``before_exec(pid)`` runs in the parent
-    while the child waits just before exec (to seize it). Exec failures raise DumpError."""
+    while the child waits just before exec (to seize it). Exec failures raise
+    CommandNotFound (no such file) or CommandNotRunnable (any other reason)."""
     gate_r, gate_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -63,5 +65,6 @@ def spawn(argv: list[str], *, own_group: bool, core_limit: Optional[tuple[int, i
     if failure:
         os.waitpid(pid, 0x40000000)  # __WALL: also when traced
         code = int(failure or b"0")
-        raise DumpError(f"cannot run {argv[0]}: {os.strerror(code) if code else 'failed'}")
+        error = CommandNotFound if code == errno.ENOENT else CommandNotRunnable
+        raise error(f"cannot run {argv[0]}: {os.strerror(code) if code else 'failed'}")
     return pid
