@@ -466,8 +466,8 @@ def capture_session(pid: int, options: Optional[LldbOptions] = None) -> Iterator
     options = options or LldbOptions()
     if not options.suspend:
         raise BadInput("the LLDB backend cannot capture a process without stopping it "
-                        "(LLDB stops every thread to attach); drop -r"
-                        + (", or use --backend ptrace" if sys.platform.startswith("linux") else ""))
+                       "(LLDB stops every thread to attach); drop -r"
+                       + (", or use --backend ptrace" if sys.platform.startswith("linux") else ""))
     if pid == os.getpid():
         raise InvalidTarget(f"PID {pid} is generate_dump itself; give the PID of another process")
     if sys.platform.startswith("linux") and not os.path.exists(f"/proc/{pid}"):
