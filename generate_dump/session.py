@@ -40,7 +40,7 @@ def _backend(name: str) -> tuple[Callable[..., ContextManager], type]:
     if backend == "ptrace":
         if not sys.platform.startswith("linux"):
             raise BadInput("the ptrace backend works on Linux only; use --backend lldb")
-        from .backends.linux import CaptureOptions, capture_session
+        from .backends.linux.capture import CaptureOptions, capture_session
 
         return capture_session, CaptureOptions
     if backend == "windows":
@@ -141,13 +141,13 @@ def capture_and_write(pid: int, out: Output, options: Any = None, *, backend: st
     is without --redact); other dumps are redacted before they are written."""
     memory = getattr(options, "memory", "referenced")
     suspend = getattr(options, "suspend", True)
-    to_file = isinstance(out, (str, os.PathLike))
-    if to_file:
+    opened: ContextManager[BinaryIO]
+    if isinstance(out, (str, os.PathLike)):
         from .output import atomic_output
 
-        opened: ContextManager = atomic_output(os.fspath(out))
+        to_file, opened = True, atomic_output(os.fspath(out))
     else:
-        opened = nullcontext(out)
+        to_file, opened = False, nullcontext(out)
     report = None
     with opened as f:
         with capture_session(pid, options, backend) as snapshot:
@@ -160,7 +160,7 @@ def capture_and_write(pid: int, out: Output, options: Any = None, *, backend: st
 
                 to_write, report = (placeholder if in_place else redact_snapshot)(snapshot)
             size = write_dump(to_write, f, memory64=memory == "full", progress=progress)
-        if in_place:
+        if in_place and report is not None:
             from .redact import redact_file
 
             f.flush()

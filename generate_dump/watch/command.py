@@ -63,7 +63,7 @@ def dump_process(pid: int, exe: str, firing: Firing, settings: DumpSettings,
                  freezer_factory=None, exception=None) -> str:
     """Capture ``pid`` now and write it with the trigger recorded; returns the path.
     ``freezer_factory``: how to stop threads we already trace (see traced.py)."""
-    from ..backends.linux import CaptureOptions
+    from ..backends.linux.capture import CaptureOptions
     from ..run_command import dump_file_name
     from ..session import capture_and_write
     from ..snapshot import TriggerInfo
