@@ -10,21 +10,21 @@ import re
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, NoReturn, Optional
 
 import click
 
-from . import __version__, _testhooks
-from .errors import DumpError, Interrupted
+from . import __version__
+from .errors import (BadInput, DumpError, Interrupted, OutputError, RunError, TargetNotFound,
+                     run_exit_status)
 
 PROG = "generate_dump"
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, status: int = 1) -> NoReturn:
     click.echo(f"{PROG}: error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(status)
 
 
 def _internal_error(exc: BaseException) -> NoReturn:
@@ -48,14 +48,14 @@ def _pid_max() -> int:
 def parse_pid(text: str) -> int:
     t = text.strip()
     if not re.fullmatch(r"[+-]?[0-9]+", t):
-        raise DumpError(f"'{text}' is not a process ID; give a positive whole number such as "
+        raise BadInput(f"'{text}' is not a process ID; give a positive whole number such as "
                         f"1234 (see 'pgrep NAME')")
     pid = int(t)
     if pid <= 0:
-        raise DumpError(f"'{text}' is not a valid process ID; process IDs are positive numbers")
+        raise BadInput(f"'{text}' is not a valid process ID; process IDs are positive numbers")
     limit = _pid_max()
     if pid > limit:
-        raise DumpError(f"no process with PID {pid} (PIDs on this system go up to {limit})")
+        raise TargetNotFound(f"no process with PID {pid} (PIDs on this system go up to {limit})")
     return pid
 
 
@@ -82,18 +82,6 @@ def _summarize_soft_errors(soft_errors) -> None:
         click.echo(f"{PROG}: warning: {messages[0]}{extra}", err=True)
 
 
-def _backend_for(name: str) -> str:
-    if name != "auto":
-        return name
-    if sys.platform.startswith("linux"):
-        return "ptrace"
-    if sys.platform == "darwin":
-        return "lldb"
-    if sys.platform == "win32":
-        return "windows"
-    raise DumpError(f"no backend for {sys.platform} yet")
-
-
 @dataclass
 class DumpRequest:
     pid: int
@@ -107,28 +95,20 @@ class DumpRequest:
     redact: bool = False  # sanitize stacks and memory, mask secrets (generate_dump/redact.py)
     python: bool = True  # decode CPython stacks into the dump (GD_PYTHON stream)
 
+    def capture_options(self, on_short_read=None):
+        """The options every backend takes (session.py gives them to the chosen one)."""
+        from .backends.options import CaptureOptions
+
+        return CaptureOptions(suspend=self.suspend, include_environment=self.include_environment,
+                              memory=self.memory, max_referenced=self.max_referenced,
+                              on_short_read=on_short_read, python=self.python)
+
 
 def capture_session(req: DumpRequest, on_short_read=None):
-    """The chosen backend's capture session (imported only when used)."""
-    backend = _backend_for(req.backend)
-    common = dict(suspend=req.suspend, include_environment=req.include_environment,
-                  memory=req.memory, max_referenced=req.max_referenced,
-                  on_short_read=on_short_read, python=req.python)
-    if backend == "ptrace":
-        if not sys.platform.startswith("linux"):
-            raise DumpError("the ptrace backend works on Linux only; use --backend lldb")
-        from .backends.linux import CaptureOptions, capture_session as linux_session
+    """The chosen backend's capture session for ``req`` (see session.capture_session)."""
+    from .session import capture_session as session
 
-        return linux_session(req.pid, CaptureOptions(**common))
-    if backend == "windows":
-        if sys.platform != "win32":
-            raise DumpError("the windows backend works on Windows only")
-        from .backends.windows import WindowsOptions, capture_session as windows_session
-
-        return windows_session(req.pid, WindowsOptions(**common))
-    from .backends.lldb import LldbOptions, capture_session as lldb_session
-
-    return lldb_session(req.pid, LldbOptions(**common))
+    return session(req.pid, req.capture_options(on_short_read), req.backend)
 
 
 class _Progress:
@@ -156,56 +136,36 @@ class _Progress:
 
 def dump(req: DumpRequest) -> str:
     """Capture and write one minidump; returns where it went."""
-    from .minidump.writer import WriteOptions, write_minidump
-    from .output import atomic_output, check_output_path
+    from .output import check_output_path
+    from .session import capture_and_write
 
     to_stdout = req.output == "-"
     if to_stdout:
         if sys.stdout.isatty():
-            raise DumpError("refusing to write a minidump to a terminal; redirect standard "
-                            "output to a file or a pipe (e.g. -o - | zstd > dump.zst)")
+            raise OutputError("refusing to write a minidump to a terminal; redirect standard "
+                              "output to a file or a pipe (e.g. -o - | zstd > dump.zst)")
         out_path = "standard output"
     else:
         out_path = check_output_path(req.output or f"minidump.{req.pid}")
     short: list[tuple[int, int]] = []
-    options = WriteOptions(memory64=req.memory == "full")
     progress = _Progress() if sys.stderr.isatty() and req.memory == "full" else None
-    # The output is opened first and committed (fsync, rename) last, after the capture
-    # session has let the process go: a full dump's freeze does not include the fsync.
-    with (nullcontext(sys.stdout.buffer) if to_stdout else atomic_output(out_path)) as out:
-        with capture_session(req, lambda at, n: short.append((at, n))) as snapshot:
-            report = None
-            to_write = snapshot
-            # A full dump of a frozen process is redacted in the file after the process
-            # runs again (the freeze stays what it is without --redact); others now.
-            in_place = (req.redact and req.memory == "full" and req.suspend
-                        and not to_stdout)
-            if req.redact:
-                from .redact import placeholder, redact_snapshot
-
-                to_write, report = (placeholder if in_place else redact_snapshot)(snapshot)
-            try:
-                size = write_minidump(to_write, out, options, progress)
-                out.flush()
-                _testhooks.pause("writing")
-            finally:
-                if progress is not None:
-                    progress.close()
-        if in_place:
-            from .redact import redact_file
-
-            out.flush()
-            assert report is not None  # in_place implies --redact, which set it
-            redact_file(out.fileno(), report)
+    try:
+        done = capture_and_write(req.pid, sys.stdout.buffer if to_stdout else out_path,
+                                 req.capture_options(lambda at, n: short.append((at, n))),
+                                 backend=req.backend, redact=req.redact, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    snapshot = done.snapshot
     _summarize_soft_errors(snapshot.soft_errors)
     if short:
         total = sum(n for _, n in short)
         click.echo(f"{PROG}: warning: {total} bytes in {len(short)} place(s) could not be "
                    f"read and are zero in the dump (first at 0x{short[0][0]:x})", err=True)
-    if report is not None:
-        click.echo(f"{PROG}: {redaction_summary(report)}", err=True)
+    if done.redaction is not None:
+        click.echo(f"{PROG}: {redaction_summary(done.redaction)}", err=True)
     click.echo(f"{PROG}: wrote {out_path} ({len(snapshot.threads)} threads, "
-               f"{len(snapshot.modules)} modules, {size // 1024} KiB)", err=True)
+               f"{len(snapshot.modules)} modules, {done.size // 1024} KiB)", err=True)
     if req.print_stacks:
         from .inspect_dump import print_stacks
 
@@ -303,7 +263,7 @@ def command(pids: tuple[str, ...], output: Optional[str], trees: tuple[str, ...]
     there are some).
     """
     if not pids and not trees and not cgroups:
-        raise click.UsageError("Missing argument 'PID'")
+        raise click.UsageError("missing PID: give the process ID of the process to dump")
     common: dict[str, Any] = dict(
         suspend=not no_suspend, include_environment=include_environment, backend=backend,
         memory=memory, max_referenced=max_referenced, print_stacks=print_stacks,
@@ -327,11 +287,11 @@ def _dump_many(pids: list[int], directory: str, common: dict[str, Any]) -> None:
     from .watch.procstat import exe_name
 
     if directory == "-":
-        raise DumpError("several processes cannot all go to standard output; give a "
-                        "directory with -o")
+        raise BadInput("several processes cannot all go to standard output; give a "
+                       "directory with -o")
     if not os.path.isdir(directory):
-        raise DumpError(f"output directory {directory} does not exist (with several processes "
-                        "-o names a directory)")
+        raise OutputError(f"output directory {directory} does not exist (with several "
+                          "processes -o names a directory)")
     failed = 0
     for pid in pids:
         path = os.path.join(directory, dump_file_name(exe_name(pid), pid, "live"))
@@ -349,7 +309,7 @@ def _run_subcommand(args: list[str]) -> None:
     124 on timeout, 125 when run itself fails, 126/127 when the command cannot be run."""
     if not sys.platform.startswith("linux"):
         click.echo(f"{PROG} run: error: `{PROG} run` needs Linux (ptrace)", err=True)
-        sys.exit(125)
+        sys.exit(RunError.exit_status)
     from .run_command import run_command
 
     try:
@@ -357,11 +317,10 @@ def _run_subcommand(args: list[str]) -> None:
     except click.exceptions.UsageError as exc:
         click.echo(f"{PROG} run: error: {exc.format_message()} (see '{PROG} run --help')",
                    err=True)
-        sys.exit(125)
+        sys.exit(RunError.exit_status)
     except DumpError as exc:
-        msg = str(exc)
-        click.echo(f"{PROG} run: error: {msg}", err=True)
-        sys.exit(127 if "No such file" in msg else 126 if "cannot run" in msg else 125)
+        click.echo(f"{PROG} run: error: {exc}", err=True)
+        sys.exit(run_exit_status(exc))
     sys.exit(0)
 
 
@@ -375,7 +334,7 @@ def _click_subcommand(cmd: click.Command, name: str, args: list[str],
     except click.exceptions.UsageError as exc:
         _fail(f"{exc.format_message()} (see '{PROG} {name} --help')")
     except DumpError as exc:
-        _fail(str(exc))
+        _fail(str(exc), exc.exit_status)
     except KeyboardInterrupt:
         if interrupted is None:
             raise
@@ -448,14 +407,11 @@ def main(argv: Optional[list[str]] = None) -> None:
                   "numbers")
         _fail(f"{exc.format_message()} (see '{PROG} --help')")
     except click.exceptions.UsageError as exc:
-        msg = exc.format_message()
-        if "Missing argument" in msg:
-            msg = "missing PID: give the process ID of the process to dump"
-        _fail(f"{msg} (see '{PROG} --help')")
+        _fail(f"{exc.format_message()} (see '{PROG} --help')")
     except click.exceptions.Abort:
         _fail("aborted")
     except DumpError as exc:
-        _fail(str(exc))
+        _fail(str(exc), exc.exit_status)
     except KeyboardInterrupt:
         _fail("interrupted")
     except BrokenPipeError:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 import click
 
-from .errors import DumpError
+from .errors import BadInput
 
 if TYPE_CHECKING:
     from .snapshot import Snapshot
@@ -19,8 +19,8 @@ PROG = "generate_dump"
 _CORE_MAGICS = (b"\x7fELF", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18", b"\xfd7zXZ\x00")
 
 
-class ConvertError(DumpError):
-    pass
+class ConvertError(BadInput):
+    """The input cannot be converted (unreadable, empty, not a core or minidump)."""
 
 
 def input_kind(path: str) -> str:
@@ -49,8 +49,8 @@ def core_to_minidump(source, output: str, *, memory: str = "referenced",
     """Convert; returns (snapshot, minidump size). ``source`` is a path, a binary file
     (a pipe is spooled first) or an open CoreFile (left open). ``keep_core``: also keep
     the core under this path. ``redact``: as --redact (the kept core is not redacted)."""
-    from .minidump.writer import WriteOptions, write_minidump
     from .output import atomic_output, check_output_path
+    from .session import write_dump
     from .sources.core import snapshot_from_core
     from .sources.corefile import CoreFile, CoreFileError, open_core
 
@@ -69,7 +69,7 @@ def core_to_minidump(source, output: str, *, memory: str = "referenced",
 
             snap, _ = redact_snapshot(snap)
         with atomic_output(output) as out:
-            size = write_minidump(snap, out, WriteOptions(memory64=memory == "full"), progress)
+            size = write_dump(snap, out, memory64=memory == "full", progress=progress)
             if short:  # the core shrank under us: no partial output
                 raise CoreFileError(f"{core.name} is truncated: memory at 0x{short[0][0]:x} "
                                     "could not be read")

@@ -32,8 +32,11 @@ DEFAULT_TIME_LIMIT = 120.0
 _GRACE = 5.0  # after the limit, the watchdog ends the process outright
 
 
-def _log(message: str) -> None:
-    """One line on stderr (the kernel discards it) and in the system log."""
+def _log(message: str, error: bool = False) -> None:
+    """One line on stderr (the kernel discards it) and in the system log (LOG_ERR for
+    ``error``, which also puts "error: " before the message)."""
+    if error:
+        message = f"error: {message}"
     try:
         sys.stderr.write(f"{PROG} core-handler: {message}\n")
         sys.stderr.flush()
@@ -43,7 +46,7 @@ def _log(message: str) -> None:
         import syslog
 
         syslog.openlog(f"{PROG}-core-handler", syslog.LOG_PID, syslog.LOG_DAEMON)
-        syslog.syslog(syslog.LOG_ERR if "error" in message else syslog.LOG_INFO, message)
+        syslog.syslog(syslog.LOG_ERR if error else syslog.LOG_INFO, message)
     except (ImportError, OSError):
         pass
 
@@ -56,7 +59,7 @@ def _watchdog(limit: float) -> None:
     """End this process if it outlives the limit (a write stuck on a slow disk): open
     stdin closes, so the kernel stops waiting; unnamed temporary files vanish."""
     def expire():
-        _log(f"error: time limit of {limit:g} s passed; gave up (no dump written)")
+        _log(f"time limit of {limit:g} s passed; gave up (no dump written)", error=True)
         os._exit(1)
 
     t = threading.Timer(limit + _GRACE, expire)
@@ -163,12 +166,12 @@ def main(args: list[str]) -> None:
         handler_command.main(args=args, prog_name=f"{PROG} core-handler",
                              standalone_mode=False)
     except click.exceptions.UsageError as exc:
-        _log(f"error: {exc.format_message()} (see '{PROG} core-handler --help')")
+        _log(f"{exc.format_message()} (see '{PROG} core-handler --help')", error=True)
         sys.exit(1)
     except DumpError as exc:
-        _log(f"error: {exc}")
-        sys.exit(1)
+        _log(str(exc), error=True)
+        sys.exit(exc.exit_status)
     except KeyboardInterrupt:
-        _log("error: interrupted")
+        _log("interrupted", error=True)
         sys.exit(1)
     sys.exit(0)

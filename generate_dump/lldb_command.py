@@ -43,7 +43,8 @@ def run(debugger: Any, command: str, result: Any) -> None:
 
     from .errors import DumpError
     from .backends.lldb import snapshot_from_process
-    from .output import check_output_path, write_snapshot
+    from .output import check_output_path
+    from .session import write_dump
 
     parser = _Parser(prog="generate_dump", add_help=False)
     parser.add_argument("-o", "--output")
@@ -72,7 +73,7 @@ def run(debugger: Any, command: str, result: Any) -> None:
         snapshot = snapshot_from_process(lldb, process,
                                          include_environment=args.include_environment,
                                          with_exception=True)
-        size = write_snapshot(snapshot, out, redact=args.redact)
+        size = write_dump(snapshot, out, redact=args.redact)
     except DumpError as exc:
         result.SetError(f"generate_dump: {exc}")
         return

@@ -13,7 +13,7 @@ import stat
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator, Optional
 
-from .errors import OutputError
+from .errors import NoSpaceLeft, OutputError
 
 
 def check_output_path(path: str) -> str:
@@ -96,7 +96,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
                     tmp = _link_anonymous(f.fileno(), directory, base)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
-                    raise OutputError(f"no space left on the device to write {path}") from None
+                    raise NoSpaceLeft(f"no space left on the device to write {path}") from None
                 raise OutputError(f"cannot write {path}: {exc.strerror}") from None
         # Refuse to replace a symlink that appeared meanwhile.
         try:
@@ -108,7 +108,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
         tmp = None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise OutputError(f"no space left on the device to write {path}") from None
+            raise NoSpaceLeft(f"no space left on the device to write {path}") from None
         raise OutputError(f"cannot write {path}: {exc.strerror}") from None
     finally:
         if tmp is not None:
@@ -136,16 +136,8 @@ def _link_anonymous(fd: int, directory: str, base: str) -> str:
 
 
 def write_snapshot(snapshot, path: str, options=None, progress=None, redact: bool = False) -> int:
-    """Write ``snapshot`` as a minidump to ``path`` atomically; returns the file size.
-    ``redact``: sanitize it first (generate_dump/redact.py), as --redact does."""
-    from . import _testhooks
-    from .minidump.writer import write_minidump
+    """Older name of :func:`generate_dump.session.write_dump` (``options``: WriteOptions)."""
+    from .session import write_dump
 
-    if redact:
-        from .redact import redact_snapshot
-
-        snapshot, _ = redact_snapshot(snapshot)
-    with atomic_output(path) as f:
-        size = write_minidump(snapshot, f, options, progress)
-        _testhooks.pause("writing")
-    return size
+    memory64 = bool(options is not None and options.memory64)
+    return write_dump(snapshot, path, memory64=memory64, progress=progress, redact=redact)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import DumpError
+from .errors import DumpError, TargetNotFound
 
 
 def children_map() -> dict[int, list[int]]:
@@ -42,13 +42,13 @@ def processes_of(pids: list[int], trees: list[int], cgroups: list[str]) -> list[
     me = os.getpid()
     for pid in pids:
         if not os.path.exists(f"/proc/{pid}"):
-            raise DumpError(f"no process with PID {pid}")
+            raise TargetNotFound(f"no process with PID {pid}")
         out.append(pid)
     if trees:
         children = children_map()
         for root in trees:
             if not os.path.exists(f"/proc/{root}"):
-                raise DumpError(f"no process with PID {root}")
+                raise TargetNotFound(f"no process with PID {root}")
             out += tree_deepest_first(root, children)
     for path in cgroups:
         members = cgroup_pids(resolve_cgroup(path))

@@ -106,16 +106,15 @@ class _Channel:
 
 
 def _dump_one(role: str, pid: int, dump_dir: str, options=None, redact: bool = False) -> str:
-    from .backends.linux import capture
     from .errors import DumpError, TargetPermissionError
-    from .output import write_snapshot
+    from .session import capture_process, write_dump
 
     exe = exe_name(pid)
     head = f"dump {role} {pid} {exe}"
     try:
-        snapshot = capture(pid, options)
+        snapshot = capture_process(pid, options, "ptrace")
         path = dump_path(dump_dir, exe, pid, snapshot.time)
-        write_snapshot(snapshot, path, redact=redact)
+        write_dump(snapshot, path, redact=redact)
         return f"{head} written {path}"
     except TargetPermissionError as exc:
         return f"denied {pid} {exe} {exc}" if role == "child" else f"{head} failed {exc}"
@@ -192,10 +191,10 @@ class _Released(Exception):
 
 def _freeze(chan: _Channel, pid: int, exclude: frozenset, gil: int,
             gone_fd: Optional[int]) -> None:
-    from .backends.linux import capture
     from .backends.linux.capture import CaptureOptions
     from .platform.linux.procfs import list_tids
     from .errors import DumpError
+    from .session import capture_process
 
     answer = []
 
@@ -216,7 +215,8 @@ def _freeze(chan: _Channel, pid: int, exclude: frozenset, gil: int,
         raise _Released()
 
     try:
-        capture(pid, CaptureOptions(exclude_tids=exclude, memory="stacks", while_frozen=hold))
+        capture_process(pid, CaptureOptions(exclude_tids=exclude, memory="stacks",
+                                            while_frozen=hold), "ptrace")
         chan.send("released")
     except _Released:
         chan.send(answer[-1])
@@ -240,7 +240,7 @@ def main(argv: Optional[list] = None) -> None:
         gone_fd = None
     # Loaded now, while nothing waits: a dump starts at once.
     from .backends.linux import capture  # noqa: F401
-    from . import output, run_command  # noqa: F401
+    from . import output, run_command, session  # noqa: F401
 
     chan.send(f"ready {os.getpid()}")
     while True:

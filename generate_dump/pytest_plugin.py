@@ -85,6 +85,7 @@ def _others_stopped(exclude: set[int]) -> bool:
 
 def _preload() -> None:
     """Import now what dumping a child needs: a frozen thread may hold an import lock."""
+    from . import session  # noqa: F401
     from .backends.linux import capture, ptrace_ops  # noqa: F401
     from .binfmt import elf
 
@@ -256,13 +257,13 @@ class _Watchdog:
         self.dumps.extend(denied)
 
     def _capture_child(self, d: _Dump, ours: bool) -> None:
-        from .backends.linux import capture
         from .backends.linux.capture import CaptureOptions
         from .errors import DumpError
+        from .session import capture_process
 
         d.error = ""
         try:
-            d.snapshot = capture(d.pid, CaptureOptions(keep_leader_exit=ours))
+            d.snapshot = capture_process(d.pid, CaptureOptions(keep_leader_exit=ours), "ptrace")
         except DumpError as exc:
             d.error = str(exc)
         except Exception as exc:  # noqa: BLE001
@@ -270,14 +271,14 @@ class _Watchdog:
 
     def _write_child(self, d: _Dump) -> None:
         from .inspect_dump import summarize_snapshot
-        from .output import write_snapshot
         from .pytest_helper import dump_path
+        from .session import write_dump
 
         if d.snapshot is None:
             return
         try:
             path = dump_path(str(self.dump_dir), d.exe, d.pid, d.snapshot.time)
-            write_snapshot(d.snapshot, path, redact=self.item.config.getoption("dump_redact"))
+            write_dump(d.snapshot, path, redact=self.item.config.getoption("dump_redact"))
             d.path = path
         except Exception as exc:  # noqa: BLE001
             d.error = f"could not write the dump: {exc}"

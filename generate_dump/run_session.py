@@ -142,10 +142,10 @@ def start(command: list[str], *, timeout: Optional[float], output_dir: str, max_
         raise DumpError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
 
     def write(snapshot, pid: int, exe: str, reason: str) -> str:
-        from .output import write_snapshot
+        from .session import write_dump
 
         path = os.path.join(out_dir, dump_file_name(exe, pid, reason, snapshot.time or None))
-        write_snapshot(snapshot, path, redact=redact)
+        write_dump(snapshot, path, redact=redact)
         return path
 
     common: dict[str, Any]

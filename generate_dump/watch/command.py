@@ -19,7 +19,7 @@ from typing import Optional
 
 import click
 
-from ..errors import DumpError, OutputError
+from ..errors import DumpError, NoSpaceLeft, OutputError, TargetNotFound
 from . import procstat
 from .targets import Discovery, TargetSpec, resolve_cgroup
 from .triggers import Every, Firing, Trigger, TriggerState
@@ -63,10 +63,9 @@ def dump_process(pid: int, exe: str, firing: Firing, settings: DumpSettings,
                  freezer_factory=None, exception=None) -> str:
     """Capture ``pid`` now and write it with the trigger recorded; returns the path.
     ``freezer_factory``: how to stop threads we already trace (see traced.py)."""
-    from ..backends.linux import CaptureOptions, capture_session
-    from ..minidump.writer import WriteOptions, write_minidump
-    from ..output import atomic_output
+    from ..backends.linux.capture import CaptureOptions
     from ..run_command import dump_file_name
+    from ..session import capture_and_write
     from ..snapshot import TriggerInfo
 
     when = time.time()
@@ -78,15 +77,9 @@ def dump_process(pid: int, exe: str, firing: Firing, settings: DumpSettings,
                        time=int(when))
     options = CaptureOptions(memory=settings.memory, max_referenced=settings.max_referenced,
                              freezer_factory=freezer_factory)
-    with atomic_output(path) as out:
-        with capture_session(pid, options) as snapshot:
-            extra = {"exception": exception} if exception is not None else {}
-            snapshot = dataclasses.replace(snapshot, trigger=info, **extra)
-            if settings.redact:
-                from ..redact import redact_snapshot
-
-                snapshot, _ = redact_snapshot(snapshot)
-            write_minidump(snapshot, out, WriteOptions(memory64=settings.memory == "full"))
+    extra = {"exception": exception} if exception is not None else {}
+    capture_and_write(pid, path, options, backend="ptrace", redact=settings.redact,
+                      adjust=lambda snapshot: dataclasses.replace(snapshot, trigger=info, **extra))
     return path
 
 
@@ -159,14 +152,11 @@ class Watcher:
             return
         try:
             path = self._dump(w, firing)
-        except OutputError as exc:
+        except NoSpaceLeft as exc:
             self.result.failures += 1
-            if "no space" in str(exc):
-                self.disk_full = True
-                _say(f"{what}; not dumped: {exc}; dumps stop until there is space, "
-                     "watching goes on")
-            else:
-                _say(f"{what}; not dumped: {exc}")
+            self.disk_full = True
+            _say(f"{what}; not dumped: {exc}; dumps stop until there is space, "
+                 "watching goes on")
             return
         except DumpError as exc:
             self.result.failures += 1
@@ -187,7 +177,7 @@ class Watcher:
         # Import the capture and writer code now, not when the first trigger fires.
         from ..backends.linux import capture_session  # noqa: F401
         from ..minidump import writer  # noqa: F401
-        from .. import run_command  # noqa: F401
+        from .. import run_command, session  # noqa: F401
 
         handled = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
         old = {s: signal.signal(s, self.request_stop) for s in handled}
@@ -361,12 +351,12 @@ def watch_command(pids, names, trees, cgroups, cpu_above, cpu_below, memory_abov
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
-        raise DumpError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
+        raise OutputError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise DumpError(f"output directory {out_dir} is not writable")
+        raise OutputError(f"output directory {out_dir} is not writable")
     for pid in spec.pids:
         if not os.path.exists(f"/proc/{pid}"):
-            raise DumpError(f"no process with PID {pid}")
+            raise TargetNotFound(f"no process with PID {pid}")
     settings = DumpSettings(out_dir, memory, max_referenced, redact)
     every = Every(every) if every is not None else None
     if sig is not None or on_exit:

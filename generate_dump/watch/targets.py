@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import DumpError
+from ..errors import BadInput
 from . import procstat
 
 
@@ -38,7 +38,7 @@ def resolve_cgroup(path: str) -> str:
         if os.path.isfile(os.path.join(candidate, "cgroup.procs")):
             return candidate
     where = f" (cgroup v2 is mounted at {root})" if root else " (no cgroup v2 hierarchy is mounted)"
-    raise DumpError(f"no cgroup v2 group at {path}{where}")
+    raise BadInput(f"no cgroup v2 group at {path}{where}")
 
 
 def cgroup_pids(directory: str) -> Optional[set[int]]:

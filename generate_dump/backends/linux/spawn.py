@@ -6,6 +6,7 @@ defaults (as subprocess does), so it observes what it would have observed withou
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -13,13 +14,14 @@ TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
-from ...errors import DumpError
+from ...errors import CommandNotFound, CommandNotRunnable
 
 
 def spawn(argv: list[str], *, own_group: bool, core_limit: Optional[tuple[int, int]] = None,
           before_exec: Optional[Callable[[int], None]] = None) -> int:
     """Fork and exec ``argv``; returns its pid. ``before_exec(pid)`` runs in the parent
-    while the child waits just before exec (to seize it). Exec failures raise DumpError."""
+    while the child waits just before exec (to seize it). Exec failures raise
+    CommandNotFound (no such file) or CommandNotRunnable (any other reason)."""
     if before_exec is None:
         return _posix_spawn(argv, own_group=own_group, core_limit=core_limit)
     gate_r, gate_w = os.pipe()
@@ -67,7 +69,8 @@ def spawn(argv: list[str], *, own_group: bool, core_limit: Optional[tuple[int, i
     if failure:
         os.waitpid(pid, 0x40000000)  # __WALL: also when traced
         code = int(failure or b"0")
-        raise DumpError(f"cannot run {argv[0]}: {os.strerror(code) if code else 'failed'}")
+        error = CommandNotFound if code == errno.ENOENT else CommandNotRunnable
+        raise error(f"cannot run {argv[0]}: {os.strerror(code) if code else 'failed'}")
     return pid
 
 
@@ -87,7 +90,8 @@ def _posix_spawn(argv: list[str], *, own_group: bool,
             return os.posix_spawnp(argv[0], argv, os.environ,
                                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as exc:
-            raise DumpError(f"cannot run {argv[0]}: {exc.strerror}") from None
+            error = CommandNotFound if exc.errno == errno.ENOENT else CommandNotRunnable
+            raise error(f"cannot run {argv[0]}: {exc.strerror}") from None
     finally:
         if ours is not None:
             resource.setrlimit(resource.RLIMIT_CORE, ours)

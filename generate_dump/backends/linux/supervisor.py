@@ -283,14 +283,14 @@ class Supervisor(RunLoop):
     # -- dumps of live processes ---------------------------------------------------------------
 
     def _record(self, pid: int, reason: str) -> None:
-        from .capture import CaptureOptions, capture
+        from ...session import capture_process
 
         event = DumpEvent(pid=pid, reason=reason, path=None, exe=exe_name(pid))
         try:
             if len(self.result.dumps) >= self.max_dumps:
                 event.error = f"not dumped: --max-dumps {self.max_dumps} reached"
             else:
-                snap = capture(pid, CaptureOptions())
+                snap = capture_process(pid, backend="ptrace")
                 event.snapshot = snap
                 event.path = self.write(snap, pid, event.exe, reason)
         except Exception as exc:  # noqa: BLE001 - a failed dump must not end the run

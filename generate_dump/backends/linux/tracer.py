@@ -27,13 +27,13 @@ import signal
 import time
 from typing import Callable, Optional
 
-from ...errors import DumpError
+from ...errors import DumpError, RunError
 from ...snapshot import ExceptionInfo, Snapshot
 from ...platform.linux import procfs
 from .run_events import DumpEvent, exe_name, one_line
 from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS
 from .run_loop import RunLoop
-from .capture import CaptureOptions, Freezer, capture
+from .capture import CaptureOptions, Freezer
 
 PTRACE_O_TRACEFORK = 0x2
 PTRACE_O_TRACEVFORK = 0x4
@@ -222,7 +222,7 @@ class Runner(RunLoop):
             try:
                 _ptrace(0x4206, pid, 0, opts)  # PTRACE_SEIZE
             except Exception as exc:  # noqa: BLE001
-                raise DumpError(f"cannot trace the command: {exc}") from None
+                raise RunError(f"cannot trace the command: {exc}") from None
 
         self._start_wakeup()
         try:
@@ -387,13 +387,15 @@ class Runner(RunLoop):
     # -- dumps -------------------------------------------------------------------------------
 
     def _capture(self, pid: int, exception: Optional[ExceptionInfo]) -> Snapshot:
+        from ...session import capture_process
+
         session = self.session
 
         class Factory(_BorrowingFreezer):
             pass
 
         Factory.session = session
-        snap = capture(pid, CaptureOptions(freezer_factory=Factory))
+        snap = capture_process(pid, CaptureOptions(freezer_factory=Factory), "ptrace")
         if exception is not None:
             snap = dataclasses.replace(snap, exception=exception)
         return snap

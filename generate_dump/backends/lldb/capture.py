@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
-from ...errors import DumpError, InvalidTarget, TargetGone, TargetNotFound, TargetPermissionError
+from ...errors import (BadInput, DumpError, InvalidTarget, TargetGone, TargetNotFound,
+                       TargetPermissionError)
 from ...snapshot import (
     Amd64Context,
     Arch,
@@ -467,9 +468,9 @@ def capture_session(pid: int, options: Optional[LldbOptions] = None) -> Iterator
     ``with`` block ends, so that a full dump's memory is read while still attached."""
     options = options or LldbOptions()
     if not options.suspend:
-        raise DumpError("the LLDB backend cannot capture a process without stopping it "
-                        "(LLDB stops every thread to attach); drop -r"
-                        + (", or use --backend ptrace" if sys.platform.startswith("linux") else ""))
+        raise BadInput("the LLDB backend cannot capture a process without stopping it "
+                       "(LLDB stops every thread to attach); drop -r"
+                       + (", or use --backend ptrace" if sys.platform.startswith("linux") else ""))
     if pid == os.getpid():
         raise InvalidTarget(f"PID {pid} is generate_dump itself; give the PID of another process")
     if sys.platform.startswith("linux") and not os.path.exists(f"/proc/{pid}"):
