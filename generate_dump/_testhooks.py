@@ -7,7 +7,8 @@ output file is open).
 GENERATE_DUMP_TEST_FAIL="phase,...": raise an unexpected error (a RuntimeError, i.e. a bug
 of ours) at a phase, to prove that every stage fails cleanly. Phases: ``frozen`` (after
 every thread stopped), ``stacks`` (while stacks are copied), ``modules`` (while modules
-are gathered, after the release), ``writer`` (halfway through writing the file).
+are gathered, after the release), ``writer`` (halfway through writing the file),
+``run-start`` (`generate_dump run`, before its command is started).
 
 Unset in normal use: each costs one environment lookup.
 """

@@ -321,6 +321,10 @@ def _run_subcommand(args: list[str]) -> None:
     except DumpError as exc:
         click.echo(f"{PROG} run: error: {exc}", err=True)
         sys.exit(run_exit_status(exc))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, 125
+        from .run_session import internal_error
+
+        internal_error(exc)
     sys.exit(0)
 
 

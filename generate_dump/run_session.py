@@ -162,14 +162,29 @@ def start(command: list[str], *, timeout: Optional[float], output_dir: str, max_
 
         runner = Supervisor(list(command), core_limit=core_limit, convert_core=_read_core,
                             **common)
+    from . import _testhooks
+
+    _testhooks.fail("run-start")
     runner.start()
     return runner
+
+
+def internal_error(exc: BaseException) -> NoReturn:
+    """A bug of ours in run: one line, exit 125 (run's own failure), never a traceback."""
+    text = " ".join(str(exc).split())
+    sys.stderr.write(f"{PROG}: error: internal error: {type(exc).__name__}"
+                     f"{': ' + text if text else ''} (please report)\n")
+    sys.stderr.flush()
+    os._exit(125)
 
 
 def finish(runner) -> NoReturn:
     """Watch until the command ends, report, and exit with its status (124 on timeout)."""
     runner.exiting = True
-    result = runner.run()
+    try:
+        result = runner.run()
+    except Exception as exc:  # noqa: BLE001 - the loop catches its own; this is the rest
+        internal_error(exc)
     if result.timed_out:
         sys.stderr.write(f"{PROG}: timed out after {runner.timeout:g} s; "
                          f"{sum(1 for d in result.dumps if d.path)} minidump(s) written\n")
@@ -233,4 +248,6 @@ def fast_path(argv: list[str]) -> None:
                        core_limit=core_limit, redact="--no-redact" not in flags)
     except DumpError:
         return  # nothing started: the click command says what is wrong, with its status
+    except Exception as exc:  # noqa: BLE001 - not retried: the command may have started
+        internal_error(exc)
     finish(runner)

@@ -574,3 +574,18 @@ def test_command_without_double_dash(tmp_path):
     assert r.returncode == 1
     r = run(tmp_path, "echo", "-n", "x")
     assert r.returncode == 125 and "No such option" in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("spelling", [["--"], ["--timeout", "1h", "--"], ["--trace", "--"]],
+                         ids=["fast-path", "fast-path-options", "click"])
+def test_bug_of_ours_is_one_line_and_125(tmp_path, spelling):
+    """A bug of ours in run (injected before the command starts) is one line on stderr and
+    run's own status, 125, never a traceback; the command does not run."""
+    marker = tmp_path / "ran"
+    env = dict(os.environ, GENERATE_DUMP_TEST_FAIL="run-start")
+    r = run(tmp_path, *spelling, "touch", marker, env=env)
+    assert r.returncode == 125, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("generate_dump run: error: internal error: InjectedFailure"), \
+        r.stderr
+    assert not marker.exists()
