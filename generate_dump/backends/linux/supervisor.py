@@ -27,7 +27,8 @@ import time
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ...errors import DumpError
-from . import coredumps, proctree
+from . import coredumps
+from ...platform.linux import proctree
 from .spawn import spawn
 
 if TYPE_CHECKING:

@@ -212,7 +212,7 @@ class Runner:
         # Like timeout(1), the command gets its own process group so that signals can be
         # forwarded to all of it; at an interactive terminal it stays in ours instead, so
         # that it can read the terminal (and Ctrl-C reaches it directly).
-        from .proctree import set_child_subreaper
+        from ...platform.linux.proctree import set_child_subreaper
         from .spawn import spawn
 
         self.own_group = not os.isatty(0)
