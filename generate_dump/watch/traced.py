@@ -23,15 +23,6 @@ from . import procstat
 from .command import DumpSettings, Watched, Watcher, dump_process
 from .triggers import Firing, TriggerState
 
-PTRACE_CONT = 7
-PTRACE_DETACH = 17
-PTRACE_LISTEN = 0x4208
-PTRACE_GETEVENTMSG = 0x4201
-PTRACE_O_TRACECLONE = 0x8
-PTRACE_O_TRACEEXIT = 0x40
-PTRACE_EVENT_CLONE = 3
-PTRACE_EVENT_EXIT = 6
-
 
 def _eventmsg(tid: int) -> int:
     from ptrace.binding import func
@@ -58,7 +49,7 @@ class TracedWatcher(Watcher):
         super().__init__(*args, **kw)
         self.signal_number = signal_number
         self.on_exit = on_exit
-        self.options = PTRACE_O_TRACECLONE | (PTRACE_O_TRACEEXIT if on_exit else 0)
+        self.options = pt.PTRACE_O_TRACECLONE | (pt.PTRACE_O_TRACEEXIT if on_exit else 0)
         self.session = _Session()
         self.refused: set[int] = set()
         self.exit_seen: set[int] = set()
@@ -127,7 +118,7 @@ class TracedWatcher(Watcher):
             self._handle(tid, status)
 
     def _cont(self, tid: int, sig: int = 0) -> None:
-        pt.call(PTRACE_CONT, tid, 0, sig)
+        pt.call(pt.PTRACE_CONT, tid, 0, sig)
 
     def _handle(self, tid: int, status: int) -> None:
         s = self.session
@@ -141,12 +132,12 @@ class TracedWatcher(Watcher):
             s.tgid_of[tid] = _tgid(tid)
         sig, event = os.WSTOPSIG(status), status >> 16
         pid = s.tgid_of[tid]
-        if event == PTRACE_EVENT_CLONE:
+        if event == pt.PTRACE_EVENT_CLONE:
             new = _eventmsg(tid)
             if new:
                 s.tgid_of[new] = pid
             self._cont(tid)
-        elif event == PTRACE_EVENT_EXIT:
+        elif event == pt.PTRACE_EVENT_EXIT:
             code = _eventmsg(tid)
             if self.on_exit and pid not in self.exit_seen:
                 self.exit_seen.add(pid)
@@ -160,7 +151,7 @@ class TracedWatcher(Watcher):
             self._cont(tid)
         elif event == pt.PTRACE_EVENT_STOP:
             if sig in pt.STOP_SIGNALS:
-                pt.call(PTRACE_LISTEN, tid)
+                pt.call(pt.PTRACE_LISTEN, tid)
             else:
                 self._cont(tid)
         elif event == 0:
@@ -235,13 +226,13 @@ class TracedWatcher(Watcher):
                 s.tgid_of.pop(tid, None)
                 continue
             sig, event = os.WSTOPSIG(status), status >> 16
-            if event == PTRACE_EVENT_CLONE:
+            if event == pt.PTRACE_EVENT_CLONE:
                 new = _eventmsg(tid)  # a thread born now: it is ours too, let it go as well
                 if new and new not in s.tgid_of:
                     s.tgid_of[new] = s.tgid_of.get(tid, tid)
                     if pt.call(pt.PTRACE_INTERRUPT, new) == 0:
                         left.add(new)
-            pt.call(PTRACE_DETACH, tid, 0, sig if event == 0 else 0)
+            pt.call(pt.PTRACE_DETACH, tid, 0, sig if event == 0 else 0)
             left.discard(tid)
             s.tgid_of.pop(tid, None)
 

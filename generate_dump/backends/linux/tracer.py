@@ -35,17 +35,24 @@ from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS
 from .wakeup import RUN_SIGNALS, SignalWakeup
 from .capture import CaptureOptions, Freezer, capture
 
-PTRACE_O_TRACEFORK = 0x2
-PTRACE_O_TRACEVFORK = 0x4
-PTRACE_O_TRACECLONE = 0x8
-PTRACE_O_TRACEEXEC = 0x10
-PTRACE_LISTEN = 0x4208
-PTRACE_CONT = 7
-PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
-PTRACE_EVENT_STOP = 128
-WALL = 0x40000000
-
-STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+from .ptrace_ops import (
+    PTRACE_CONT,
+    PTRACE_DETACH,
+    PTRACE_EVENT_CLONE,
+    PTRACE_EVENT_EXEC,
+    PTRACE_EVENT_FORK,
+    PTRACE_EVENT_STOP,
+    PTRACE_EVENT_VFORK,
+    PTRACE_INTERRUPT,
+    PTRACE_LISTEN,
+    PTRACE_O_TRACECLONE,
+    PTRACE_O_TRACEEXEC,
+    PTRACE_O_TRACEFORK,
+    PTRACE_O_TRACEVFORK,
+    PTRACE_SEIZE,
+    STOP_SIGNALS,
+    WALL,
+)
 
 
 def _ptrace(request: int, tid: int, addr: int = 0, data: int = 0) -> None:
@@ -140,33 +147,26 @@ class _BorrowingFreezer(Freezer):
             return True
         if tid not in s.tgid_of:
             return super().wait(tid, deadline)
-        delay = 0.00005
-        while True:
-            try:
-                got, status = os.waitpid(tid, os.WNOHANG | WALL)
-            except ChildProcessError:
-                got, status = tid, 0
-                self.seized.pop(tid, None)
-                self.skip.add(tid)
-                return False
-            if got == tid:
-                if os.WIFSTOPPED(status) and status >> 16 == PTRACE_EVENT_STOP \
-                        and os.WSTOPSIG(status) not in STOP_SIGNALS:
-                    return True  # our interrupt
-                # Another event came first: the thread is stopped all the same; the loop
-                # handles the event once the dump is done.
-                s.pending.append((tid, status))
-                if os.WIFSTOPPED(status):
-                    self.handed_back.add(tid)
-                    return True
-                self.seized.pop(tid, None)
-                self.skip.add(tid)
-                return False
-            if time.monotonic() >= deadline:
-                self.skip.add(tid)
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.002)
+        try:
+            status = self.pt.wait_status(tid, deadline)
+        except ChildProcessError:
+            self.seized.pop(tid, None)
+            self.skip.add(tid)
+            return False
+        if status is None:
+            self.skip.add(tid)
+            return False
+        if self.pt.is_interrupt_stop(status):
+            return True  # our interrupt
+        # Another event came first: the thread is stopped all the same; the loop handles
+        # the event once the dump is done.
+        s.pending.append((tid, status))
+        if os.WIFSTOPPED(status):
+            self.handed_back.add(tid)
+            return True
+        self.seized.pop(tid, None)
+        self.skip.add(tid)
+        return False
 
     def release(self, tid: int) -> None:
         if self.seized.pop(tid, None) is None:
@@ -221,7 +221,7 @@ class Runner:
 
         def seize(pid: int) -> None:  # before it execs, so that nothing escapes us
             try:
-                _ptrace(0x4206, pid, 0, opts)  # PTRACE_SEIZE
+                _ptrace(PTRACE_SEIZE, pid, 0, opts)
             except Exception as exc:  # noqa: BLE001
                 raise DumpError(f"cannot trace the command: {exc}") from None
 
@@ -322,7 +322,7 @@ class Runner:
         waiting: set[int] = set()
         for tid in list(self.session.tgid_of):
             try:
-                _ptrace(0x4207, tid)  # PTRACE_INTERRUPT
+                _ptrace(PTRACE_INTERRUPT, tid)
                 waiting.add(tid)
             except Exception:  # noqa: BLE001 - gone
                 pass
@@ -346,7 +346,7 @@ class Runner:
                 except Exception:  # noqa: BLE001
                     pass
             try:
-                _ptrace(0x11, tid, 0, sig)  # PTRACE_DETACH
+                _ptrace(PTRACE_DETACH, tid, 0, sig)
             except Exception:  # noqa: BLE001
                 pass
             waiting.discard(tid)
