@@ -27,7 +27,6 @@ from ...snapshot import (
     Arch,
     Arm64Context,
     CpuContext,
-    LazyMemory,
     MemoryRange,
     Snapshot,
     SoftError,
@@ -36,8 +35,8 @@ from ...snapshot import (
 from ...platform.linux import procfs
 from ...platform.linux.diagnose import explain_eperm, tracer_message, tracer_of
 from ..options import CaptureOptions as BaseOptions, capture_now
-from ..referenced import referenced_ranges
 from ..stacks import StackMap, blank
+from ...memory_presets import with_preset_memory
 from ...platform.linux.elf_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
 from ...platform.linux.procfs import Mapping
@@ -569,20 +568,18 @@ def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
 
 def _add_memory(snapshot: Snapshot, target: _Target, frozen: _Frozen, options: CaptureOptions,
                 reader: MemoryReader) -> Snapshot:
-    """Extra memory by the chosen preset: referenced windows (read now) or full (lazily)."""
-    if options.memory == "referenced":
-        ranges = referenced_ranges(snapshot.threads, snapshot.regions, options.max_referenced)
-        datas = reader.read_many([(a, b - a) for a, b in ranges])
-        memory = tuple(MemoryRange(a, d) for (a, _), d in zip(ranges, datas) if d)
-        return dataclasses.replace(snapshot, memory=memory)
-    if options.memory == "full":
+    """Extra memory by the chosen preset (memory_presets.py); a full dump holds what the
+    kernel would put in a core file (fullmem.py)."""
+
+    def full() -> list[tuple[int, int]]:
         from ...platform.linux.fullmem import full_ranges
 
-        ranges = full_ranges(target.pid, frozen.maps, lambda addr: reader.read(addr, 4))
-        memory = tuple(LazyMemory(a, b - a, reader.read, options.on_short_read, reader.readinto)
-                       for a, b in ranges)
-        return dataclasses.replace(snapshot, memory=memory)
-    return snapshot
+        return full_ranges(target.pid, frozen.maps, lambda addr: reader.read(addr, 4))
+
+    return with_preset_memory(snapshot, options.memory, read=reader.read, full_ranges=full,
+                              max_referenced=options.max_referenced,
+                              read_many=reader.read_many, readinto=reader.readinto,
+                              on_short_read=options.on_short_read)
 
 
 def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOptions,

@@ -26,7 +26,6 @@ from ...snapshot import (
     CpuInfo,
     ElfBuildId,
     ExceptionInfo,
-    LazyMemory,
     MachOUuid,
     MemoryRange,
     MemoryRegion,
@@ -39,8 +38,9 @@ from ...snapshot import (
     Thread,
 )
 from ..options import CaptureOptions, capture_now
-from ..referenced import DEFAULT_BUDGET, referenced_ranges
+from ..referenced import DEFAULT_BUDGET
 from ..stacks import StackMap, blank
+from ...memory_presets import with_preset_memory
 from .loader import ensure_debugserver, import_lldb
 from ...platform.linux import procfs
 from ...platform.linux.diagnose import explain_eperm
@@ -337,23 +337,19 @@ _NEVER_DUMPED = ("[vvar]", "[vsyscall]", "[vvar_vclock]")
 
 def _with_memory(snapshot: Snapshot, proc: "_Process", memory: str, max_referenced: int,
                  on_short_read: Optional[Callable[[int, int], None]]) -> Snapshot:
-    if memory == "referenced":
-        ranges = referenced_ranges(snapshot.threads, snapshot.regions, max_referenced)
-        extra = tuple(MemoryRange(a, d) for a, b in ranges if (d := proc.read(a, b - a)))
-    elif memory == "full":
+    """Extra memory by the chosen preset (memory_presets.py)."""
+
+    def full() -> list[tuple[int, int]]:
         pid = snapshot.process.pid
         if snapshot.linux is not None and os.path.exists(f"/proc/{pid}/smaps"):
             # On Linux, the same selection as the ptrace backend (and the kernel).
-
             maps = parse_maps(read_file(f"/proc/{pid}/maps") or b"")
-            ranges = full_ranges(pid, maps, lambda addr: proc.read(addr, 4))
-        else:
-            ranges = [(r.start, r.end) for r in snapshot.regions
-                      if r.readable and r.path not in _NEVER_DUMPED]
-        extra = tuple(LazyMemory(a, b - a, proc.read, on_short_read) for a, b in ranges)
-    else:
-        return snapshot
-    return dataclasses.replace(snapshot, memory=extra)
+            return full_ranges(pid, maps, lambda addr: proc.read(addr, 4))
+        return [(r.start, r.end) for r in snapshot.regions
+                if r.readable and r.path not in _NEVER_DUMPED]
+
+    return with_preset_memory(snapshot, memory, read=proc.read, full_ranges=full,
+                              max_referenced=max_referenced, on_short_read=on_short_read)
 
 
 def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool = False,
