@@ -18,7 +18,7 @@ from ..platform.linux.elf_modules import main_dso_debug, modules_from_maps
 from ..platform.linux.procfs import Mapping
 from ..platform.linux.procinfo import auxv_entries
 from ..backends.referenced import DEFAULT_BUDGET
-from ..backends.stacks import StackMap, blank
+from ..backends.stacks import StackMap, blank, thread_stack
 from ..memory_presets import PRESETS, with_preset_memory
 from ..modules import elfcore as ec
 from ..snapshot import (
@@ -269,17 +269,9 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
         tid = t.status.pid
         is_main = tid == pid
         rng = stack_map.range(ctx.sp, is_main, tp)
-        stack = None
-        if rng is None:
-            soft.append(SoftError("stack-unreadable", f"thread {tid}: stack pointer "
-                                  f"0x{ctx.sp:x} is in no mapping of the core"))
-        else:
-            data = core.read(rng[0], rng[1] - rng[0])
-            if data:
-                stack = MemoryRange(rng[0], data)
-            else:
-                soft.append(SoftError("stack-unreadable", f"stack of thread {tid} at "
-                                      f"0x{rng[0]:x} is not in the core"))
+        data = core.read(rng[0], rng[1] - rng[0]) if rng else None
+        stack = thread_stack(tid, ctx.sp, rng, data, soft, nowhere="is in no mapping of the core",
+                             unread="is not in the core")
         if is_main and stack is not None:
             argv, env = initial_stack_strings(core.read, stack, auxv)
             if env and not include_environment:

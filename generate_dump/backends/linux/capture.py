@@ -27,7 +27,6 @@ from ...snapshot import (
     Arch,
     Arm64Context,
     CpuContext,
-    MemoryRange,
     Snapshot,
     SoftError,
     Thread,
@@ -35,7 +34,7 @@ from ...snapshot import (
 from ...platform.linux import procfs
 from ...platform.linux.diagnose import explain_eperm, tracer_message, tracer_of
 from ..options import CaptureOptions as BaseOptions, capture_now
-from ..stacks import StackMap, blank
+from ..stacks import StackMap, thread_stack
 from ...memory_presets import with_preset_memory
 from ...platform.linux.elf_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
@@ -592,20 +591,12 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
         raise TargetGone(f"process {pid} exited during the dump; no dump was written") from None
     threads = []
     for raw in sorted(frozen.threads, key=lambda r: (r.tid != pid, r.tid)):
-        stack = None
-        if raw.stack_range and raw.stack:
-            data = bytes(raw.stack)  # a view into the freeze's read buffer until now
-            if raw.tid == pid and not options.include_environment and stat.env_end > stat.env_start:
-                data = blank(data, raw.stack_range[0], stat.env_start, stat.env_end)
-            stack = MemoryRange(raw.stack_range[0], data)
-        elif raw.stack_range:
-            soft.append(SoftError("stack-unreadable",
-                                  f"stack of thread {raw.tid} at 0x{raw.stack_range[0]:x} "
-                                  "could not be read"))
-        else:
-            soft.append(SoftError("stack-unreadable",
-                                  f"thread {raw.tid}: stack pointer 0x{raw.sp:x} "
-                                  "is in no mapping"))
+        hide = None
+        if raw.tid == pid and not options.include_environment:
+            hide = (stat.env_start, stat.env_end)
+        # bytes(): the stack is a view into the freeze's read buffer until now.
+        stack = thread_stack(raw.tid, raw.sp, raw.stack_range,
+                             bytes(raw.stack) if raw.stack else None, soft, hide=hide)
         threads.append(Thread(
             tid=raw.tid, context=_context(arch, raw), stack=stack,
             name=thread_name(pid, raw.tid), thread_pointer=raw.tp,

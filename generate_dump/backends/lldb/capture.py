@@ -27,7 +27,6 @@ from ...snapshot import (
     ElfBuildId,
     ExceptionInfo,
     MachOUuid,
-    MemoryRange,
     MemoryRegion,
     Module,
     OS,
@@ -39,7 +38,7 @@ from ...snapshot import (
 )
 from ..options import CaptureOptions, capture_now
 from ..referenced import DEFAULT_BUDGET
-from ..stacks import StackMap, blank
+from ..stacks import StackMap, thread_stack
 from ...memory_presets import with_preset_memory
 from .loader import ensure_debugserver, import_lldb
 from ...platform.linux import procfs
@@ -398,19 +397,9 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
         tid = th.GetThreadID()
         is_main = tid == pid if on_linux else index == 0
         rng = stack_map.range(context.sp, is_main, tp, go_bounds.get(index))
-        stack = None
-        if rng:
-            data = proc.read(rng[0], rng[1] - rng[0])
-            if data:
-                if is_main and not include_environment and env_range[1] > env_range[0]:
-                    data = blank(data, rng[0], *env_range)
-                stack = MemoryRange(rng[0], data)
-            else:
-                soft.append(SoftError("stack-unreadable",
-                                      f"stack of thread {tid} at 0x{rng[0]:x} could not be read"))
-        else:
-            soft.append(SoftError("stack-unreadable",
-                                  f"thread {tid}: stack pointer 0x{context.sp:x} is in no mapping"))
+        data = proc.read(rng[0], rng[1] - rng[0]) if rng else None
+        stack = thread_stack(tid, context.sp, rng, data, soft,
+                             hide=env_range if is_main and not include_environment else None)
         threads.append(Thread(tid=tid, context=context, stack=stack, name=th.GetName() or None,
                               thread_pointer=tp))
     threads.sort(key=lambda t: (t.tid != pid if on_linux else False))

@@ -45,10 +45,10 @@ from ...memory_presets import with_preset_memory
 from ...snapshot import (
     MemoryRange,
     Snapshot,
-    SoftError,
     Thread,
 )
 from ..options import capture_now
+from ..stacks import thread_stack
 from . import convert as cv
 from .freeze import (
     _capture_running,
@@ -74,15 +74,8 @@ def _assemble(target: _Target, frozen: _Frozen) -> tuple[Snapshot, tuple[int, in
     priority_class = target.w.GetPriorityClass(target.handle)
     threads = []
     for raw in sorted(frozen.threads, key=lambda r: (r.tid != main_tid, order[r.tid])):
-        stack = None
-        if raw.stack_range and raw.stack:
-            stack = MemoryRange(raw.stack_range[0], raw.stack)
-        elif raw.stack_range:
-            soft.append(SoftError("stack-unreadable", f"stack of thread {raw.tid} at "
-                                  f"0x{raw.stack_range[0]:x} could not be read"))
-        else:
-            soft.append(SoftError("stack-unreadable", f"thread {raw.tid}: stack pointer "
-                                  f"0x{raw.rsp:x} is in no stack"))
+        stack = thread_stack(raw.tid, raw.rsp, raw.stack_range, raw.stack, soft,
+                             nowhere="is in no stack")
         threads.append(Thread(tid=raw.tid, context=cv.amd64_context(raw.context), stack=stack,
                               name=raw.name, thread_pointer=raw.teb,
                               suspend_count=raw.suspend_count, priority_class=priority_class,
