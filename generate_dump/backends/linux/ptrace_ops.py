@@ -24,7 +24,6 @@ from ptrace.cpu_info import CPU_AARCH64, CPU_X86_64
 # freezer, `run --trace` (tracer.py) and `watch --on-signal/--on-exit` (watch/traced.py).
 PTRACE_CONT = 7
 PTRACE_DETACH = 17
-PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETREGSET = 0x4204
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207

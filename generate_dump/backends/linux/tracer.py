@@ -34,7 +34,6 @@ from .run_events import DumpEvent, RunResult, exe_name, one_line
 from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS
 from .wakeup import RUN_SIGNALS, SignalWakeup
 from .capture import CaptureOptions, Freezer, capture
-
 from .ptrace_ops import (
     PTRACE_CONT,
     PTRACE_DETACH,
