@@ -16,21 +16,12 @@ import time
 from typing import Optional
 
 from ..backends.linux import ptrace_ops as pt
-from ..backends.linux.tracer import _BorrowingFreezer, _Session
+from ..backends.linux.tracer import _BorrowingFreezer, _Session, eventmsg
 from ..backends.linux.wakeup import SignalWakeup
 from ..snapshot import ExceptionInfo
 from . import procstat
 from .command import DumpSettings, Watched, Watcher, dump_process
 from .triggers import Firing, TriggerState
-
-
-def _eventmsg(tid: int) -> int:
-    from ptrace.binding import func
-
-    try:
-        return func.ptrace_geteventmsg(tid)
-    except Exception:  # noqa: BLE001 - gone
-        return 0
 
 
 def _siginfo_code(tid: int) -> int:
@@ -133,12 +124,12 @@ class TracedWatcher(Watcher):
         sig, event = os.WSTOPSIG(status), status >> 16
         pid = s.tgid_of[tid]
         if event == pt.PTRACE_EVENT_CLONE:
-            new = _eventmsg(tid)
+            new = eventmsg(tid)
             if new:
                 s.tgid_of[new] = pid
             self._cont(tid)
         elif event == pt.PTRACE_EVENT_EXIT:
-            code = _eventmsg(tid)
+            code = eventmsg(tid)
             if self.on_exit and pid not in self.exit_seen:
                 self.exit_seen.add(pid)
                 failed = os.WIFSIGNALED(code) or (os.WIFEXITED(code) and os.WEXITSTATUS(code))
@@ -195,46 +186,9 @@ class TracedWatcher(Watcher):
     # -- leaving ---------------------------------------------------------------------------
 
     def _detach(self, tids: set[int], timeout: float = 5.0) -> None:
-        """Stop ``tids`` (interrupt), then detach each with the signal its stop holds.
-        Events of other threads that arrive meanwhile are kept for the loop."""
-        s = self.session
-        left = set()
-        for tid in tids:
-            if pt.call(pt.PTRACE_INTERRUPT, tid) == 0:
-                left.add(tid)
-            else:
-                s.tgid_of.pop(tid, None)
-        queued = [(t, st) for t, st in s.pending if t in left]
-        s.pending = type(s.pending)((t, st) for t, st in s.pending if t not in left)
-        deadline = time.monotonic() + timeout
-        while left and time.monotonic() < deadline:
-            if queued:
-                tid, status = queued.pop(0)
-            else:
-                try:
-                    tid, status = os.waitpid(-1, os.WNOHANG | pt.WALL)
-                except ChildProcessError:
-                    break
-                if tid == 0:
-                    time.sleep(0.0005)
-                    continue
-                if tid not in left:
-                    s.pending.append((tid, status))
-                    continue
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                left.discard(tid)
-                s.tgid_of.pop(tid, None)
-                continue
-            sig, event = os.WSTOPSIG(status), status >> 16
-            if event == pt.PTRACE_EVENT_CLONE:
-                new = _eventmsg(tid)  # a thread born now: it is ours too, let it go as well
-                if new and new not in s.tgid_of:
-                    s.tgid_of[new] = s.tgid_of.get(tid, tid)
-                    if pt.call(pt.PTRACE_INTERRUPT, new) == 0:
-                        left.add(new)
-            pt.call(pt.PTRACE_DETACH, tid, 0, sig if event == 0 else 0)
-            left.discard(tid)
-            s.tgid_of.pop(tid, None)
+        """Let ``tids`` go, each with the signal its stop holds (tracer.py's let_go);
+        events of other threads that arrive meanwhile are kept for the loop."""
+        self.session.let_go(tids, timeout)
 
     def _release_done(self) -> None:
         """Stop tracing processes that need no more dumps."""

@@ -34,6 +34,7 @@ from .run_events import DumpEvent, RunResult, exe_name, one_line
 from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS
 from .wakeup import RUN_SIGNALS, SignalWakeup
 from .capture import CaptureOptions, Freezer, capture
+from . import ptrace_ops as pt
 from .ptrace_ops import (
     PTRACE_CONT,
     PTRACE_DETACH,
@@ -64,6 +65,14 @@ def _geteventmsg(tid: int) -> int:
     from ptrace.binding import func
 
     return func.ptrace_geteventmsg(tid)
+
+
+def eventmsg(tid: int) -> int:
+    """PTRACE_GETEVENTMSG (a new tracee's id, an exit status); 0 if the tracee is gone."""
+    try:
+        return _geteventmsg(tid)
+    except Exception:  # noqa: BLE001 - gone
+        return 0
 
 
 def _siginfo(tid: int):
@@ -114,6 +123,57 @@ class _Session:
             pid = self.parent_of[pid]
             d += 1
         return d
+
+    def let_go(self, tids: set[int], timeout: float) -> None:
+        """Detach ``tids``, each with the signal its stop holds (a tracer that just exits
+        would make the kernel drop it): interrupt, then detach at the stop. Threads and
+        processes born to them meanwhile (born traced) are let go as well; events of other
+        tracees that arrive meanwhile are kept in ``pending`` for the loop."""
+        left = set()
+        for tid in tids:
+            if pt.call(PTRACE_INTERRUPT, tid) == 0:
+                left.add(tid)
+            else:
+                self.tgid_of.pop(tid, None)  # gone
+        queued = [(t, st) for t, st in self.pending if t in left]
+        self.pending = collections.deque((t, st) for t, st in self.pending if t not in left)
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            if queued:
+                tid, status = queued.pop(0)
+            else:
+                try:
+                    tid, status = os.waitpid(-1, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    break
+                if tid == 0:
+                    time.sleep(0.0005)
+                    continue
+                if tid not in left:
+                    self.pending.append((tid, status))
+                    continue
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                left.discard(tid)
+                self.tgid_of.pop(tid, None)
+                continue
+            sig, event = os.WSTOPSIG(status), status >> 16
+            if event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
+                new = eventmsg(tid)
+                if new and new not in self.tgid_of:
+                    self.tgid_of[new] = (self.tgid_of.get(tid, tid) if event == PTRACE_EVENT_CLONE
+                                         else new)
+                    # Its first stop may have come before this event (then it was kept).
+                    early = [(t, st) for t, st in self.pending if t == new]
+                    if early:
+                        self.pending = collections.deque(
+                            (t, st) for t, st in self.pending if t != new)
+                        queued += early
+                        left.add(new)
+                    elif pt.call(PTRACE_INTERRUPT, new) == 0:
+                        left.add(new)
+            pt.call(PTRACE_DETACH, tid, 0, sig if event == 0 else 0)
+            left.discard(tid)
+            self.tgid_of.pop(tid, None)
 
 
 class _BorrowingFreezer(Freezer):
@@ -318,37 +378,7 @@ class Runner:
 
     def _let_go(self, timeout: float = 2.0) -> None:
         """Detach every tracee still alive, each with the signal it is stopped with."""
-        waiting: set[int] = set()
-        for tid in list(self.session.tgid_of):
-            try:
-                _ptrace(PTRACE_INTERRUPT, tid)
-                waiting.add(tid)
-            except Exception:  # noqa: BLE001 - gone
-                pass
-        end = time.monotonic() + timeout
-        while waiting and time.monotonic() < end:
-            try:
-                tid, status = os.waitpid(-1, os.WNOHANG | WALL)
-            except ChildProcessError:
-                return
-            if tid == 0:
-                time.sleep(0.001)
-                continue
-            if not os.WIFSTOPPED(status):
-                waiting.discard(tid)
-                continue
-            event = status >> 16
-            sig = os.WSTOPSIG(status) if event == 0 else 0
-            if event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
-                try:
-                    waiting.add(_geteventmsg(tid))  # born traced: it stops; let it go too
-                except Exception:  # noqa: BLE001
-                    pass
-            try:
-                _ptrace(PTRACE_DETACH, tid, 0, sig)
-            except Exception:  # noqa: BLE001
-                pass
-            waiting.discard(tid)
+        self.session.let_go(set(self.session.tgid_of), timeout)
 
     def _on_signal(self, sig: int) -> None:
         """A signal sent to `run`: optionally dump everything first, then pass it on."""
@@ -379,10 +409,7 @@ class Runner:
         if tid not in s.tgid_of:
             s.tgid_of[tid] = _tgid(tid) or tid
         if event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
-            try:
-                new = _geteventmsg(tid)
-            except Exception:  # noqa: BLE001
-                new = 0
+            new = eventmsg(tid)
             if new:
                 parent = s.tgid_of[tid]
                 if event == PTRACE_EVENT_CLONE and _tgid(new) in (None, parent):
