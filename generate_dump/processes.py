@@ -5,33 +5,7 @@ from __future__ import annotations
 import os
 
 from .errors import DumpError, TargetNotFound
-
-
-def children_map() -> dict[int, list[int]]:
-    """Parent PID -> its children, from every /proc/PID/stat."""
-    out: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
-            ppid = int(raw[raw.rindex(b")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        out.setdefault(ppid, []).append(int(name))
-    return out
-
-
-def tree_deepest_first(root: int, children: dict[int, list[int]]) -> list[int]:
-    """``root`` and its descendants, deepest first (children are dumped before parents)."""
-    found: list[tuple[int, int]] = []
-    todo = [(root, 0)]
-    while todo:
-        pid, depth = todo.pop()
-        found.append((depth, pid))
-        todo.extend((c, depth + 1) for c in children.get(pid, ()))
-    return [p for _, p in sorted(found, key=lambda x: (-x[0], x[1]))]
+from .platform.linux.proctree import deepest_first, descendants
 
 
 def processes_of(pids: list[int], trees: list[int], cgroups: list[str]) -> list[int]:
@@ -44,12 +18,10 @@ def processes_of(pids: list[int], trees: list[int], cgroups: list[str]) -> list[
         if not os.path.exists(f"/proc/{pid}"):
             raise TargetNotFound(f"no process with PID {pid}")
         out.append(pid)
-    if trees:
-        children = children_map()
-        for root in trees:
-            if not os.path.exists(f"/proc/{root}"):
-                raise TargetNotFound(f"no process with PID {root}")
-            out += tree_deepest_first(root, children)
+    for root in trees:
+        if not os.path.exists(f"/proc/{root}"):
+            raise TargetNotFound(f"no process with PID {root}")
+        out += deepest_first(descendants(root, include_zombies=True)) + [root]
     for path in cgroups:
         members = cgroup_pids(resolve_cgroup(path))
         out += sorted(members or ())

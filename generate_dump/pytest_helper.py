@@ -58,22 +58,6 @@ def exe_name(pid: int) -> str:
         return "process"
 
 
-def descendants(pid: int) -> list[tuple[int, int]]:
-    """(pid, parent pid) of every process below ``pid``, deepest first."""
-    from .processes import children_map
-
-    children = children_map()
-    out: list[tuple[int, int, int]] = []
-
-    def walk(p: int, depth: int) -> None:
-        for c in children.get(p, []):
-            out.append((depth, c, p))
-            walk(c, depth + 1)
-
-    walk(pid, 1)
-    return [(c, p) for _, c, p in sorted(out, key=lambda x: -x[0])]
-
-
 # --- in the helper process ------------------------------------------------------------------
 
 
@@ -125,8 +109,10 @@ def _dump_one(role: str, pid: int, dump_dir: str, options=None, redact: bool = F
 
 
 def _dump_tree(chan: _Channel, pid: int, dump_dir: str, redact: bool = False) -> None:
+    from .platform.linux.proctree import deepest_first, descendants
+
     force_denied = bool(os.environ.get(FORCE_DENIED_ENV))
-    for child, _ in descendants(pid):
+    for child in deepest_first(descendants(pid, include_zombies=True)):
         if child == os.getpid():
             continue
         if force_denied:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import bisect
 from typing import Iterable, Optional, Sequence
 
+from ..snapshot import MemoryRange, SoftError
+
 RED_ZONE = 128  # bytes below SP that x86-64 and arm64 leaf functions may use
 MAX_STACK = 64 * 1024 * 1024 - 4096  # Breakpad's reader rejects larger regions
 
@@ -141,3 +143,25 @@ def blank(data: bytes, data_start: int, lo: int, hi: int) -> bytes:
     if b <= a:
         return data
     return data[:a] + bytes(b - a) + data[b:]
+
+
+def thread_stack(tid: int, sp: int, span: Optional[tuple[int, int]], data: Optional[bytes],
+                 soft: list[SoftError], *, hide: Optional[tuple[int, int]] = None,
+                 nowhere: str = "is in no mapping",
+                 unread: str = "could not be read") -> Optional[MemoryRange]:
+    """A thread's copied stack for the snapshot, every source alike: ``span`` is the range
+    chosen for it (None: its SP is in no stack), ``data`` the bytes read there (empty:
+    unreadable). Without a stack, a ``stack-unreadable`` soft error in ``soft`` says why
+    (``nowhere`` and ``unread`` word it for the source). ``hide``: a [lo, hi) range to
+    zero, such as the environment block at the top of the main thread's stack."""
+    if span is None:
+        soft.append(SoftError("stack-unreadable", f"thread {tid}: stack pointer 0x{sp:x} "
+                              f"{nowhere}"))
+        return None
+    if not data:
+        soft.append(SoftError("stack-unreadable", f"stack of thread {tid} at 0x{span[0]:x} "
+                              f"{unread}"))
+        return None
+    if hide is not None and hide[1] > hide[0]:
+        data = blank(data, span[0], *hide)
+    return MemoryRange(span[0], data)

@@ -17,8 +17,9 @@ from typing import BinaryIO, Optional, Union
 from ..platform.linux.loaded_modules import main_dso_debug, modules_from_maps
 from ..platform.linux.procfs import Mapping
 from ..platform.linux.procinfo import auxv_entries
-from ..backends.referenced import DEFAULT_BUDGET, referenced_ranges
-from ..backends.stacks import StackMap, blank
+from ..backends.referenced import DEFAULT_BUDGET
+from ..backends.stacks import StackMap, blank, thread_stack
+from ..memory_presets import PRESETS, with_preset_memory
 from ..binfmt import elfcore as ec
 from ..snapshot import (
     Amd64Context,
@@ -26,7 +27,6 @@ from ..snapshot import (
     Arm64Context,
     CpuInfo,
     ExceptionInfo,
-    LazyMemory,
     LinuxFiles,
     MemoryRange,
     OS,
@@ -40,7 +40,6 @@ from .corefile import CoreFile, CoreFileError, open_core
 
 AT_EXECFN = 31
 _ARCH = {ec.EM_X86_64: Arch.AMD64, ec.EM_AARCH64: Arch.ARM64}
-MEMORY_PRESETS = ("stacks", "referenced", "full")
 
 
 @dataclasses.dataclass
@@ -248,7 +247,7 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
                        dump_time: Optional[int] = None,
                        on_short_read=None) -> Snapshot:
     """The Snapshot of an opened core (its memory reads from ``core`` while it is open)."""
-    if memory not in MEMORY_PRESETS:
+    if memory not in PRESETS:
         raise ValueError(f"memory preset {memory!r}")
     notes = parse_notes(core.note_bytes(), core.machine, core.name)
     arch = _ARCH[core.machine]
@@ -270,17 +269,9 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
         tid = t.status.pid
         is_main = tid == pid
         rng = stack_map.range(ctx.sp, is_main, tp)
-        stack = None
-        if rng is None:
-            soft.append(SoftError("stack-unreadable", f"thread {tid}: stack pointer "
-                                  f"0x{ctx.sp:x} is in no mapping of the core"))
-        else:
-            data = core.read(rng[0], rng[1] - rng[0])
-            if data:
-                stack = MemoryRange(rng[0], data)
-            else:
-                soft.append(SoftError("stack-unreadable", f"stack of thread {tid} at "
-                                      f"0x{rng[0]:x} is not in the core"))
+        data = core.read(rng[0], rng[1] - rng[0]) if rng else None
+        stack = thread_stack(tid, ctx.sp, rng, data, soft, nowhere="is in no mapping of the core",
+                             unread="is not in the core")
         if is_main and stack is not None:
             argv, env = initial_stack_strings(core.read, stack, auxv)
             if env and not include_environment:
@@ -341,19 +332,10 @@ def snapshot_from_core(core: CoreFile, *, memory: str = "referenced",
         soft_errors=tuple(soft),
         time=dump_time if dump_time is not None else core.mtime,
     )
-    if memory == "referenced":
-        ranges = referenced_ranges(snapshot.threads, snapshot.regions, max_referenced)
-        mem = []
-        for a, b in ranges:
-            data = core.read(a, b - a)
-            if data:
-                mem.append(MemoryRange(a, data))
-        snapshot = dataclasses.replace(snapshot, memory=tuple(mem))
-    elif memory == "full":
-        lazy = tuple(LazyMemory(a, b - a, core.read, on_short_read, core.readinto)
-                     for a, b in core.held_ranges())
-        snapshot = dataclasses.replace(snapshot, memory=lazy)
-    return snapshot
+    # A full dump holds every range the core holds.
+    return with_preset_memory(snapshot, memory, read=core.read, full_ranges=core.held_ranges,
+                              max_referenced=max_referenced, readinto=core.readinto,
+                              on_short_read=on_short_read)
 
 
 def read_core(path_or_fileobj: Union[str, os.PathLike, BinaryIO], *, memory: str = "referenced",

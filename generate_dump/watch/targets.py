@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import BadInput
+from ..platform.linux import proctree
 from . import procstat
 
 
@@ -96,33 +97,28 @@ class Discovery:
         notes: list[str] = []
         wanted: set[int] = set(self.spec.pids)
         samples: dict[int, procstat.ProcSample] = {}
-        if self.spec.names or self.spec.trees:
-            every: dict[int, procstat.ProcSample] = {}
+        every: dict[int, procstat.ProcSample] = {}  # the whole system, when names need it
+        children = None
+        if self.spec.names:
             for pid in procstat.all_pids():
                 s = procstat.sample(pid, now)
                 if s is not None:
                     every[pid] = s
-            if self.spec.names:
-                for pid, s in every.items():
-                    if pid != self.self_pid and any(_matches(n, s) for n in self.spec.names):
-                        wanted.add(pid)
-            if self.spec.trees:
-                children: dict[int, list[int]] = {}
-                for pid, s in every.items():
-                    children.setdefault(s.ppid, []).append(pid)
-                for root in self.spec.trees:
-                    if root not in every:
-                        continue
-                    self.tree_roots_seen.add(root)
-                    todo = [root]
-                    while todo:
-                        p = todo.pop()
-                        if p != self.self_pid:
-                            wanted.add(p)
-                        todo.extend(children.get(p, ()))
-            for pid in wanted:
-                if pid in every:
-                    samples[pid] = every[pid]
+            for pid, s in every.items():
+                if pid != self.self_pid and any(_matches(n, s) for n in self.spec.names):
+                    wanted.add(pid)
+            if self.spec.trees:  # the parent links are read already: no second scan
+                children = proctree.children_map({pid: s.ppid for pid, s in every.items()})
+        for root in self.spec.trees:
+            alive = root in every if self.spec.names else procstat.read_stat(root) is not None
+            if not alive:
+                continue
+            self.tree_roots_seen.add(root)
+            tree = proctree.descendants(root, include_zombies=True, children=children)
+            wanted.update(p for p in (root, *tree) if p != self.self_pid)
+        for pid in wanted:
+            if pid in every:
+                samples[pid] = every[pid]
         for group in self.spec.cgroups:
             if group in self.gone_cgroups:
                 continue

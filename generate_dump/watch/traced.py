@@ -16,30 +16,12 @@ import time
 from typing import Optional
 
 from ..backends.linux import ptrace_ops as pt
-from ..backends.linux.tracer import _BorrowingFreezer, _Session
+from ..backends.linux.tracer import _BorrowingFreezer, _Session, eventmsg
 from ..backends.linux.wakeup import SignalWakeup
 from ..snapshot import ExceptionInfo
 from . import procstat
 from .command import DumpSettings, Watched, Watcher, dump_process
 from .triggers import Firing, TriggerState
-
-PTRACE_CONT = 7
-PTRACE_DETACH = 17
-PTRACE_LISTEN = 0x4208
-PTRACE_GETEVENTMSG = 0x4201
-PTRACE_O_TRACECLONE = 0x8
-PTRACE_O_TRACEEXIT = 0x40
-PTRACE_EVENT_CLONE = 3
-PTRACE_EVENT_EXIT = 6
-
-
-def _eventmsg(tid: int) -> int:
-    from ptrace.binding import func
-
-    try:
-        return func.ptrace_geteventmsg(tid)
-    except Exception:  # noqa: BLE001 - gone
-        return 0
 
 
 def _siginfo_code(tid: int) -> int:
@@ -58,7 +40,7 @@ class TracedWatcher(Watcher):
         super().__init__(*args, **kw)
         self.signal_number = signal_number
         self.on_exit = on_exit
-        self.options = PTRACE_O_TRACECLONE | (PTRACE_O_TRACEEXIT if on_exit else 0)
+        self.options = pt.PTRACE_O_TRACECLONE | (pt.PTRACE_O_TRACEEXIT if on_exit else 0)
         self.session = _Session()
         self.refused: set[int] = set()
         self.exit_seen: set[int] = set()
@@ -127,7 +109,7 @@ class TracedWatcher(Watcher):
             self._handle(tid, status)
 
     def _cont(self, tid: int, sig: int = 0) -> None:
-        pt.call(PTRACE_CONT, tid, 0, sig)
+        pt.call(pt.PTRACE_CONT, tid, 0, sig)
 
     def _handle(self, tid: int, status: int) -> None:
         s = self.session
@@ -141,13 +123,13 @@ class TracedWatcher(Watcher):
             s.tgid_of[tid] = _tgid(tid)
         sig, event = os.WSTOPSIG(status), status >> 16
         pid = s.tgid_of[tid]
-        if event == PTRACE_EVENT_CLONE:
-            new = _eventmsg(tid)
+        if event == pt.PTRACE_EVENT_CLONE:
+            new = eventmsg(tid)
             if new:
                 s.tgid_of[new] = pid
             self._cont(tid)
-        elif event == PTRACE_EVENT_EXIT:
-            code = _eventmsg(tid)
+        elif event == pt.PTRACE_EVENT_EXIT:
+            code = eventmsg(tid)
             if self.on_exit and pid not in self.exit_seen:
                 self.exit_seen.add(pid)
                 failed = os.WIFSIGNALED(code) or (os.WIFEXITED(code) and os.WEXITSTATUS(code))
@@ -160,7 +142,7 @@ class TracedWatcher(Watcher):
             self._cont(tid)
         elif event == pt.PTRACE_EVENT_STOP:
             if sig in pt.STOP_SIGNALS:
-                pt.call(PTRACE_LISTEN, tid)
+                pt.call(pt.PTRACE_LISTEN, tid)
             else:
                 self._cont(tid)
         elif event == 0:
@@ -204,46 +186,9 @@ class TracedWatcher(Watcher):
     # -- leaving ---------------------------------------------------------------------------
 
     def _detach(self, tids: set[int], timeout: float = 5.0) -> None:
-        """Stop ``tids`` (interrupt), then detach each with the signal its stop holds.
-        Events of other threads that arrive meanwhile are kept for the loop."""
-        s = self.session
-        left = set()
-        for tid in tids:
-            if pt.call(pt.PTRACE_INTERRUPT, tid) == 0:
-                left.add(tid)
-            else:
-                s.tgid_of.pop(tid, None)
-        queued = [(t, st) for t, st in s.pending if t in left]
-        s.pending = type(s.pending)((t, st) for t, st in s.pending if t not in left)
-        deadline = time.monotonic() + timeout
-        while left and time.monotonic() < deadline:
-            if queued:
-                tid, status = queued.pop(0)
-            else:
-                try:
-                    tid, status = os.waitpid(-1, os.WNOHANG | pt.WALL)
-                except ChildProcessError:
-                    break
-                if tid == 0:
-                    time.sleep(0.0005)
-                    continue
-                if tid not in left:
-                    s.pending.append((tid, status))
-                    continue
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                left.discard(tid)
-                s.tgid_of.pop(tid, None)
-                continue
-            sig, event = os.WSTOPSIG(status), status >> 16
-            if event == PTRACE_EVENT_CLONE:
-                new = _eventmsg(tid)  # a thread born now: it is ours too, let it go as well
-                if new and new not in s.tgid_of:
-                    s.tgid_of[new] = s.tgid_of.get(tid, tid)
-                    if pt.call(pt.PTRACE_INTERRUPT, new) == 0:
-                        left.add(new)
-            pt.call(PTRACE_DETACH, tid, 0, sig if event == 0 else 0)
-            left.discard(tid)
-            s.tgid_of.pop(tid, None)
+        """Let ``tids`` go, each with the signal its stop holds (tracer.py's let_go);
+        events of other threads that arrive meanwhile are kept for the loop."""
+        self.session.let_go(tids, timeout)
 
     def _release_done(self) -> None:
         """Stop tracing processes that need no more dumps."""

@@ -2,7 +2,7 @@
 
 ``capture``, ``capture_session`` and ``CaptureOptions`` (from .capture) are loaded on
 first use: `generate_dump run` imports light modules of this package (supervisor,
-proctree, coredumps) and must start its command without loading the capture machinery.
+coredumps) and must start its command without loading the capture machinery.
 As before, the package's ``capture`` attribute is the function, not the submodule.
 """
 

@@ -27,9 +27,6 @@ from ...snapshot import (
     Arch,
     Arm64Context,
     CpuContext,
-    LazyMemory,
-    Memory,
-    MemoryRange,
     Snapshot,
     SoftError,
     Thread,
@@ -37,8 +34,8 @@ from ...snapshot import (
 from ...platform.linux import procfs
 from ...platform.linux.diagnose import explain_eperm, tracer_message, tracer_of
 from ..options import CaptureOptions as BaseOptions, capture_now
-from ..referenced import referenced_ranges
-from ..stacks import StackMap, blank
+from ..stacks import StackMap, thread_stack
+from ...memory_presets import with_preset_memory
 from ...platform.linux.loaded_modules import main_dso_debug, modules_from_maps
 from .memory import MemoryReader
 from ...platform.linux.procfs import Mapping
@@ -571,21 +568,18 @@ def capture(pid: int, options: Optional[CaptureOptions] = None) -> Snapshot:
 
 def _add_memory(snapshot: Snapshot, target: _Target, frozen: _Frozen, options: CaptureOptions,
                 reader: MemoryReader) -> Snapshot:
-    """Extra memory by the chosen preset: referenced windows (read now) or full (lazily)."""
-    if options.memory == "referenced":
-        ranges = referenced_ranges(snapshot.threads, snapshot.regions, options.max_referenced)
-        datas = reader.read_many([(a, b - a) for a, b in ranges])
-        memory: tuple[Memory, ...] = tuple(MemoryRange(a, d)
-                                           for (a, _), d in zip(ranges, datas) if d)
-        return dataclasses.replace(snapshot, memory=memory)
-    if options.memory == "full":
+    """Extra memory by the chosen preset (memory_presets.py); a full dump holds what the
+    kernel would put in a core file (fullmem.py)."""
+
+    def full() -> list[tuple[int, int]]:
         from ...platform.linux.fullmem import full_ranges
 
-        ranges = full_ranges(target.pid, frozen.maps, lambda addr: reader.read(addr, 4))
-        memory = tuple(LazyMemory(a, b - a, reader.read, options.on_short_read, reader.readinto)
-                       for a, b in ranges)
-        return dataclasses.replace(snapshot, memory=memory)
-    return snapshot
+        return full_ranges(target.pid, frozen.maps, lambda addr: reader.read(addr, 4))
+
+    return with_preset_memory(snapshot, options.memory, read=reader.read, full_ranges=full,
+                              max_referenced=options.max_referenced,
+                              read_many=reader.read_many, readinto=reader.readinto,
+                              on_short_read=options.on_short_read)
 
 
 def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOptions,
@@ -598,20 +592,12 @@ def _assemble(target: _Target, arch: Arch, frozen: _Frozen, options: CaptureOpti
         raise TargetGone(f"process {pid} exited during the dump; no dump was written") from None
     threads = []
     for raw in sorted(frozen.threads, key=lambda r: (r.tid != pid, r.tid)):
-        stack = None
-        if raw.stack_range and raw.stack:
-            data = bytes(raw.stack)  # a view into the freeze's read buffer until now
-            if raw.tid == pid and not options.include_environment and stat.env_end > stat.env_start:
-                data = blank(data, raw.stack_range[0], stat.env_start, stat.env_end)
-            stack = MemoryRange(raw.stack_range[0], data)
-        elif raw.stack_range:
-            soft.append(SoftError("stack-unreadable",
-                                  f"stack of thread {raw.tid} at 0x{raw.stack_range[0]:x} "
-                                  "could not be read"))
-        else:
-            soft.append(SoftError("stack-unreadable",
-                                  f"thread {raw.tid}: stack pointer 0x{raw.sp:x} "
-                                  "is in no mapping"))
+        hide = None
+        if raw.tid == pid and not options.include_environment:
+            hide = (stat.env_start, stat.env_end)
+        # bytes(): the stack is a view into the freeze's read buffer until now.
+        stack = thread_stack(raw.tid, raw.sp, raw.stack_range,
+                             bytes(raw.stack) if raw.stack else None, soft, hide=hide)
         threads.append(Thread(
             tid=raw.tid, context=_context(arch, raw), stack=stack,
             name=thread_name(pid, raw.tid), thread_pointer=raw.tp,

@@ -20,13 +20,32 @@ from ptrace.binding import func as _pt
 from ptrace.binding.linux_struct import iovec_struct, user_regs_struct
 from ptrace.cpu_info import CPU_AARCH64, CPU_X86_64
 
+# ptrace(2) requests, options and events (linux/ptrace.h), for every tracer of ours: the
+# freezer, `run --trace` (tracer.py) and `watch --on-signal/--on-exit` (watch/traced.py).
+PTRACE_CONT = 7
+PTRACE_DETACH = 17
+PTRACE_GETREGSET = 0x4204
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+PTRACE_O_TRACEFORK = 0x2
+PTRACE_O_TRACEVFORK = 0x4
+PTRACE_O_TRACECLONE = 0x8
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_TRACEEXIT = 0x40
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_EXIT = 6
 PTRACE_EVENT_STOP = 128
 NT_PRSTATUS = 1
 NT_PRFPREG = 2
 NT_ARM_TLS = 0x401
-WALL = 0x40000000
+WALL = 0x40000000  # __WALL: wait for threads and traced processes too
+# SIGSTOP SIGTSTP SIGTTIN SIGTTOU: a PTRACE_EVENT_STOP with one of these is a group-stop
+# (job control), with any other an interrupt or a new tracee's first stop.
+STOP_SIGNALS = frozenset({19, 20, 21, 22})
 
 
 class ThreadGone(Exception):
@@ -45,9 +64,6 @@ class StopResult:
     group_stop: bool = False  # stopped by job control (SIGSTOP and friends)
 
 
-STOP_SIGNALS = {19, 20, 21, 22}  # SIGSTOP SIGTSTP SIGTTIN SIGTTOU
-
-
 def poll_status(tid: int, reap: bool = True) -> tuple[int, int]:
     """One non-blocking wait for ``tid``: ``(tid, waitpid status)`` or ``(0, 0)``.
 
@@ -64,6 +80,28 @@ def poll_status(tid: int, reap: bool = True) -> tuple[int, int]:
     return tid, (info.si_status << 8) | 0x7F
 
 
+def wait_status(tid: int, deadline: float, reap: bool = True) -> Optional[int]:
+    """The next wait status of ``tid``, polling (50 µs, doubling up to 2 ms) until
+    ``deadline``; None if none came by then. Raises ChildProcessError when ``tid`` is no
+    tracee or child of ours (any more). ``reap``: see :func:`poll_status`."""
+    delay = 0.00005
+    while True:
+        got, status = poll_status(tid, reap)
+        if got == tid:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.002)
+
+
+def is_interrupt_stop(status: int) -> bool:
+    """Is this wait status the stop our PTRACE_INTERRUPT asked for (and not a group-stop,
+    a signal or another event)?"""
+    return (os.WIFSTOPPED(status) and status >> 16 == PTRACE_EVENT_STOP
+            and os.WSTOPSIG(status) not in STOP_SIGNALS)
+
+
 def wait_stop(tid: int, deadline: float, status: Optional[int] = None,
               reap: bool = True) -> StopResult:
     """Wait until the seized and interrupted thread is in a ptrace-stop.
@@ -72,33 +110,27 @@ def wait_stop(tid: int, deadline: float, status: Optional[int] = None,
     did not stop before ``deadline`` (for example a thread in uninterruptible sleep).
     Raises ThreadGone if it exited. ``reap``: see :func:`poll_status`.
     """
-    delay = 0.00005
     while True:
-        if status is not None:
-            got, status = tid, status
-        else:
+        if status is None:
             try:
-                got, status = poll_status(tid, reap)
+                status = wait_status(tid, deadline, reap)
             except ChildProcessError:
                 raise ThreadGone(tid) from None
-        if got == tid:
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                raise ThreadGone(tid)
-            if os.WIFSTOPPED(status):
-                sig = os.WSTOPSIG(status)
-                event = status >> 16
-                if event == PTRACE_EVENT_STOP:
-                    # Interrupt stop, or group-stop when sig is a stop signal.
-                    return StopResult(True, 0, group_stop=sig in STOP_SIGNALS)
-                if event:
-                    return StopResult(True, 0)
-                # Signal-delivery-stop: we intercepted a signal; hand it back on detach.
-                return StopResult(True, sig)
+            if status is None:
+                return StopResult(False)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            raise ThreadGone(tid)
+        if os.WIFSTOPPED(status):
+            sig = os.WSTOPSIG(status)
+            event = status >> 16
+            if event == PTRACE_EVENT_STOP:
+                # Interrupt stop, or group-stop when sig is a stop signal.
+                return StopResult(True, 0, group_stop=sig in STOP_SIGNALS)
+            if event:
+                return StopResult(True, 0)
+            # Signal-delivery-stop: we intercepted a signal; hand it back on detach.
+            return StopResult(True, sig)
         status = None
-        if time.monotonic() >= deadline:
-            return StopResult(False)
-        time.sleep(delay)
-        delay = min(delay * 2, 0.002)
 
 
 # --- the fast path used while a process is frozen ---------------------------------------------
@@ -121,8 +153,6 @@ def call(request: int, tid: int, addr: int = 0, data: int = 0) -> int:
     return 0
 
 
-PTRACE_DETACH = _pt.PTRACE_DETACH
-PTRACE_GETREGSET = 0x4204
 GPR_SIZE = ctypes.sizeof(user_regs_struct)
 FPR_SIZE = 512 if CPU_X86_64 else 528
 TLS_SIZE = 8 if CPU_AARCH64 else 0

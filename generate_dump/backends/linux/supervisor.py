@@ -26,7 +26,8 @@ import signal
 import time
 
 from ...errors import DumpError
-from . import coredumps, proctree
+from . import coredumps
+from ...platform.linux import proctree
 from .spawn import spawn
 
 TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms

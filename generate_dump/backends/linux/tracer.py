@@ -34,18 +34,25 @@ from .run_events import DumpEvent, exe_name, one_line
 from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS
 from .run_loop import RunLoop
 from .capture import CaptureOptions, Freezer
-
-PTRACE_O_TRACEFORK = 0x2
-PTRACE_O_TRACEVFORK = 0x4
-PTRACE_O_TRACECLONE = 0x8
-PTRACE_O_TRACEEXEC = 0x10
-PTRACE_LISTEN = 0x4208
-PTRACE_CONT = 7
-PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
-PTRACE_EVENT_STOP = 128
-WALL = 0x40000000
-
-STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+from . import ptrace_ops as pt
+from .ptrace_ops import (
+    PTRACE_CONT,
+    PTRACE_DETACH,
+    PTRACE_EVENT_CLONE,
+    PTRACE_EVENT_EXEC,
+    PTRACE_EVENT_FORK,
+    PTRACE_EVENT_STOP,
+    PTRACE_EVENT_VFORK,
+    PTRACE_INTERRUPT,
+    PTRACE_LISTEN,
+    PTRACE_O_TRACECLONE,
+    PTRACE_O_TRACEEXEC,
+    PTRACE_O_TRACEFORK,
+    PTRACE_O_TRACEVFORK,
+    PTRACE_SEIZE,
+    STOP_SIGNALS,
+    WALL,
+)
 
 
 def _ptrace(request: int, tid: int, addr: int = 0, data: int = 0) -> None:
@@ -58,6 +65,14 @@ def _geteventmsg(tid: int) -> int:
     from ptrace.binding import func
 
     return func.ptrace_geteventmsg(tid)
+
+
+def eventmsg(tid: int) -> int:
+    """PTRACE_GETEVENTMSG (a new tracee's id, an exit status); 0 if the tracee is gone."""
+    try:
+        return _geteventmsg(tid)
+    except Exception:  # noqa: BLE001 - gone
+        return 0
 
 
 def _siginfo(tid: int):
@@ -109,6 +124,57 @@ class _Session:
             d += 1
         return d
 
+    def let_go(self, tids: set[int], timeout: float) -> None:
+        """Detach ``tids``, each with the signal its stop holds (a tracer that just exits
+        would make the kernel drop it): interrupt, then detach at the stop. Threads and
+        processes born to them meanwhile (born traced) are let go as well; events of other
+        tracees that arrive meanwhile are kept in ``pending`` for the loop."""
+        left = set()
+        for tid in tids:
+            if pt.call(PTRACE_INTERRUPT, tid) == 0:
+                left.add(tid)
+            else:
+                self.tgid_of.pop(tid, None)  # gone
+        queued = [(t, st) for t, st in self.pending if t in left]
+        self.pending = collections.deque((t, st) for t, st in self.pending if t not in left)
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            if queued:
+                tid, status = queued.pop(0)
+            else:
+                try:
+                    tid, status = os.waitpid(-1, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    break
+                if tid == 0:
+                    time.sleep(0.0005)
+                    continue
+                if tid not in left:
+                    self.pending.append((tid, status))
+                    continue
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                left.discard(tid)
+                self.tgid_of.pop(tid, None)
+                continue
+            sig, event = os.WSTOPSIG(status), status >> 16
+            if event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
+                new = eventmsg(tid)
+                if new and new not in self.tgid_of:
+                    self.tgid_of[new] = (self.tgid_of.get(tid, tid) if event == PTRACE_EVENT_CLONE
+                                         else new)
+                    # Its first stop may have come before this event (then it was kept).
+                    early = [(t, st) for t, st in self.pending if t == new]
+                    if early:
+                        self.pending = collections.deque(
+                            (t, st) for t, st in self.pending if t != new)
+                        queued += early
+                        left.add(new)
+                    elif pt.call(PTRACE_INTERRUPT, new) == 0:
+                        left.add(new)
+            pt.call(PTRACE_DETACH, tid, 0, sig if event == 0 else 0)
+            left.discard(tid)
+            self.tgid_of.pop(tid, None)
+
 
 class _BorrowingFreezer(Freezer):
     """Freeze threads we already trace: interrupt, wait, copy, continue."""
@@ -140,33 +206,26 @@ class _BorrowingFreezer(Freezer):
             return True
         if tid not in s.tgid_of:
             return super().wait(tid, deadline)
-        delay = 0.00005
-        while True:
-            try:
-                got, status = os.waitpid(tid, os.WNOHANG | WALL)
-            except ChildProcessError:
-                got, status = tid, 0
-                self.seized.pop(tid, None)
-                self.skip.add(tid)
-                return False
-            if got == tid:
-                if os.WIFSTOPPED(status) and status >> 16 == PTRACE_EVENT_STOP \
-                        and os.WSTOPSIG(status) not in STOP_SIGNALS:
-                    return True  # our interrupt
-                # Another event came first: the thread is stopped all the same; the loop
-                # handles the event once the dump is done.
-                s.pending.append((tid, status))
-                if os.WIFSTOPPED(status):
-                    self.handed_back.add(tid)
-                    return True
-                self.seized.pop(tid, None)
-                self.skip.add(tid)
-                return False
-            if time.monotonic() >= deadline:
-                self.skip.add(tid)
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.002)
+        try:
+            status = self.pt.wait_status(tid, deadline)
+        except ChildProcessError:
+            self.seized.pop(tid, None)
+            self.skip.add(tid)
+            return False
+        if status is None:
+            self.skip.add(tid)
+            return False
+        if self.pt.is_interrupt_stop(status):
+            return True  # our interrupt
+        # Another event came first: the thread is stopped all the same; the loop handles
+        # the event once the dump is done.
+        s.pending.append((tid, status))
+        if os.WIFSTOPPED(status):
+            self.handed_back.add(tid)
+            return True
+        self.seized.pop(tid, None)
+        self.skip.add(tid)
+        return False
 
     def release(self, tid: int) -> None:
         if self.seized.pop(tid, None) is None:
@@ -211,7 +270,7 @@ class Runner(RunLoop):
         # Like timeout(1), the command gets its own process group so that signals can be
         # forwarded to all of it; at an interactive terminal it stays in ours instead, so
         # that it can read the terminal (and Ctrl-C reaches it directly).
-        from .proctree import set_child_subreaper
+        from ...platform.linux.proctree import set_child_subreaper
         from .spawn import spawn
 
         self.own_group = not os.isatty(0)
@@ -220,7 +279,7 @@ class Runner(RunLoop):
 
         def seize(pid: int) -> None:  # before it execs, so that nothing escapes us
             try:
-                _ptrace(0x4206, pid, 0, opts)  # PTRACE_SEIZE
+                _ptrace(PTRACE_SEIZE, pid, 0, opts)
             except Exception as exc:  # noqa: BLE001
                 raise RunError(f"cannot trace the command: {exc}") from None
 
@@ -289,37 +348,7 @@ class Runner(RunLoop):
 
     def _let_go(self, timeout: float = 2.0) -> None:
         """Detach every tracee still alive, each with the signal it is stopped with."""
-        waiting: set[int] = set()
-        for tid in list(self.session.tgid_of):
-            try:
-                _ptrace(0x4207, tid)  # PTRACE_INTERRUPT
-                waiting.add(tid)
-            except Exception:  # noqa: BLE001 - gone
-                pass
-        end = time.monotonic() + timeout
-        while waiting and time.monotonic() < end:
-            try:
-                tid, status = os.waitpid(-1, os.WNOHANG | WALL)
-            except ChildProcessError:
-                return
-            if tid == 0:
-                time.sleep(0.001)
-                continue
-            if not os.WIFSTOPPED(status):
-                waiting.discard(tid)
-                continue
-            event = status >> 16
-            sig = os.WSTOPSIG(status) if event == 0 else 0
-            if event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
-                try:
-                    waiting.add(_geteventmsg(tid))  # born traced: it stops; let it go too
-                except Exception:  # noqa: BLE001
-                    pass
-            try:
-                _ptrace(0x11, tid, 0, sig)  # PTRACE_DETACH
-            except Exception:  # noqa: BLE001
-                pass
-            waiting.discard(tid)
+        self.session.let_go(set(self.session.tgid_of), timeout)
 
     def _on_signal(self, sig: int) -> None:
         """A signal sent to `run`: optionally dump everything first, then pass it on."""
@@ -350,10 +379,7 @@ class Runner(RunLoop):
         if tid not in s.tgid_of:
             s.tgid_of[tid] = _tgid(tid) or tid
         if event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
-            try:
-                new = _geteventmsg(tid)
-            except Exception:  # noqa: BLE001
-                new = 0
+            new = eventmsg(tid)
             if new:
                 parent = s.tgid_of[tid]
                 if event == PTRACE_EVENT_CLONE and _tgid(new) in (None, parent):

@@ -27,10 +27,7 @@ from ...snapshot import (
     CpuInfo,
     ElfBuildId,
     ExceptionInfo,
-    LazyMemory,
     MachOUuid,
-    Memory,
-    MemoryRange,
     MemoryRegion,
     Module,
     ModuleIdentity,
@@ -42,8 +39,9 @@ from ...snapshot import (
     Thread,
 )
 from ..options import CaptureOptions, capture_now
-from ..referenced import DEFAULT_BUDGET, referenced_ranges
-from ..stacks import StackMap, blank
+from ..referenced import DEFAULT_BUDGET
+from ..stacks import StackMap, thread_stack
+from ...memory_presets import with_preset_memory
 from .loader import ensure_debugserver, import_lldb
 from ...platform.linux import procfs
 from ...platform.linux.diagnose import explain_eperm
@@ -340,24 +338,19 @@ _NEVER_DUMPED = ("[vvar]", "[vsyscall]", "[vvar_vclock]")
 
 def _with_memory(snapshot: Snapshot, proc: "_Process", memory: str, max_referenced: int,
                  on_short_read: Optional[Callable[[int, int], None]]) -> Snapshot:
-    if memory == "referenced":
-        ranges = referenced_ranges(snapshot.threads, snapshot.regions, max_referenced)
-        extra: tuple[Memory, ...] = tuple(MemoryRange(a, d) for a, b in ranges
-                                          if (d := proc.read(a, b - a)))
-    elif memory == "full":
+    """Extra memory by the chosen preset (memory_presets.py)."""
+
+    def full() -> list[tuple[int, int]]:
         pid = snapshot.process.pid
         if snapshot.linux is not None and os.path.exists(f"/proc/{pid}/smaps"):
             # On Linux, the same selection as the ptrace backend (and the kernel).
-
             maps = parse_maps(read_file(f"/proc/{pid}/maps") or b"")
-            ranges = full_ranges(pid, maps, lambda addr: proc.read(addr, 4))
-        else:
-            ranges = [(r.start, r.end) for r in snapshot.regions
-                      if r.readable and r.path not in _NEVER_DUMPED]
-        extra = tuple(LazyMemory(a, b - a, proc.read, on_short_read) for a, b in ranges)
-    else:
-        return snapshot
-    return dataclasses.replace(snapshot, memory=extra)
+            return full_ranges(pid, maps, lambda addr: proc.read(addr, 4))
+        return [(r.start, r.end) for r in snapshot.regions
+                if r.readable and r.path not in _NEVER_DUMPED]
+
+    return with_preset_memory(snapshot, memory, read=proc.read, full_ranges=full,
+                              max_referenced=max_referenced, on_short_read=on_short_read)
 
 
 def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool = False,
@@ -406,19 +399,9 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
         tid = th.GetThreadID()
         is_main = tid == pid if on_linux else index == 0
         rng = stack_map.range(context.sp, is_main, tp, go_bounds.get(index))
-        stack = None
-        if rng:
-            data = proc.read(rng[0], rng[1] - rng[0])
-            if data:
-                if is_main and not include_environment and env_range[1] > env_range[0]:
-                    data = blank(data, rng[0], *env_range)
-                stack = MemoryRange(rng[0], data)
-            else:
-                soft.append(SoftError("stack-unreadable",
-                                      f"stack of thread {tid} at 0x{rng[0]:x} could not be read"))
-        else:
-            soft.append(SoftError("stack-unreadable",
-                                  f"thread {tid}: stack pointer 0x{context.sp:x} is in no mapping"))
+        data = proc.read(rng[0], rng[1] - rng[0]) if rng else None
+        stack = thread_stack(tid, context.sp, rng, data, soft,
+                             hide=env_range if is_main and not include_environment else None)
         threads.append(Thread(tid=tid, context=context, stack=stack, name=th.GetName() or None,
                               thread_pointer=tp))
     threads.sort(key=lambda t: (t.tid != pid if on_linux else False))

@@ -34,23 +34,21 @@ module lists would need a second code path that nothing here can test.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ... import _testhooks
 from ...errors import DumpError
-from ...intervals import merge, subtract
+from ...intervals import merge
+from ...memory_presets import with_preset_memory
 from ...snapshot import (
-    LazyMemory,
     MemoryRange,
     Snapshot,
-    SoftError,
     Thread,
 )
 from ..options import capture_now
-from ..referenced import referenced_ranges
+from ..stacks import thread_stack
 from . import convert as cv
 from .freeze import (
     _capture_running,
@@ -76,15 +74,8 @@ def _assemble(target: _Target, frozen: _Frozen) -> tuple[Snapshot, tuple[int, in
     priority_class = target.w.GetPriorityClass(target.handle)
     threads = []
     for raw in sorted(frozen.threads, key=lambda r: (r.tid != main_tid, order[r.tid])):
-        stack = None
-        if raw.stack_range and raw.stack:
-            stack = MemoryRange(raw.stack_range[0], raw.stack)
-        elif raw.stack_range:
-            soft.append(SoftError("stack-unreadable", f"stack of thread {raw.tid} at "
-                                  f"0x{raw.stack_range[0]:x} could not be read"))
-        else:
-            soft.append(SoftError("stack-unreadable", f"thread {raw.tid}: stack pointer "
-                                  f"0x{raw.rsp:x} is in no stack"))
+        stack = thread_stack(raw.tid, raw.rsp, raw.stack_range, raw.stack, soft,
+                             nowhere="is in no stack")
         threads.append(Thread(tid=raw.tid, context=cv.amd64_context(raw.context), stack=stack,
                               name=raw.name, thread_pointer=raw.teb,
                               suspend_count=raw.suspend_count, priority_class=priority_class,
@@ -103,8 +94,9 @@ def _assemble(target: _Target, frozen: _Frozen) -> tuple[Snapshot, tuple[int, in
 
 def _add_memory(snapshot: Snapshot, target: _Target, options: WindowsOptions,
                 environment: tuple[int, int]) -> Snapshot:
-    """Extra memory by the chosen preset. The environment block is left out of every
-    preset unless --include-environment asked for it (then it is added whole)."""
+    """Extra memory by the chosen preset (memory_presets.py); a full dump holds every
+    readable region. The environment block is left out of every preset unless
+    --include-environment asked for it (then it is added whole)."""
     env_block: list[MemoryRange] = []
     secret: list[tuple[int, int]] = []
     if environment[1] > environment[0]:
@@ -114,18 +106,11 @@ def _add_memory(snapshot: Snapshot, target: _Target, options: WindowsOptions,
                 env_block.append(MemoryRange(environment[0], data))
         else:
             secret.append(environment)
-    if options.memory == "stacks":
-        return dataclasses.replace(snapshot, memory=tuple(env_block))
-    if options.memory == "full":
-        ranges = [(r.start, r.end) for r in snapshot.regions if r.readable]
-        ranges = subtract(merge(ranges), secret)
-        memory = tuple(LazyMemory(a, b - a, target.read, options.on_short_read)
-                       for a, b in ranges)
-        return dataclasses.replace(snapshot, memory=tuple(env_block) + memory)
-    ranges = referenced_ranges(snapshot.threads, snapshot.regions, options.max_referenced)
-    ranges = subtract(ranges, secret)
-    extra = tuple(MemoryRange(a, d) for a, b in ranges if (d := target.read(a, b - a)))
-    return dataclasses.replace(snapshot, memory=tuple(env_block) + snapshot.memory + extra)
+    return with_preset_memory(
+        snapshot, options.memory, read=target.read,
+        full_ranges=lambda: merge([(r.start, r.end) for r in snapshot.regions if r.readable]),
+        max_referenced=options.max_referenced, on_short_read=options.on_short_read,
+        keep_out=secret, always=env_block)
 
 
 def _bindings():
