@@ -83,3 +83,33 @@ def capture_python(snapshot: Snapshot, mem: MemorySource, rt: Optional[Runtime] 
 
     state = replace(state, read_while_running=ran, changed_tids=tuple(changed))
     return state, [MemoryRange(a, d) for a, d in rec.ranges()]
+
+
+def with_python(snapshot: Snapshot, read_stacks, *, keep_memory: bool,
+                say_missing: bool = True) -> Snapshot:
+    """``snapshot`` with its CPython stacks: ``read_stacks()`` returns (state, ranges) as
+    capture_python does. The memory they came from goes first (so that it wins over
+    overlapping windows and the dump decodes to the same stacks); a full dump
+    (``keep_memory`` false) holds it already. Never loses the dump over the Python part:
+    failures become soft errors (and, with ``say_missing``, why no interpreter was
+    found)."""
+    import dataclasses
+
+    from ..snapshot import SoftError
+
+    try:
+        state, ranges = read_stacks()
+    except Exception as exc:  # noqa: BLE001 - never lose the dump over the Python part
+        return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
+            SoftError("python-unreadable", f"Python stacks could not be read: {exc}"),))
+    if state is None:
+        reason = missing_reason(snapshot.modules) if say_missing else None
+        if reason:
+            return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
+                SoftError("python-not-found", reason),))
+        return snapshot
+    soft = snapshot.soft_errors
+    if state.errors:
+        soft += (SoftError("python-partial", "Python stacks: " + "; ".join(state.errors[:5])),)
+    return dataclasses.replace(snapshot, python=state, soft_errors=soft,
+                               memory=(tuple(ranges) if keep_memory else ()) + snapshot.memory)

@@ -10,7 +10,6 @@ since no SIGSTOP was ever sent, the target simply runs on.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import platform
@@ -675,27 +674,9 @@ def _python_runtime(target: _Target, reader: MemoryReader):
 
 def _add_python(snapshot: Snapshot, reader: MemoryReader, runtime, states, frozen: _Frozen,
                 ran: bool, keep_memory: bool = True) -> Snapshot:
-    """The decoded Python stacks, and the memory they came from (first, so that it wins
-    over overlapping windows and the dump decodes to the same stacks; a full dump holds
-    it already)."""
-    from ...python.capture import capture_python
+    """The decoded Python stacks and the memory they came from (python.capture)."""
+    from ...python.capture import capture_python, with_python
 
-    try:
-        state, ranges = capture_python(snapshot, reader, runtime, frozen.python_marks, ran,
-                                       states)
-    except Exception as exc:  # noqa: BLE001 - never lose the dump over the Python part
-        return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
-            SoftError("python-unreadable", f"Python stacks could not be read: {exc}"),))
-    if state is None:
-        from ...python.capture import missing_reason
-
-        reason = missing_reason(snapshot.modules)
-        if reason:
-            return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
-                SoftError("python-not-found", reason),))
-        return snapshot
-    soft = snapshot.soft_errors
-    if state.errors:
-        soft += (SoftError("python-partial", "Python stacks: " + "; ".join(state.errors[:5])),)
-    return dataclasses.replace(snapshot, python=state, soft_errors=soft,
-                               memory=(tuple(ranges) if keep_memory else ()) + snapshot.memory)
+    return with_python(snapshot, lambda: capture_python(snapshot, reader, runtime,
+                                                        frozen.python_marks, ran, states),
+                       keep_memory=keep_memory)

@@ -8,7 +8,6 @@ backends name and identify modules alike; LLDB's own UUID is the fallback.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
 import sys
@@ -429,20 +428,10 @@ def snapshot_from_process(lldb: Any, process: Any, *, include_environment: bool 
 
 def _with_python(snapshot: Snapshot, proc: "_Process", keep_memory: bool) -> Snapshot:
     """CPython stacks, read while LLDB holds the process stopped (so they are exact)."""
-    from ...python.capture import capture_python
+    from ...python.capture import capture_python, with_python
 
-    try:
-        state, ranges = capture_python(snapshot, proc, ran=False)
-    except Exception as exc:  # noqa: BLE001 - never lose the dump over the Python part
-        return dataclasses.replace(snapshot, soft_errors=snapshot.soft_errors + (
-            SoftError("python-unreadable", f"Python stacks could not be read: {exc}"),))
-    if state is None:
-        return snapshot
-    soft = snapshot.soft_errors
-    if state.errors:
-        soft += (SoftError("python-partial", "Python stacks: " + "; ".join(state.errors[:5])),)
-    return dataclasses.replace(snapshot, python=state, soft_errors=soft,
-                               memory=(tuple(ranges) if keep_memory else ()) + snapshot.memory)
+    return with_python(snapshot, lambda: capture_python(snapshot, proc, ran=False),
+                       keep_memory=keep_memory, say_missing=False)
 
 
 @contextmanager
