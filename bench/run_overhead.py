@@ -3,7 +3,8 @@
 Workloads (issue #14 part 2): a shell loop starting 300 /bin/true, Python starting and
 joining 300 threads (and 3000: 300 take only ~0.05 s here), a C program raising and
 handling 200,000 SIGUSR1, a JVM loop whose NullPointerExceptions HotSpot detects with
-SIGSEGV, and a small pytest suite that spawns processes (subprocess, shell pipelines, a multiprocessing pool, os.system). Each is run
+SIGSEGV, a small pytest suite that spawns processes (subprocess, shell pipelines, a
+multiprocessing pool, os.system) and a real one (generate_dump's own CLI tests). Each is run
 bare, under `generate_dump run` (the default mode) and, with --trace, under
 `generate_dump run --trace`, in rotating order; the table shows the fastest and median
 wall time of each, the least CPU time of the whole tree (run included: less sensitive to
@@ -68,6 +69,11 @@ def build(work: Path, npe_iterations: int) -> list[tuple[str, list[str], bool]]:
     out.append(("pytest: 45 tests spawning processes",
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                  "-p", "no:generate_dump", str(suite)], False))
+    # A real project's suite: generate_dump's own CLI tests start targets, dumpers (which
+    # ptrace them) and readers: 47 tests, ~6 s.
+    out.append(("pytest: generate_dump's tests/test_cli.py",
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                 "-p", "no:generate_dump", str(ROOT / "tests" / "test_cli.py")], False))
     return out
 
 
