@@ -589,3 +589,18 @@ def test_bug_of_ours_is_one_line_and_125(tmp_path, spelling):
     assert r.stderr.startswith("generate_dump run: error: internal error: InjectedFailure"), \
         r.stderr
     assert not marker.exists()
+
+
+def test_fast_path_imports_stay_light():
+    """`run` starts its command before anything heavy loads: the modules its default mode
+    needs import neither click, the capture machinery, dataclasses nor typing (each costs
+    the wrapped command milliseconds of start-up; see README, What it costs)."""
+    code = ("import sys\n"
+            "import generate_dump.run_session, generate_dump.backends.linux.supervisor\n"
+            "heavy = {'click', 'typing', 'dataclasses', 'ptrace', 'elftools',\n"
+            "         'generate_dump.backends.linux.capture', 'generate_dump.snapshot'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n")
+    r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout
