@@ -1,9 +1,10 @@
 """The snapshot model: what a backend saw in a process, independent of any file format.
 
-Backends (ptrace, LLDB, Win32) produce a :class:`Snapshot`; the minidump writer consumes
-one. Nothing here knows about minidump layouts or about how the data was obtained, so
-each side can be tested on its own: synthetic snapshots for the writer, real processes
-for the backends.
+Sources produce a :class:`Snapshot`: the backends (ptrace, LLDB, Win32) from a live
+process, sources/ from a core file or a minidump. Sinks consume one: the minidump writer,
+the core writer, `inspect` and the summaries. Nothing here knows about file layouts or
+about how the data was obtained, so each side can be tested on its own: synthetic
+snapshots for the sinks, real processes and files for the sources.
 """
 
 from __future__ import annotations
