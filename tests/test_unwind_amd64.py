@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from generate_dump.snapshot import Amd64Context, Arch
-from generate_dump.unwind.debug_info import clear_caches
 from generate_dump.unwind.walker import SCAN_WORDS, SCAN_WORDS_CONTEXT, Amd64
 
-from unwind_synth import (
+from unwind_synth import (  # noqa: F401 - fresh_caches: an autouse fixture
+    FUNCS, SOURCES, fresh_caches,
     DATA, HEAP, MOD, MOD2, NOT_AFTER_CALL, STACK, STACK_SIZE, BUILD_ID, BUILD_ID2, Cfa, Fde,
     StackBuilder, SynthProcess, sleb, summary, walk,
 )
@@ -19,17 +19,7 @@ RSP, RBP, RBX, R12, R13, R14, R15, RIP = 7, 6, 3, 12, 13, 14, 15, 16
 CALLEE_SAVED = ("rbx", "rbp", "r12", "r13", "r14", "r15")
 
 # Functions of libunwound.so (module offsets). No CFI: 0x1000-0x3fff and 0x9000-0x9fff.
-SYM = """FUNC 1000 1000 0 nocfi_one
-FUNC 2000 1000 0 nocfi_two
-FUNC 3000 1000 0 nocfi_three
-FUNC 4000 1000 10 enchiridion
-FUNC 5000 1000 10 epictetus
-FUNC 6000 1000 0 middle
-FUNC 7000 1000 0 outer
-FUNC 8000 800 0 palinal
-FUNC 8800 800 0 rhetorical
-FUNC 9000 1000 0 nocfi_nine
-STACK CFI INIT 4000 100 .cfa: $rsp 8 + .ra: .cfa 8 - ^
+SYM = FUNCS + """STACK CFI INIT 4000 100 .cfa: $rsp 8 + .ra: .cfa 8 - ^
 STACK CFI 4001 .cfa: $rsp 16 + $rbx: .cfa 16 - ^
 STACK CFI 4002 $r12: $rbx
 STACK CFI 4003 .cfa: $rsp 40 + $r13: .cfa 32 - ^
@@ -61,15 +51,6 @@ FDES = [
     Fde(0x8000, 0x800, {0x8000: Cfa.def_cfa_expression(b"\x77\x78") + Cfa.offset_sf(RIP, 16)}),
     Fde(0x8800, 0x800, {0x8800: Cfa.def_cfa_expression(b"\x96")}),  # nothing to evaluate
 ]
-
-SOURCES = ["dwarf", "breakpad"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    clear_caches()
-    yield
-    clear_caches()
 
 
 def process(tmp_path, source: str = "dwarf") -> SynthProcess:

@@ -10,10 +10,10 @@ from typing import Optional
 import pytest
 
 from generate_dump.snapshot import Arch, Arm64Context
-from generate_dump.unwind.debug_info import clear_caches
 from generate_dump.unwind.walker import SCAN_WORDS, SCAN_WORDS_CONTEXT
 
-from unwind_synth import (
+from unwind_synth import (  # noqa: F401 - fresh_caches: an autouse fixture
+    FUNCS, SOURCES, fresh_caches,
     DATA, HEAP, MOD, MOD2, NOT_AFTER_CALL, STACK, STACK_SIZE, BUILD_ID, BUILD_ID2, Cfa, Fde,
     StackBuilder, SynthProcess, summary, walk,
 )
@@ -22,17 +22,7 @@ FP, LR, SP, PC = 29, 30, 31, 32
 HIGH = 0x000D_F700_4000_0000  # a module above 2^48: its address uses bits 48-51
 
 # Functions of libunwound.so (module offsets). No CFI: 0x1000-0x3fff and 0x9000-0x9fff.
-SYM = """FUNC 1000 1000 0 nocfi_one
-FUNC 2000 1000 0 nocfi_two
-FUNC 3000 1000 0 nocfi_three
-FUNC 4000 1000 10 enchiridion
-FUNC 5000 1000 10 epictetus
-FUNC 6000 1000 0 middle
-FUNC 7000 1000 0 outer
-FUNC 8000 800 0 palinal
-FUNC 8800 800 0 rhetorical
-FUNC 9000 1000 0 nocfi_nine
-STACK CFI INIT 4000 100 .cfa: sp 0 + .ra: x30
+SYM = FUNCS + """STACK CFI INIT 4000 100 .cfa: sp 0 + .ra: x30
 STACK CFI 4004 .cfa: sp 32 + .ra: .cfa -8 + ^ x19: .cfa -32 + ^ x20: .cfa -24 + ^ x29: .cfa -16 + ^
 STACK CFI 4008 x19: x0 x20: x1 x21: x2 x22: x3
 STACK CFI 400c .cfa: sp 40 + x1: .cfa 40 - ^ x19: x19 x20: x20 x21: x21 x22: x22
@@ -67,15 +57,6 @@ FDES = [
     Fde(0x8000, 0x800, {0x8000: Cfa.def_cfa_expression(b"\x8f\x78") + Cfa.offset_sf(LR, 16)}),
     Fde(0x8800, 0x800, {0x8800: Cfa.def_cfa_expression(b"\x96")}),  # nothing to evaluate
 ]
-
-SOURCES = ["dwarf", "breakpad"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    clear_caches()
-    yield
-    clear_caches()
 
 
 def process(tmp_path, source: str = "dwarf", base: int = MOD) -> SynthProcess:

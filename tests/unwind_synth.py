@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+import pytest
+
 from generate_dump.minidump.codeview import debug_id
 from generate_dump.snapshot import (
     Arch, CpuInfo, ElfBuildId, MemoryRange, MemoryRegion, Module, OS, Process, RegionKind,
     Snapshot, SystemInfo, Thread,
 )
 from generate_dump.unwind import SymbolOptions, ThreadStack, walk_process
+from generate_dump.unwind.debug_info import clear_caches
 from generate_dump.unwind.walker import MAX_FRAMES
 
 MOD = 0x7400_C000_0000  # the module with unwind rules (rust-minidump's module1)
@@ -337,6 +340,32 @@ class SynthProcess:
             memory=tuple(self.memory),
             regions=tuple(sorted(regions, key=lambda r: r.start)),
         )
+
+
+# The functions of libunwound.so (module offsets) in both architectures' tests, as
+# Breakpad FUNC records. No CFI: 0x1000-0x3fff and 0x9000-0x9fff.
+FUNCS = """FUNC 1000 1000 0 nocfi_one
+FUNC 2000 1000 0 nocfi_two
+FUNC 3000 1000 0 nocfi_three
+FUNC 4000 1000 10 enchiridion
+FUNC 5000 1000 10 epictetus
+FUNC 6000 1000 0 middle
+FUNC 7000 1000 0 outer
+FUNC 8000 800 0 palinal
+FUNC 8800 800 0 rhetorical
+FUNC 9000 1000 0 nocfi_nine
+"""
+
+# The rules are written twice, as DWARF CFI in an ELF file and as Breakpad STACK CFI.
+SOURCES = ["dwarf", "breakpad"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    """Each test parses its own synthetic modules (the caches key on path and build id)."""
+    clear_caches()
+    yield
+    clear_caches()
 
 
 def walk(snap: Snapshot, options: SymbolOptions, max_frames: int = MAX_FRAMES) -> ThreadStack:
