@@ -75,15 +75,15 @@ def _open_named(directory: str, base: str) -> tuple[int, str]:
 def atomic_output(path: str) -> Iterator[BinaryIO]:
     """Yield a file to write; on success it replaces ``path``, on failure it vanishes.
 
-    The data goes to an unnamed file (O_TMPFILE) that is given a temporary name only once
-    it is complete and synced, and then renamed over ``path``; so even a SIGKILL while
-    writing leaves nothing behind. Without O_TMPFILE a named 0600 temporary file is used
+    The data goes to an unnamed file (O_TMPFILE) that is named only once it is complete
+    and synced: linked as ``path`` when that name is free, else given a temporary name and
+    renamed over ``path``; so even a SIGKILL while writing leaves nothing behind. Without O_TMPFILE a named 0600 temporary file is used
     and removed on every failure we survive.
     """
     path = check_output_path(path)
     directory, base = os.path.split(path)
     fd = _open_anonymous(directory)
-    tmp = None
+    tmp: Optional[str] = None
     if fd is None:
         fd, tmp = _open_named(directory, base)
     try:
@@ -93,19 +93,22 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
                 f.flush()
                 os.fsync(f.fileno())
                 if tmp is None:
-                    tmp = _link_anonymous(f.fileno(), directory, base)
+                    placed = _link_anonymous(f.fileno(), directory, base, final=True)
+                    if placed is None:  # the name is taken: replace it through a rename
+                        tmp = _link_anonymous(f.fileno(), directory, base)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise NoSpaceLeft(f"no space left on the device to write {path}") from None
                 raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-        # Refuse to replace a symlink that appeared meanwhile.
-        try:
-            if stat.S_ISLNK(os.lstat(path).st_mode):
-                raise OutputError(f"output {path} became a symbolic link; not replacing it")
-        except FileNotFoundError:
-            pass
-        os.replace(tmp, path)
-        tmp = None
+        if tmp is not None:
+            # Refuse to replace a symlink that appeared meanwhile.
+            try:
+                if stat.S_ISLNK(os.lstat(path).st_mode):
+                    raise OutputError(f"output {path} became a symbolic link; not replacing it")
+            except FileNotFoundError:
+                pass
+            os.replace(tmp, path)
+            tmp = None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise NoSpaceLeft(f"no space left on the device to write {path}") from None
@@ -118,11 +121,20 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
                 pass
 
 
-def _link_anonymous(fd: int, directory: str, base: str) -> str:
-    """Give the finished O_TMPFILE file a temporary name in ``directory``."""
+def _link_anonymous(fd: int, directory: str, base: str, final: bool = False) -> Optional[str]:
+    """Give the finished O_TMPFILE file a temporary name in ``directory``; with ``final``,
+    its own name ``base`` if that is free (linkat never replaces anything, a symlink
+    included: so a new dump appears whole, with no temporary name that a SIGKILL between
+    link and rename could leave behind), else None."""
     # Python calls linkat(..., AT_SYMLINK_FOLLOW) only when a dir fd is given.
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        if final:
+            try:
+                os.link(f"/proc/self/fd/{fd}", base, dst_dir_fd=dir_fd, follow_symlinks=True)
+            except FileExistsError:
+                return None
+            return os.path.join(directory, base)
         for n in range(100):
             name = f".{base}.{os.getpid()}.{n}.tmp"
             try:
