@@ -604,3 +604,37 @@ def test_fast_path_imports_stay_light():
                        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def _ignore(*sigs):
+    def pre():
+        for s in sigs:
+            signal.signal(s, signal.SIG_IGN)
+    return pre
+
+
+@MODES
+@pytest.mark.parametrize("ignored", [(), (signal.SIGHUP,), (signal.SIGINT, signal.SIGQUIT),
+                                     (signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD)],
+                         ids=["none", "nohup", "int-quit", "hup-term-chld"])
+def test_command_inherits_the_callers_ignored_signals(tmp_path, mode, ignored):
+    """`nohup generate_dump run -- CMD` (or a CI runner that ignores SIGINT): the command
+    ignores what the caller ignored, exactly as when started bare; run too does not die of
+    an ignored signal."""
+    probe = ["grep", "^SigIgn", "/proc/self/status"]
+
+    def mask(argv):
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                           preexec_fn=_ignore(*ignored))
+        assert r.returncode == 0, r.stderr
+        return int(r.stdout.split()[1], 16)
+
+    bare = mask(probe)
+    wrapped = mask([sys.executable, "-m", "generate_dump", "run", *mode, "--output-dir",
+                    str(tmp_path), "--", *probe])
+    watched = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+               signal.SIGPIPE, signal.SIGXFSZ}
+    bits = sum(1 << (s - 1) for s in watched)
+    assert wrapped & bits == bare & bits, (hex(bare), hex(wrapped))
+    for s in ignored:
+        assert bare & (1 << (s - 1))

@@ -11,7 +11,7 @@ import signal
 import time
 
 from .run_events import RunResult, one_line
-from .wakeup import RUN_SIGNALS, SignalWakeup
+from .wakeup import FORWARDED_SIGNALS, RUN_SIGNALS, SignalWakeup
 
 TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
 if TYPE_CHECKING:
@@ -39,7 +39,15 @@ class RunLoop:
         """Call before the command exists: signals sent to run from then on are noted and
         handled by the loop (forwarded to the command) instead of ending run and
         orphaning the command."""
-        self.wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal).start()
+        self.wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal,
+                                   leave_ignored=FORWARDED_SIGNALS).start()
+
+    def _ignored_by_caller(self) -> tuple[int, ...]:
+        """Signals the command must get ignored, as it would have inherited them, although
+        run handles them (SIGCHLD, when whoever started run ignores it)."""
+        if self.wakeup is None:
+            return ()
+        return tuple(sorted(self.wakeup.ignored - self.wakeup.leave_ignored))
 
     def _stop_wakeup(self) -> None:
         if self.wakeup is not None:
@@ -92,7 +100,8 @@ class RunLoop:
         deadline = time.monotonic() + self.timeout if self.timeout else None
         kill_at: Optional[float] = None
         give_up_at: Optional[float] = None
-        wakeup = self.wakeup or SignalWakeup(RUN_SIGNALS, self._note_signal).start()
+        wakeup = self.wakeup or SignalWakeup(RUN_SIGNALS, self._note_signal,
+                                             leave_ignored=FORWARDED_SIGNALS).start()
         self.wakeup = None
         errors = 0
         try:

@@ -18,11 +18,13 @@ from ...errors import CommandNotFound, CommandNotRunnable
 
 
 def spawn(argv: list[str], *, own_group: bool, core_limit: Optional[tuple[int, int]] = None,
-          before_exec: Optional[Callable[[int], None]] = None) -> int:
+          before_exec: Optional[Callable[[int], None]] = None,
+          ignored: tuple[int, ...] = ()) -> int:
     """Fork and exec ``argv``; returns its pid. ``before_exec(pid)`` runs in the parent
-    while the child waits just before exec (to seize it). Exec failures raise
-    CommandNotFound (no such file) or CommandNotRunnable (any other reason)."""
-    if before_exec is None:
+    while the child waits just before exec (to seize it). ``ignored``: signals the
+    command gets ignored (as it would have inherited them from our caller). Exec failures
+    raise CommandNotFound (no such file) or CommandNotRunnable (any other reason)."""
+    if before_exec is None and not ignored:  # posix_spawn cannot make a signal ignored
         return _posix_spawn(argv, own_group=own_group, core_limit=core_limit)
     gate_r, gate_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -35,6 +37,8 @@ def spawn(argv: list[str], *, own_group: bool, core_limit: Optional[tuple[int, i
                 os.setpgid(0, 0)
             for sig in (signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
+            for ign in ignored:
+                signal.signal(ign, signal.SIG_IGN)
             if core_limit is not None:
                 resource.setrlimit(resource.RLIMIT_CORE, core_limit)
             os.read(gate_r, 1)

@@ -134,7 +134,8 @@ class Supervisor(RunLoop):
         limit = self._crash_setup()
         self._start_wakeup()
         try:
-            self.root = spawn(self.argv, own_group=self.own_group, core_limit=limit)
+            self.root = spawn(self.argv, own_group=self.own_group, core_limit=limit,
+                              ignored=self._ignored_by_caller())
         except BaseException:
             self._stop_wakeup()
             raise

@@ -285,7 +285,8 @@ class Runner(RunLoop):
 
         self._start_wakeup()
         try:
-            pid = spawn(self.argv, own_group=self.own_group, before_exec=seize)
+            pid = spawn(self.argv, own_group=self.own_group, before_exec=seize,
+                        ignored=self._ignored_by_caller())
         except BaseException:
             self._stop_wakeup()
             raise

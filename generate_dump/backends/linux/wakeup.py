@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 # What `run` handles: children's news, and the signals it passes on to the command.
-RUN_SIGNALS = (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+RUN_SIGNALS = (signal.SIGCHLD, *FORWARDED_SIGNALS)
 
 
 class SignalWakeup:
@@ -24,13 +25,22 @@ class SignalWakeup:
     ``w.close()`` at the end (or ``with``): close restores the previous handlers and
     wakeup fd."""
 
-    def __init__(self, signals: Iterable[int], handler: Callable):
+    def __init__(self, signals: Iterable[int], handler: Callable,
+                 leave_ignored: Iterable[int] = ()):
+        """``leave_ignored``: those of ``signals`` that stay ignored when they are ignored
+        at start (`nohup generate_dump run ...`: then the command, which inherits the
+        disposition, ignores them too)."""
         self.signals = tuple(signals)
         self.handler = handler
+        self.leave_ignored = frozenset(leave_ignored)
 
     def start(self) -> "SignalWakeup":
         self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.old_handlers = {s: signal.signal(s, self.handler) for s in self.signals}
+        # Which signals were ignored before we touched them (a child started later would
+        # have inherited that).
+        self.ignored = frozenset(s for s in self.signals if signal.getsignal(s) == signal.SIG_IGN)
+        self.old_handlers = {s: signal.signal(s, self.handler) for s in self.signals
+                             if s not in self.ignored & self.leave_ignored}
         self.old_wakeup = signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
         return self
 
