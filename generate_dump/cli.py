@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 from .errors import (BadInput, DumpError, Interrupted, OutputError, RunError, TargetNotFound,
-                     run_exit_status)
+                     bug_line, run_exit_status)
 
 PROG = "generate_dump"
 
@@ -30,9 +30,7 @@ def _fail(message: str, status: int = 1) -> NoReturn:
 def _internal_error(exc: BaseException) -> NoReturn:
     """A bug of ours: one line naming it, never a traceback (the target is already
     resumed: every capture path releases it on the way out)."""
-    text = " ".join(str(exc).split())
-    _fail(f"internal error: {type(exc).__name__}: {text} (please report)"
-          if text else f"internal error: {type(exc).__name__} (please report)")
+    _fail(bug_line(exc))
 
 
 def _pid_max() -> int:

@@ -70,3 +70,11 @@ def run_exit_status(exc: DumpError) -> int:
     """What `generate_dump run` exits with for ``exc``: any error that is not about the
     command itself is run's own failure."""
     return exc.exit_status if isinstance(exc, RunError) else RunError.exit_status
+
+
+def bug_line(exc: BaseException) -> str:
+    """A bug of ours as the one line users see instead of a traceback."""
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return f"internal error: {name}: {text} (please report)" if text \
+        else f"internal error: {name} (please report)"

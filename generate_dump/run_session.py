@@ -18,7 +18,7 @@ TYPE_CHECKING = False  # typing costs run's start-up ~2 ms; annotations are not 
 if TYPE_CHECKING:
     from typing import Any, NoReturn, Optional, Union
 
-from .errors import DumpError
+from .errors import DumpError, bug_line
 
 if TYPE_CHECKING:  # imported where used: `run` starts its command without them
     from .backends.linux.supervisor import Supervisor
@@ -171,9 +171,7 @@ def start(command: list[str], *, timeout: Optional[float], output_dir: str, max_
 
 def internal_error(exc: BaseException) -> NoReturn:
     """A bug of ours in run: one line, exit 125 (run's own failure), never a traceback."""
-    text = " ".join(str(exc).split())
-    sys.stderr.write(f"{PROG}: error: internal error: {type(exc).__name__}"
-                     f"{': ' + text if text else ''} (please report)\n")
+    sys.stderr.write(f"{PROG}: error: {bug_line(exc)}\n")
     sys.stderr.flush()
     os._exit(125)
 

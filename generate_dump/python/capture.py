@@ -8,11 +8,12 @@ every byte it used goes into the dump and the stacks can be rebuilt offline.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Iterable, Optional
 
 from ..memsource import MemorySource
-from ..snapshot import MemoryRange, Module, PythonState, Snapshot
+from ..snapshot import MemoryRange, Module, PythonState, Snapshot, SoftError
 from .decode import Recorder, Runtime, ThreadStates, decode, sequential, thread_states
 from .locate import find_runtime
 
@@ -93,10 +94,6 @@ def with_python(snapshot: Snapshot, read_stacks, *, keep_memory: bool,
     (``keep_memory`` false) holds it already. Never loses the dump over the Python part:
     failures become soft errors (and, with ``say_missing``, why no interpreter was
     found)."""
-    import dataclasses
-
-    from ..snapshot import SoftError
-
     try:
         state, ranges = read_stacks()
     except Exception as exc:  # noqa: BLE001 - never lose the dump over the Python part

@@ -34,13 +34,15 @@ class RunLoop:
         self.result = RunResult(status=0)
         self.received: list[int] = []  # signals sent to run, handled by the loop
         self.wakeup: Optional[SignalWakeup] = None  # set up by start(), before the command
+        self.exiting = False  # the process exits when run() returns (run_session.finish)
 
-    def _start_wakeup(self) -> None:
+    def _start_wakeup(self) -> SignalWakeup:
         """Call before the command exists: signals sent to run from then on are noted and
         handled by the loop (forwarded to the command) instead of ending run and
         orphaning the command."""
         self.wakeup = SignalWakeup(RUN_SIGNALS, self._note_signal,
                                    leave_ignored=FORWARDED_SIGNALS).start()
+        return self.wakeup
 
     def _ignored_by_caller(self) -> tuple[int, ...]:
         """Signals the command must get ignored, as it would have inherited them, although
@@ -100,9 +102,8 @@ class RunLoop:
         deadline = time.monotonic() + self.timeout if self.timeout else None
         kill_at: Optional[float] = None
         give_up_at: Optional[float] = None
-        wakeup = self.wakeup or SignalWakeup(RUN_SIGNALS, self._note_signal,
-                                             leave_ignored=FORWARDED_SIGNALS).start()
-        self.wakeup = None
+        wakeup = self.wakeup or self._start_wakeup()
+        self.wakeup = None  # the loop owns it now, and closes it
         errors = 0
         try:
             while True:

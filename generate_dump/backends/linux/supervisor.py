@@ -77,7 +77,6 @@ class Supervisor(RunLoop):
         self.cored: set[int] = set()  # pids whose core was handled
         self.handler = False  # kernel.core_pattern pipes cores to generate_dump core-handler
         self.sid = os.getsid(0)
-        self.exiting = False  # the process exits when run() returns (see DirectoryWatch.close)
         self.me = os.getpid()
 
     # -- start -------------------------------------------------------------------------------
