@@ -214,11 +214,7 @@ def spool(src: BinaryIO, directory: Optional[str] = None,
     ``linkable``: where possible, a file that output.link_anonymous can name later."""
     fd = _linkable_temp(directory) if linkable else None
     if fd is None:
-        tmp = tempfile.TemporaryFile(dir=directory)
-        try:
-            fd = os.dup(tmp.fileno())
-        finally:
-            tmp.close()
+        fd = _temp_fd(directory)
     try:
         if head:
             os.write(fd, head)
@@ -245,6 +241,16 @@ def spool(src: BinaryIO, directory: Optional[str] = None,
         raise
 
 
+def _temp_fd(directory: Optional[str]) -> int:
+    """A descriptor of an unnamed temporary file in ``directory`` (the system's default
+    when None)."""
+    tmp = tempfile.TemporaryFile(dir=directory)
+    try:
+        return os.dup(tmp.fileno())
+    finally:
+        tmp.close()
+
+
 def _into(view: memoryview, data: bytes) -> bytes:
     view[: len(data)] = data
     return data
@@ -256,11 +262,7 @@ def decompress(path_or_fd: Union[str, int], command: list[str], name: str,
     if shutil.which(command[0]) is None:
         raise CoreFileError(f"{name} is {command[0]}-compressed and the {command[0]} command "
                             "is not installed")
-    tmp = tempfile.TemporaryFile(dir=directory)
-    try:
-        fd = os.dup(tmp.fileno())
-    finally:
-        tmp.close()
+    fd = _temp_fd(directory)
     try:
         src = open(path_or_fd, "rb", closefd=not isinstance(path_or_fd, int))
         with src:
