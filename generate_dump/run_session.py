@@ -130,14 +130,17 @@ def _notice(text: str) -> None:
 
 def start(command: list[str], *, timeout: Optional[float], output_dir: str, max_dumps: int,
           kill_after: float, dump_on_signal: bool, trace: bool, core_limit: int,
-          redact: bool = True):
+          redact: bool = True, adopted: Optional[tuple[int, float, float]] = None):
     """Create the output directory and start COMMAND; DumpError if either fails.
-    ``redact``: write the dumps with --redact (the default here: CI uploads them)."""
+    ``redact``: write the dumps with --redact (the default here: CI uploads them).
+    ``adopted``: (pid, monotonic start, wall start) of COMMAND, started by the native
+    launcher (see adopted_command); it is watched instead of started."""
     if not sys.platform.startswith("linux"):
         raise DumpError("`generate_dump run` needs Linux (ptrace)")
     out_dir = os.path.abspath(output_dir)
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        if adopted is None:  # else the launcher made it, and the command may have changed it
+            os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
         raise DumpError(f"cannot create output directory {out_dir}: {exc.strerror}") from None
 
@@ -165,8 +168,53 @@ def start(command: list[str], *, timeout: Optional[float], output_dir: str, max_
     from . import _testhooks
 
     _testhooks.fail("run-start")
-    runner.start()
+    if adopted is not None:
+        assert isinstance(runner, Supervisor)
+        runner.adopt(*adopted)
+    else:
+        runner.start()
     return runner
+
+
+ADOPT_VAR = "GENERATE_DUMP_RUN_ADOPT"
+
+
+def adopted_command() -> Optional[tuple[int, float, float]]:
+    """The command the native launcher (launcher/generate_dump.c) started before becoming
+    this interpreter: (pid, time.monotonic(), time.time() at its start), from ADOPT_VAR,
+    which is removed (nothing we start sees it). None when there is none: not set, or not
+    a child of ours (set by someone else)."""
+    value = os.environ.pop(ADOPT_VAR, None)
+    if not value:
+        return None
+    try:
+        pid_text, mono, wall = value.split()
+        pid = int(pid_text)
+        if pid <= 0:
+            return None
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # a child of ours?
+        return pid, float(mono), float(wall)
+    except (ValueError, ChildProcessError):
+        return None
+
+
+def pass_through(pid: int, why: str) -> NoReturn:
+    """A bug of ours after the launcher started the command: say ``why`` in one line, stay
+    the command's transparent parent (signals forwarded) and exit as it does: the command
+    and whoever waits for it see what they would have seen without us."""
+    import signal
+
+    from .backends.linux.wakeup import FORWARDED_SIGNALS
+
+    sys.stderr.write(f"{PROG}: error: {why}; the command runs on, unwatched\n")
+    sys.stderr.flush()
+    for sig in FORWARDED_SIGNALS:
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, lambda s, _f: os.kill(pid, s))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+    _, status = os.waitpid(pid, 0)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
+             else 128 + os.WTERMSIG(status))
 
 
 def internal_error(exc: BaseException) -> NoReturn:
@@ -196,16 +244,37 @@ def finish(runner) -> NoReturn:
 _VALUED = ("--timeout", "--output-dir", "--max-dumps", "--kill-after", "--core-limit")
 
 
-def fast_path(argv: list[str]) -> None:
-    """Run at once when ``argv`` (after "run") is plain: known options with valid values,
-    then "--" and a command (or a command with no option-like words). Returns (to the click command) for anything else: help,
-    --trace, errors, unusual spellings."""
+def fast_path(argv: list[str], adopted: Optional[tuple[int, float, float]] = None) -> None:
+    """Run at once when ``argv`` (after "run") is plain (see plain_run). Returns (to the
+    click command) for anything else: help, --trace, errors, unusual spellings.
+    ``adopted``: the command the native launcher already started (adopted_command)."""
+    options = plain_run(argv)
+    if options is None:
+        if adopted is not None:
+            pass_through(adopted[0], "internal error: the launcher started a command that "
+                                     "run does not take")
+        return
+    try:
+        runner = start(**options, adopted=adopted)
+    except Exception as exc:  # noqa: BLE001
+        if adopted is not None:
+            pass_through(adopted[0], str(exc) if isinstance(exc, DumpError) else bug_line(exc))
+        if isinstance(exc, DumpError):
+            return  # nothing started: the click command says what is wrong, with its status
+        internal_error(exc)  # not retried: the command may have started
+    finish(runner)
+
+
+def plain_run(argv: list[str]) -> Optional[dict[str, Any]]:
+    """start()'s arguments when ``argv`` (after "run") is plain: known options with valid
+    values, then "--" and a command (or a command with no option-like words); else None.
+    launcher/generate_dump.c accepts the same lines or fewer (tests/test_launcher.py)."""
     opts = dict(DEFAULTS)
     flags = set()
     i = 0
     while True:
         if i >= len(argv):
-            return
+            return None
         arg = argv[i]
         if arg == "--":
             command = argv[i + 1:]
@@ -215,37 +284,31 @@ def fast_path(argv: list[str]) -> None:
             # like an option (it would reject or reinterpret those).
             command = argv[i:]
             if any(a.startswith("-") and a != "-" for a in command):
-                return
+                return None
             break
         name, eq, value = arg.partition("=")
         if name in _VALUED:
             if not eq:
                 if i + 1 >= len(argv):
-                    return
+                    return None
                 i += 1
                 value = argv[i]
             opts[name] = value
         elif arg in ("--dump-on-signal", "--redact", "--no-redact"):
             flags.add(arg)
         else:
-            return
+            return None
         i += 1
     if not command or not re.fullmatch(r"[0-9]+", opts["--max-dumps"]) \
             or opts["--output-dir"] == "":
-        return
+        return None
     try:
         timeout = duration(opts["--timeout"]) if "--timeout" in opts else None
         kill_after = duration(opts["--kill-after"])
         core_limit = size(opts["--core-limit"])
     except ValueError:
-        return
-    try:
-        runner = start(command, timeout=timeout, output_dir=opts["--output-dir"],
-                       max_dumps=int(opts["--max-dumps"]), kill_after=kill_after,
-                       dump_on_signal="--dump-on-signal" in flags, trace=False,
-                       core_limit=core_limit, redact="--no-redact" not in flags)
-    except DumpError:
-        return  # nothing started: the click command says what is wrong, with its status
-    except Exception as exc:  # noqa: BLE001 - not retried: the command may have started
-        internal_error(exc)
-    finish(runner)
+        return None
+    return dict(command=command, timeout=timeout, output_dir=opts["--output-dir"],
+                max_dumps=int(opts["--max-dumps"]), kill_after=kill_after,
+                dump_on_signal="--dump-on-signal" in flags, trace=False,
+                core_limit=core_limit, redact="--no-redact" not in flags)

@@ -35,6 +35,7 @@ class RunLoop:
         self.received: list[int] = []  # signals sent to run, handled by the loop
         self.wakeup: Optional[SignalWakeup] = None  # set up by start(), before the command
         self.exiting = False  # the process exits when run() returns (run_session.finish)
+        self.started = 0.0  # time.monotonic() when the command started (0: not yet)
 
     def _start_wakeup(self) -> SignalWakeup:
         """Call before the command exists: signals sent to run from then on are noted and
@@ -99,7 +100,8 @@ class RunLoop:
     def run(self) -> RunResult:
         if not self.root:
             self.start()
-        deadline = time.monotonic() + self.timeout if self.timeout else None
+        # The deadline counts from the command's start (earlier than ours when adopted).
+        deadline = (self.started or time.monotonic()) + self.timeout if self.timeout else None
         kill_at: Optional[float] = None
         give_up_at: Optional[float] = None
         wakeup = self.wakeup or self._start_wakeup()

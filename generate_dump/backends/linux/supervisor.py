@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ...snapshot import Snapshot
 from .run_events import DumpEvent, exe_name, one_line
 from .run_loop import RunLoop
+from .wakeup import FORWARDED_SIGNALS
 from ...platform.linux.signals import CRASH_SIGNALS
 
 SCAN_INTERVAL = 1.0
@@ -75,6 +76,7 @@ class Supervisor(RunLoop):
         self.expected: dict[int, tuple[int, bool]] = {}  # child -> (crash signal, WCOREDUMP)
         self.names: dict[int, str] = {}  # pid -> executable name, for children that die
         self.cored: set[int] = set()  # pids whose core was handled
+        self.early_cores: list[str] = []  # written before the watch existed (adopt)
         self.handler = False  # kernel.core_pattern pipes cores to generate_dump core-handler
         self.sid = os.getsid(0)
         self.me = os.getpid()
@@ -138,10 +140,29 @@ class Supervisor(RunLoop):
         except BaseException:
             self._stop_wakeup()
             raise
+        self._started(time.monotonic())
+        return self.root
+
+    def adopt(self, pid: int, started: float, started_wall: float) -> int:
+        """Take over COMMAND, already started as start() would have by the native launcher
+        (launcher/generate_dump.c) at ``started`` (time.monotonic()) and ``started_wall``
+        (time.time()), with the forwarded signals blocked until now; see start()."""
+        self.own_group = not os.isatty(0)
+        proctree.set_child_subreaper()
+        self._crash_setup()  # the launcher gave the command the RLIMIT_CORE this decides
+        self._start_wakeup()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # pending ones arrive
+        self.root = pid
+        self._started(started)
+        if self.watch is not None:
+            self._cores_before_watch(started_wall - 1.0)  # file times are coarse
+        return self.root
+
+    def _started(self, when: float) -> None:
+        self.started = when
         self.next_scan = time.monotonic() + SCAN_INTERVAL
         self.known.add(self.root)
         self.names[self.root] = os.path.basename(self.argv[0])
-        return self.root
 
     # -- the loop's hooks (run_loop.RunLoop.run) -------------------------------------------------
 
@@ -214,6 +235,39 @@ class Supervisor(RunLoop):
             return True
         return ids.pgrp == self.root if self.own_group else ids.sid == self.sid
 
+    def _cores_before_watch(self, since: float) -> None:
+        """Cores of the tree that the kernel may have written before our watches existed
+        (an adopted command crashing at once): files core_pattern names, changed since
+        ``since``, in the directories watched now."""
+        assert self.watch is not None and self.pattern is not None
+        for directory in self.watch.watched:
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                if self.pattern.name is not None and self.pattern.name.match(name):
+                    path = os.path.join(directory, name)
+                    try:
+                        if os.stat(path).st_mtime >= since:
+                            self.early_cores.append(path)
+                    except OSError:
+                        pass
+
+    def _early_cores_done(self) -> list[str]:
+        """Those of early_cores whose writer has gone (or is a zombie): the kernel closes
+        a core before the process exits, so these are complete; the others are still being
+        written, and inotify reports them when closed."""
+        done = []
+        for path in list(self.early_cores):
+            ids = coredumps.core_ids(path)
+            if ids is not None and proctree.is_running(ids.pid):
+                continue
+            self.early_cores.remove(path)
+            if ids is not None:
+                done.append(path)
+        return done
+
     def _take_cores(self) -> None:
         """Convert the cores written since the last look. A core is closed before its
         process's exit is reported, so a child reaped just before has its core here."""
@@ -221,6 +275,8 @@ class Supervisor(RunLoop):
             for path in self.watch.read():
                 if self.pattern.name.match(os.path.basename(path)):
                     self._on_core(path)
+        for path in self._early_cores_done() if self.early_cores else ():
+            self._on_core(path)
         for pid, (sig, dumped) in list(self.expected.items()):  # no core arrived: say so
             del self.expected[pid]
             if self.handler:

@@ -46,6 +46,12 @@ def _stat_fields(pid: int) -> Optional[tuple[int, str]]:
         return None
 
 
+def is_running(pid: int) -> bool:
+    """Does ``pid`` exist and has not exited (a zombie has)?"""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[1] not in ("Z", "X")
+
+
 def has_children_files() -> bool:
     """Does this kernel have /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)?"""
     global _children_files
