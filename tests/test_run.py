@@ -52,11 +52,27 @@ def no_cores():
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
 
 
+LAUNCHER = Path(sys.executable).parent / "generate_dump"
+PYTHON_M = [sys.executable, "-m", "generate_dump"]
+
+
+def installed_command() -> list[str]:
+    """The installed `generate_dump` (the native launcher where a C compiler was at hand,
+    as in CI: tests/test_launcher.py requires it there), else `python -m generate_dump`."""
+    return [str(LAUNCHER)] if LAUNCHER.exists() else PYTHON_M
+
+
+# How `run` is invoked: the installed command (what CI users run) and `python -m`.
+ENTRIES = pytest.mark.parametrize("entry", ["installed", "python-m"])
+
+
 def run(out_dir: Path, *args, env=None, timeout=120, cwd=None,
-        core_soft_limit_zero=True) -> subprocess.CompletedProcess:
+        core_soft_limit_zero=True, python_m=False) -> subprocess.CompletedProcess:
     """`generate_dump run` with the command's working directory in ``cwd`` (default: the
-    output directory, so that a core file written there is seen by the test)."""
-    cmd = [sys.executable, "-m", "generate_dump", "run", "--output-dir", str(out_dir), *map(str, args)]
+    output directory, so that a core file written there is seen by the test); through the
+    installed command (see installed_command) unless ``python_m``."""
+    gd = PYTHON_M if python_m else installed_command()
+    cmd = [*gd, "run", "--output-dir", str(out_dir), *map(str, args)]
     out_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=cwd or out_dir, preexec_fn=no_cores if core_soft_limit_zero else None)
@@ -208,7 +224,7 @@ def test_bad_duration(crashers, tmp_path):
 
 @MODES
 def test_signals_are_forwarded(crashers, tmp_path, mode):
-    p = subprocess.Popen([sys.executable, "-m", "generate_dump", "run", *mode, "--output-dir",
+    p = subprocess.Popen([*installed_command(), "run", *mode, "--output-dir",
                           str(tmp_path), "--", str(crashers), "hang-child"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
@@ -244,7 +260,7 @@ def test_max_dumps(crashers, tmp_path):
 
 def test_dump_on_signal(crashers, tmp_path):
     """A cancelled CI job: SIGTERM to run dumps the tree first, then ends it."""
-    p = subprocess.Popen([sys.executable, "-m", "generate_dump", "run", "--dump-on-signal",
+    p = subprocess.Popen([*installed_command(), "run", "--dump-on-signal",
                           "--output-dir", str(tmp_path), "--", str(crashers), "hang-child"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     child = int(p.stdout.readline().split()[1])
@@ -305,7 +321,7 @@ def test_core_kept_when_the_command_would_have_written_it(crashers, tmp_path):
     def cores_allowed():
         resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
 
-    cmd = [sys.executable, "-m", "generate_dump", "run", "--output-dir", str(tmp_path / "out"),
+    cmd = [*installed_command(), "run", "--output-dir", str(tmp_path / "out"),
            "--", str(crashers), "segv"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120,
                        preexec_fn=cores_allowed)
@@ -538,13 +554,15 @@ def _alive_with_argv(marker: str) -> list[int]:
     return out
 
 
+@ENTRIES
 @pytest.mark.parametrize("attempt", range(8))
-def test_sigterm_at_start_never_orphans_the_command(tmp_path, attempt):
+def test_sigterm_at_start_never_orphans_the_command(tmp_path, attempt, entry):
     """SIGTERM to run the moment its command has started (a cancelled CI job; the same
     race as test_dump_on_signal's): the command gets the signal too and is never left
     running without run. Signal handling is set up before the command is spawned."""
     marker = f"{30 + attempt / 100 + os.getpid() % 1000 / 1e6:.6f}"
-    p = subprocess.Popen([sys.executable, "-m", "generate_dump", "run", "--output-dir",
+    gd = installed_command() if entry == "installed" else PYTHON_M
+    p = subprocess.Popen([*gd, "run", "--output-dir",
                           str(tmp_path), "--", "sh", "-c", 'echo ready; exec sleep "$0"',
                           marker],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -583,7 +601,7 @@ def test_bug_of_ours_is_one_line_and_125(tmp_path, spelling):
     run's own status, 125, never a traceback; the command does not run."""
     marker = tmp_path / "ran"
     env = dict(os.environ, GENERATE_DUMP_TEST_FAIL="run-start")
-    r = run(tmp_path, *spelling, "touch", marker, env=env)
+    r = run(tmp_path, *spelling, "touch", marker, env=env, python_m=True)
     assert r.returncode == 125, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("generate_dump run: error: internal error: InjectedFailure"), \
@@ -617,21 +635,24 @@ def _ignore(*sigs):
 @pytest.mark.parametrize("ignored", [(), (signal.SIGHUP,), (signal.SIGINT, signal.SIGQUIT),
                                      (signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD)],
                          ids=["none", "nohup", "int-quit", "hup-term-chld"])
-def test_command_inherits_the_callers_ignored_signals(tmp_path, mode, ignored):
+@ENTRIES
+def test_command_inherits_the_callers_ignored_signals(tmp_path, mode, ignored, entry):
     """`nohup generate_dump run -- CMD` (or a CI runner that ignores SIGINT): the command
     ignores what the caller ignored, exactly as when started bare; run too does not die of
     an ignored signal."""
-    probe = ["grep", "^SigIgn", "/proc/self/status"]
+    probe = ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]
 
     def mask(argv):
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path,
                            preexec_fn=_ignore(*ignored))
         assert r.returncode == 0, r.stderr
-        return int(r.stdout.split()[1], 16)
+        blocked, ignored_mask = (int(line.split()[1], 16) for line in r.stdout.splitlines())
+        assert blocked == 0, r.stdout  # SigBlk comes first in /proc/PID/status
+        return ignored_mask
 
     bare = mask(probe)
-    wrapped = mask([sys.executable, "-m", "generate_dump", "run", *mode, "--output-dir",
-                    str(tmp_path), "--", *probe])
+    gd = installed_command() if entry == "installed" else PYTHON_M
+    wrapped = mask([*gd, "run", *mode, "--output-dir", str(tmp_path), "--", *probe])
     watched = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                signal.SIGPIPE, signal.SIGXFSZ}
     bits = sum(1 << (s - 1) for s in watched)
