@@ -210,15 +210,28 @@ static pid_t start_command(char **command, const struct run_line *line, sigset_t
     return pid;
 }
 
+/* generate_dump-python beside this program (found through /proc/self/exe, which resolves
+ * symbolic links such as pipx's, else through argv[0]); 0 on success. */
+static int find_script(char *script, size_t size, const char *argv0) {
+    ssize_t n = readlink("/proc/self/exe", script, size - sizeof SCRIPT - 1);
+    if (n <= 0) {
+        n = (ssize_t)strlen(argv0);
+        if ((size_t)n >= size - sizeof SCRIPT - 1) return -1;
+        memcpy(script, argv0, (size_t)n);
+    }
+    char *slash = memrchr(script, '/', (size_t)n);
+    if (!slash) return -1;
+    strcpy(slash + 1, SCRIPT);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     char script[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", script, sizeof script - sizeof SCRIPT - 1);
-    char *slash = n > 0 ? memrchr(script, '/', (size_t)n) : NULL;
-    if (!slash) {
-        fprintf(stderr, "generate_dump: cannot find where this program is installed\n");
+    if (find_script(script, sizeof script, argv[0]) != 0) {
+        fprintf(stderr, "generate_dump: cannot find %s: where is this program installed?\n",
+                SCRIPT);
         return 127;
     }
-    strcpy(slash + 1, SCRIPT);
 
     struct run_line line;
     int plain = argc > 2 && strcmp(argv[1], "run") == 0 && parse_run(argc, argv, &line);

@@ -192,3 +192,30 @@ def test_crash_before_python_is_up_is_dumped(tmp_path):
     assert len(files) == 1, (r.stderr, sorted(out.iterdir()))
     assert "got SIGSEGV" in r.stderr, r.stderr
     assert not [f for f in out.iterdir() if f.name.startswith("core")]
+
+
+@pytest.mark.slow
+def test_without_a_compiler_the_python_command_is_installed(tmp_path):
+    """No C compiler at install time (CC fails): the install still succeeds, and
+    `generate_dump` is the Python console script, which runs `run` the same way."""
+    import sysconfig
+
+    import pip
+
+    root = Path(__file__).resolve().parent.parent
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    Path(site, "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    r = subprocess.run([str(venv / "bin" / "python"), os.path.dirname(pip.__file__), "install",
+                        "--quiet", "--no-deps", str(root)], capture_output=True, text=True,
+                       env=dict(os.environ, CC="false"), timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    command = venv / "bin" / "generate_dump"
+    assert command.read_bytes().startswith(b"#!"), "expected the Python console script"
+    assert (venv / "bin" / "generate_dump-python").exists()
+    r = subprocess.run([str(command), "run", "--output-dir", str(tmp_path), "--", "sh", "-c",
+                        "exit 3"], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stderr) == (3, ""), r.stderr
