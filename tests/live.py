@@ -121,6 +121,38 @@ def python_target(threads: int = 3) -> Target:
     return Target([sys.executable, "-c", code])
 
 
+def alive_with_argv(word: str) -> list[int]:
+    """Pids of the processes with ``word`` among their arguments (a unique marker given to
+    a command, to find it again however it was reparented)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if word.encode() in f.read().split(b"\0"):
+                        out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def left_running(word: str, within: float = 5.0) -> list[int]:
+    """alive_with_argv(word) once none is left, or after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while alive_with_argv(word) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return alive_with_argv(word)
+
+
+def kill_marked(word: str) -> None:
+    """SIGKILL whatever alive_with_argv(word) finds (a test's cleanup)."""
+    for pid in alive_with_argv(word):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def thread_state(pid: int, tid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/task/{tid}/stat").read_bytes()

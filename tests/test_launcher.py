@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from generate_dump.run_session import plain_run
+from live import compile_program, kill_marked, left_running
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -129,19 +130,6 @@ def test_environment_is_the_callers(tmp_path):
     assert r.stdout.strip() == "[] [] True", r.stdout
 
 
-def _alive_with_argv(marker: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read().split(b"\0"):
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
-
-
 @pytest.mark.parametrize("attempt", range(6))
 def test_signal_before_python_is_up_is_forwarded(tmp_path, attempt):
     """SIGTERM to run before its Python side handles signals (sent at once, or a few ms
@@ -157,13 +145,9 @@ def test_signal_before_python_is_up_is_forwarded(tmp_path, attempt):
         # -15: killed before its first instruction could block the signal (so before it
         # started anything), as the bare command would have been.
         assert p.wait(timeout=30) in (128 + signal.SIGTERM, -signal.SIGTERM), p.stderr.read()
-        deadline = time.monotonic() + 5
-        while _alive_with_argv(marker) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not _alive_with_argv(marker), "the command outlived run"
+        assert not left_running(marker), "the command outlived run"
     finally:
-        for pid in _alive_with_argv(marker):
-            os.kill(pid, signal.SIGKILL)
+        kill_marked(marker)
         p.kill()
         p.wait()
 
@@ -175,7 +159,6 @@ def test_crash_before_python_is_up_is_dumped(tmp_path):
     need_launcher()
     import resource
 
-    from live import compile_program
 
     exe = compile_program("crashers", tmp_path, "-O0")
 

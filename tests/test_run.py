@@ -21,7 +21,7 @@ from generate_dump.backends.linux.coredumps import (
     system_core_pattern,
 )
 from generate_dump.sources.minidump_file import read_minidump_snapshot
-from live import PROGRAMS, compile_program
+from live import PROGRAMS, compile_program, kill_marked, left_running
 from readers import breakpad_stackwalk, minidump_dump, rust_stackwalk_json
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="run needs ptrace")
@@ -541,19 +541,6 @@ def test_go_timeout(gopreempt, tmp_path, mode):
     minidump_dump(files[0])
 
 
-def _alive_with_argv(marker: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if marker.encode() in f.read().split(b"\0"):
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
-
-
 @ENTRIES
 @pytest.mark.parametrize("attempt", range(8))
 def test_sigterm_at_start_never_orphans_the_command(tmp_path, attempt, entry):
@@ -570,15 +557,11 @@ def test_sigterm_at_start_never_orphans_the_command(tmp_path, attempt, entry):
         assert p.stdout.readline() == b"ready\n"
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=30)
-        deadline = time.monotonic() + 5
-        while _alive_with_argv(marker) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        left = _alive_with_argv(marker)
+        left = left_running(marker)
         assert not left, f"sleep {marker} outlived run (pids {left})"
         assert p.returncode == 128 + signal.SIGTERM, p.stderr.read()
     finally:
-        for pid in _alive_with_argv(marker):
-            os.kill(pid, signal.SIGKILL)
+        kill_marked(marker)
         p.kill()
         p.wait()
 
