@@ -312,6 +312,31 @@ def test_crash_in_a_grandchild(crashers, symbols, tmp_path):
     assert list(work.iterdir()) == []  # the core was deleted
 
 
+@MODES
+@pytest.mark.parametrize("shape", ["failing", "exec", "passing"])
+def test_crash_in_a_directory_entered_just_before(crashers, symbols, tmp_path, mode, shape):
+    """`cd build && ./test` crashing at once: the core lands in a directory run has not
+    seen yet (its scan runs once a second). The default mode finds it afterwards, below
+    the directories it knows: when the shell reports the crash (failing), when the
+    crasher is run's own child (exec), and, in a run long enough to afford the look,
+    when the command ends well anyway (passing); the core run caused is deleted."""
+    need_core_files()
+    work = tmp_path / "work"
+    (work / "build" / "tests").mkdir(parents=True)
+    script = {"failing": 'cd build/tests && "$0" segv',
+              "exec": 'cd build/tests && exec "$0" segv',
+              "passing": '(cd build/tests && "$0" segv); sleep 1.5; exit 0'}[shape]
+    r = run(tmp_path / "out", *mode, "--", "sh", "-c", script, crashers, cwd=work)
+    assert r.returncode == (0 if shape == "passing" else 139), r.stderr
+    (path,) = dumps(tmp_path / "out")
+    md = read_minidump_snapshot(path)
+    assert md.exception.code == signal.SIGSEGV and md.exception.address == 0
+    crash, frames = crash_report(path, symbols)
+    assert crash[:2] == ("SIGSEGV /SEGV_MAPERR", "0x0")
+    assert frames[md.exception.thread_id][:2] == ["crash_in_main", "main"]
+    assert list((work / "build" / "tests").iterdir()) == []  # the core was deleted
+
+
 def test_core_kept_when_the_command_would_have_written_it(crashers, tmp_path):
     need_core_files()
     soft, hard = resource.getrlimit(resource.RLIMIT_CORE)

@@ -41,6 +41,12 @@ from .wakeup import FORWARDED_SIGNALS
 from ...platform.linux.signals import CRASH_SIGNALS
 
 SCAN_INTERVAL = 1.0
+# After a sign of a crash whose core was not seen (see _sweep): how deep below the working
+# directories run knows, and how many directory entries at most, it looks for the core.
+SWEEP_DEPTH = 4
+SWEEP_ENTRIES = 20000
+SWEEP_SECONDS = 0.5  # the most a sweep may take after a sign of a crash
+SWEEP_SHARE = 0.01  # a run that ended well: a sweep of at most this share of its time
 
 
 class Supervisor(RunLoop):
@@ -77,6 +83,8 @@ class Supervisor(RunLoop):
         self.names: dict[int, str] = {}  # pid -> executable name, for children that die
         self.cored: set[int] = set()  # pids whose core was handled
         self.early_cores: list[str] = []  # written before the watch existed (adopt)
+        self.cwds: set[str] = set()  # working directories of the tree seen so far
+        self.started_wall = 0.0  # time.time() when the command started
         self.handler = False  # kernel.core_pattern pipes cores to generate_dump core-handler
         self.sid = os.getsid(0)
         self.me = os.getpid()
@@ -124,6 +132,7 @@ class Supervisor(RunLoop):
 
     def _watch_cwd(self, cwd: Optional[str]) -> None:
         if cwd and self.watch is not None and self.pattern is not None:
+            self.cwds.add(cwd)
             self.watch.add(self.pattern.directory_for(cwd))
 
     def start(self) -> int:
@@ -140,7 +149,7 @@ class Supervisor(RunLoop):
         except BaseException:
             self._stop_wakeup()
             raise
-        self._started(time.monotonic())
+        self._started(time.monotonic(), time.time())
         return self.root
 
     def adopt(self, pid: int, started: float, started_wall: float) -> int:
@@ -153,13 +162,14 @@ class Supervisor(RunLoop):
         self._start_wakeup()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # pending ones arrive
         self.root = pid
-        self._started(started)
+        self._started(started, started_wall)
         if self.watch is not None:
             self._cores_before_watch(started_wall - 1.0)  # file times are coarse
         return self.root
 
-    def _started(self, when: float) -> None:
+    def _started(self, when: float, wall: float) -> None:
         self.started = when
+        self.started_wall = wall
         self.next_scan = time.monotonic() + SCAN_INTERVAL
         self.known.add(self.root)
         self.names[self.root] = os.path.basename(self.argv[0])
@@ -193,6 +203,13 @@ class Supervisor(RunLoop):
         proctree.signal_all(proctree.descendants(self.me), signal.SIGKILL)
 
     def _after_loop(self) -> None:
+        if not self.result.timed_out:
+            # The command failed: a crash below it may have gone unseen. It did not: a core
+            # may still be left where run made the kernel write one, so look as long as
+            # the look costs little against the whole run (README, What it costs).
+            took = time.monotonic() - self.started
+            self._sweep(SWEEP_SECONDS if self.root_status else min(SWEEP_SECONDS,
+                                                                   took * SWEEP_SHARE))
         if self.watch is not None:
             self.watch.close(exiting=self.exiting)
 
@@ -277,6 +294,8 @@ class Supervisor(RunLoop):
                     self._on_core(path)
         for path in self._early_cores_done() if self.early_cores else ():
             self._on_core(path)
+        if any(dumped for _, dumped in self.expected.values()):
+            self._sweep(SWEEP_SECONDS)  # a child dumped core where run was not looking
         for pid, (sig, dumped) in list(self.expected.items()):  # no core arrived: say so
             del self.expected[pid]
             if self.handler:
@@ -291,6 +310,48 @@ class Supervisor(RunLoop):
                               exe=self.names.get(pid, "process"), error=why)
             self.result.dumps.append(event)
             self.on_dump(event)
+
+    def _sweep(self, seconds: float) -> None:
+        """Look for cores that the watches missed: with a relative core_pattern a core lands
+        in the crashing process's working directory, which run learns only by its scan
+        every SCAN_INTERVAL (`cd build && ./test` crashing at once is not seen). Called
+        after a sign of such a crash (a child that dumped core with no core seen, or the
+        command failing) and, for as long as costs little, at the end of a run that ended
+        well (a core run caused must not be left behind). It walks the directories below
+        those known, breadth first, at
+        most SWEEP_DEPTH levels and SWEEP_ENTRIES entries (hidden directories left out),
+        for files core_pattern names, changed since the command started; _on_core converts
+        (and, when run caused them, deletes) those of our tree and leaves the others. It
+        stops after ``seconds``."""
+        pattern = self.pattern
+        if self.watch is None or pattern is None or pattern.name is None \
+                or not pattern.relative or not self.cwds or seconds < 0.002:
+            return
+        give_up = time.monotonic() + seconds
+        since = self.started_wall - 1.0  # file times are coarse
+        budget = SWEEP_ENTRIES
+        queue = [(cwd, 0) for cwd in sorted(self.cwds)]
+        visited: set[str] = set()
+        while queue and budget > 0 and time.monotonic() < give_up:
+            directory, depth = queue.pop(0)
+            if directory in visited:
+                continue
+            visited.add(directory)
+            cores_in = pattern.directory_for(directory)
+            entries = _entries(directory)
+            if cores_in != directory:
+                entries += [e for e in _entries(cores_in) if not e.is_dir()]
+            for entry in entries:
+                budget -= 1
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if depth < SWEEP_DEPTH and not entry.name.startswith("."):
+                            queue.append((entry.path, depth + 1))
+                    elif pattern.name.match(entry.name) and os.path.dirname(entry.path) \
+                            == cores_in and entry.stat(follow_symlinks=False).st_mtime >= since:
+                        self._on_core(entry.path)
+                except OSError:
+                    pass
 
     def _on_core(self, path: str) -> None:
         try:
@@ -382,3 +443,12 @@ class Supervisor(RunLoop):
                 os.kill(self.root, sig)
         except OSError:
             pass
+
+
+def _entries(directory: str) -> list[os.DirEntry]:
+    """The entries of ``directory``; [] if it cannot be read."""
+    try:
+        with os.scandir(directory) as it:
+            return list(it)
+    except OSError:
+        return []
