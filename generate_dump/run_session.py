@@ -11,7 +11,6 @@ the ci/ hooks.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 TYPE_CHECKING = False  # typing costs run's start-up ~2 ms; annotations are not evaluated
@@ -31,24 +30,47 @@ _SIZES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 DEFAULTS = {"--output-dir": ".", "--max-dumps": "10", "--kill-after": "5s", "--core-limit": "2G"}
 
 
+# duration() and size() read by hand what the regexes in their docstrings say (`re` costs
+# run's start-up ~2 ms); tests/test_run.py holds them to the regexes.
+
+
+def _digits(text: str, i: int) -> int:
+    """The end of the ASCII digits of ``text`` from ``i``."""
+    while i < len(text) and "0" <= text[i] <= "9":
+        i += 1
+    return i
+
+
 def duration(text: str) -> float:
-    """Seconds in ``text`` (90, 30s, 500ms, 5m, 1h); ValueError if it is not a duration."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m|h|)\s*", text)
-    if not m or float(m.group(1)) <= 0:
+    r"""Seconds in ``text`` (90, 30s, 500ms, 5m, 1h); ValueError if it is not a duration:
+    ``\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m|h|)\s*``, more than 0."""
+    t = text.strip()
+    end = _digits(t, 0)
+    if end > 0 and end < len(t) and t[end] == ".":
+        end = _digits(t, end + 1)
+    number, unit = t[:end], t[end:].lstrip()
+    if end == 0 or unit not in _UNITS or float(number) <= 0:
         raise ValueError(f"'{text}' is not a duration; use e.g. 90, 30s, 500ms, 5m, 1h")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    return float(number) * _UNITS[unit]
 
 
 def size(text: str) -> int:
-    """Bytes in ``text`` (0, 4096, 512M, 2G); ValueError if it is not a size."""
-    m = re.fullmatch(r"\s*([0-9]+)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
-    if not m:
+    r"""Bytes in ``text`` (0, 4096, 512M, 2G); ValueError if it is not a size:
+    ``\s*([0-9]+)\s*([kKmMgG]?)(?:i?[bB])?\s*``."""
+    t = text.strip()
+    end = _digits(t, 0)
+    number, rest = t[:end], t[end:].lstrip()
+    unit = rest[:1] if rest[:1] in ("k", "K", "m", "M", "g", "G") else ""
+    suffix = rest[len(unit):]
+    if end == 0 or suffix not in ("", "b", "B", "ib", "iB"):
         raise ValueError(f"'{text}' is not a size; use e.g. 0, 512M, 2G")
-    return int(m.group(1)) * _SIZES[m.group(2).lower()]
+    return int(number) * _SIZES[unit.lower()]
 
 
 def dump_file_name(exe: str, pid: int, reason: str, when: Optional[float] = None) -> str:
     """`<exe>-<pid>-<reason>-<UTC time>.dmp`: sorts by program, safe as a CI artifact name."""
+    import re
+
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when if when is not None else time.time()))
     safe = re.sub(r"[^A-Za-z0-9._+-]", "_", exe)[:64] or "process"
     return f"{safe}-{pid}-{reason}-{stamp}.dmp"
@@ -299,7 +321,8 @@ def plain_run(argv: list[str]) -> Optional[dict[str, Any]]:
         else:
             return None
         i += 1
-    if not command or not re.fullmatch(r"[0-9]+", opts["--max-dumps"]) \
+    max_dumps = opts["--max-dumps"]
+    if not command or not max_dumps or _digits(max_dumps, 0) != len(max_dumps) \
             or opts["--output-dir"] == "":
         return None
     try:

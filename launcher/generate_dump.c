@@ -225,6 +225,40 @@ static int find_script(char *script, size_t size, const char *argv0) {
     return 0;
 }
 
+/* Run the Python side for an adopted command without pip's console-script wrapper (its
+ * `import re` costs the start-up ~2 ms): the interpreter named by the script's "#!" line,
+ * with a bootstrap that reads argv as the script would. Returns only if it cannot. */
+static void exec_python_directly(const char *script, char **argv) {
+    static const char boot[] =
+        "import sys\n"
+        "if sys.path and sys.path[0] == '': del sys.path[0]\n"  /* -c puts the cwd first */
+        "del sys.argv[0]\n"
+        "from generate_dump._entry import main\n"
+        "main()\n";
+    char line[PATH_MAX + 3];
+    FILE *f = fopen(script, "r");
+    if (!f) return;
+    int ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    size_t n = ok ? strlen(line) : 0;
+    /* Only the plain form pip writes, "#!/path/python\n": no arguments, no spaces. */
+    if (n < 4 || strncmp(line, "#!/", 3) != 0 || line[n - 1] != '\n') return;
+    line[n - 1] = 0;
+    const char *base = strrchr(line, '/') + 1;
+    if (strpbrk(line, " \t\r") || strncmp(base, "python", 6) != 0) return;
+    int argc = 0;
+    while (argv[argc]) argc++;
+    char **args = calloc((size_t)argc + 4, sizeof *args);
+    if (!args) return;
+    args[0] = line + 2;
+    args[1] = "-c";
+    args[2] = (char *)boot;
+    args[3] = (char *)script;  /* sys.argv[0], as when the script runs */
+    for (int i = 1; i < argc; i++) args[3 + i] = argv[i];
+    execv(line + 2, args);
+    free(args);
+}
+
 int main(int argc, char **argv) {
     char script[PATH_MAX];
     if (find_script(script, sizeof script, argv[0]) != 0) {
@@ -253,6 +287,7 @@ int main(int argc, char **argv) {
             snprintf(value, sizeof value, "%d %lld.%09ld %lld.%09ld", (int)pid,
                      (long long)t0.tv_sec, t0.tv_nsec, (long long)wall.tv_sec, wall.tv_nsec);
             setenv(ADOPT_VAR, value, 1);
+            exec_python_directly(script, argv);
         }
     }
     execv(script, argv);

@@ -202,3 +202,26 @@ def test_without_a_compiler_the_python_command_is_installed(tmp_path):
     r = subprocess.run([str(command), "run", "--output-dir", str(tmp_path), "--", "sh", "-c",
                         "exit 3"], capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stderr) == (3, ""), r.stderr
+
+
+def test_a_script_pip_wrote_through_sh_is_run_as_a_script(tmp_path):
+    """pip writes `#!/bin/sh` and an exec trampoline when the interpreter's path is long or
+    has spaces: the launcher then runs the script as it is, never the shell with Python
+    code, and `run` works the same."""
+    need_launcher()
+    bin_dir = tmp_path / "a dir with spaces"
+    bin_dir.mkdir()
+    launcher = bin_dir / "generate_dump"
+    launcher.write_bytes(LAUNCHER.read_bytes())
+    launcher.chmod(0o755)
+    script = bin_dir / "generate_dump-python"
+    script.write_text("#!/bin/sh\n"
+                      f"'''exec' \"{sys.executable}\" \"$0\" \"$@\"\n"
+                      "' '''\n"
+                      "import sys\n"
+                      "from generate_dump._entry import main\n"
+                      "sys.exit(main())\n")
+    script.chmod(0o755)
+    r = subprocess.run([str(launcher), "run", "--output-dir", str(tmp_path), "--", "sh", "-c",
+                        "echo ran; exit 3"], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "ran\n", ""), r.stderr

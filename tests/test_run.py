@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from checks import breakpad_frames
 from generate_dump.backends.linux.coredumps import (
@@ -20,6 +22,7 @@ from generate_dump.backends.linux.coredumps import (
     parse_core_pattern,
     system_core_pattern,
 )
+from generate_dump.run_session import duration, size
 from generate_dump.sources.minidump_file import read_minidump_snapshot
 from live import PROGRAMS, compile_program, kill_marked, left_running
 from readers import breakpad_stackwalk, minidump_dump, rust_stackwalk_json
@@ -619,17 +622,48 @@ def test_bug_of_ours_is_one_line_and_125(tmp_path, spelling):
 
 def test_fast_path_imports_stay_light():
     """`run` starts its command before anything heavy loads: the modules its default mode
-    needs import neither click, the capture machinery, dataclasses nor typing (each costs
-    the wrapped command milliseconds of start-up; see README, What it costs)."""
+    needs import neither click, the capture machinery, dataclasses, typing, re, enum (nor
+    signal, which imports it), collections nor ctypes (each costs the wrapped command, or
+    the CPU beside it, milliseconds of start-up; see README, What it costs)."""
     code = ("import sys\n"
-            "import generate_dump.run_session, generate_dump.backends.linux.supervisor\n"
-            "heavy = {'click', 'typing', 'dataclasses', 'ptrace', 'elftools',\n"
+            "import generate_dump._entry, generate_dump.run_session\n"
+            "import generate_dump.backends.linux.supervisor\n"
+            "heavy = {'click', 'typing', 'dataclasses', 'ptrace', 'elftools', 're', 'enum',\n"
+            "         'signal', 'collections', 'ctypes', 'functools',\n"
             "         'generate_dump.backends.linux.capture', 'generate_dump.snapshot'}\n"
             "print(sorted(heavy & set(sys.modules)))\n")
     r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", r.stdout
+
+
+_DURATION = r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m|h|)\s*"
+_SIZE = r"\s*([0-9]+)\s*([kKmMgG]?)(?:i?[bB])?\s*"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("0123456789.msShkKmMgGiIbB x\t\n\x1c\xa0\u0663_-+e")),
+               max_size=8))
+def test_duration_and_size_read_what_their_regexes_say(text):
+    """run_session reads durations and sizes by hand (re costs run's start-up): the same
+    values as the regexes they replaced, and the same refusals."""
+    m = re.fullmatch(_DURATION, text)
+    expected = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}[
+        m.group(2)] if m and float(m.group(1)) > 0 else None
+    try:
+        got = duration(text)
+    except ValueError:
+        got = None
+    assert got == expected, text
+    m = re.fullmatch(_SIZE, text)
+    expected = int(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[
+        m.group(2).lower()] if m else None
+    try:
+        got = size(text)
+    except ValueError:
+        got = None
+    assert got == expected, text
 
 
 def _ignore(*sigs):

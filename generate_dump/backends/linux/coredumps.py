@@ -13,28 +13,47 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import re
 import resource
 import struct
-from collections import namedtuple
 
 TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
 if TYPE_CHECKING:
+    from re import Pattern
     from typing import Optional
 
 CORE_PATTERN = "/proc/sys/kernel/core_pattern"
 CORE_USES_PID = "/proc/sys/kernel/core_uses_pid"
 
 
-class CorePattern(namedtuple("CorePattern", "text pipe directory name")):
+class NamePattern:
+    """``match(name)`` for core file names; the regex is compiled (and `re` imported) at
+    the first use, after run's start-up, not during it."""
+
+    def __init__(self, pieces: list[tuple[str, str]]):
+        self.pieces = pieces  # ("literal", text) or ("regex", pattern)
+        self._compiled: Optional[Pattern[str]] = None
+
+    def match(self, name: str):
+        if self._compiled is None:
+            import re
+
+            self._compiled = re.compile("".join(
+                re.escape(text) if kind == "literal" else text
+                for kind, text in self.pieces) + r"\Z")
+        return self._compiled.match(name)
+
+
+class CorePattern:
     """kernel.core_pattern, parsed for finding the files it names: ``text``; ``pipe``
     (to a handler); ``directory``, absolute, or relative to the crashing process's cwd
-    ("" = the cwd); ``name``, a compiled regex matching the file name, or None if we cannot
-    predict it."""
+    ("" = the cwd); ``name``, a NamePattern for the file name, or None if we cannot
+    predict it. (A plain class: collections.namedtuple costs run's start-up.)"""
 
-    __slots__ = ()
+    __slots__ = ("text", "pipe", "directory", "name")
+
+    def __init__(self, text: str, pipe: bool, directory: str, name: Optional[NamePattern]):
+        self.text, self.pipe, self.directory, self.name = text, pipe, directory, name
 
     @property
     def relative(self) -> bool:
@@ -59,23 +78,24 @@ def parse_core_pattern(text: str, uses_pid: bool) -> CorePattern:
     directory, base = os.path.split(text)
     if "%" in directory:
         return CorePattern(text, False, directory, None)  # per-process directories
-    regex, has_pid, i = "", False, 0
+    pieces: list[tuple[str, str]] = []
+    has_pid, i = False, 0
     while i < len(base):
         c = base[i]
         if c == "%" and i + 1 < len(base):
             spec = base[i + 1]
             if spec == "%":
-                regex += "%"
+                pieces.append(("literal", "%"))
             else:
                 has_pid |= spec == "p"
-                regex += r"\d+" if spec in "pPiIugst" else r"[^/]*"
+                pieces.append(("regex", r"\d+" if spec in "pPiIugst" else r"[^/]*"))
             i += 2
             continue
-        regex += re.escape(c)
+        pieces.append(("literal", c))
         i += 1
     if uses_pid and not has_pid:
-        regex += r"\.\d+"
-    return CorePattern(text, False, directory, re.compile(regex + r"\Z"))
+        pieces.append(("regex", r"\.\d+"))
+    return CorePattern(text, False, directory, NamePattern(pieces))
 
 
 def is_our_handler(pattern: CorePattern) -> bool:
@@ -114,6 +134,8 @@ class DirectoryWatch:
     IN_CLOEXEC = 0o2000000
 
     def __init__(self) -> None:
+        import ctypes
+
         self._libc = ctypes.CDLL(None, use_errno=True)
         fd = self._libc.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
         if fd < 0:
@@ -176,11 +198,15 @@ class DirectoryWatch:
         os.close(self.fd)
 
 
-class CoreIds(namedtuple("CoreIds", "pid ppid pgrp sid fname signal")):
+class CoreIds:
     """Who wrote a core: from its NT_PRPSINFO note; ``signal`` is pr_cursig of the first
     NT_PRSTATUS (the signal it died of)."""
 
-    __slots__ = ()
+    __slots__ = ("pid", "ppid", "pgrp", "sid", "fname", "signal")
+
+    def __init__(self, pid: int, ppid: int, pgrp: int, sid: int, fname: str, signal: int):
+        self.pid, self.ppid, self.pgrp, self.sid = pid, ppid, pgrp, sid
+        self.fname, self.signal = fname, signal
 
 
 def core_ids(path: str) -> Optional[CoreIds]:

@@ -7,13 +7,16 @@ hooks: what news means, how the tree is ended, what is left to do at the end.
 
 from __future__ import annotations
 
-import signal
+TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
+if TYPE_CHECKING:
+    import signal
+else:  # the C module: `signal` imports enum for its enums, ~3 ms of run's start-up
+    import _signal as signal
 import time
 
 from .run_events import RunResult, one_line
 from .wakeup import FORWARDED_SIGNALS, RUN_SIGNALS, SignalWakeup
 
-TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
 if TYPE_CHECKING:
     from typing import Callable, Iterable, Optional
 

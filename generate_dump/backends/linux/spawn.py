@@ -9,8 +9,11 @@ from __future__ import annotations
 import errno
 import os
 import resource
-import signal
 TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
+if TYPE_CHECKING:
+    import signal
+else:  # the C module: `signal` imports enum for its enums, ~3 ms of run's start-up
+    import _signal as signal
 if TYPE_CHECKING:
     from typing import Callable, Optional
 

@@ -22,7 +22,11 @@ exec and signal of a traced process is a round trip through the tracer; see READ
 from __future__ import annotations
 
 import os
-import signal
+TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
+if TYPE_CHECKING:
+    import signal
+else:  # the C module: `signal` imports enum for its enums, ~3 ms of run's start-up
+    import _signal as signal
 import time
 
 from ...errors import DumpError
@@ -30,7 +34,6 @@ from . import coredumps
 from ...platform.linux import proctree
 from .spawn import spawn
 
-TYPE_CHECKING = False  # no typing at run time: it costs run's start-up ~2 ms
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 from .run_events import DumpEvent, exe_name, one_line
 from .run_loop import RunLoop
 from .wakeup import FORWARDED_SIGNALS
-from ...platform.linux.signals import CRASH_SIGNALS
+from ...platform.linux.signals import CRASH_SIGNALS, signal_name
 
 SCAN_INTERVAL = 1.0
 # After a sign of a crash whose core was not seen (see _sweep): how deep below the working
@@ -306,7 +309,7 @@ class Supervisor(RunLoop):
                 why = "its core file was written where run does not look (use --trace)"
             else:
                 why = "the kernel wrote no core file for it (use --trace)"
-            event = DumpEvent(pid=pid, reason=signal.Signals(sig).name, path=None,
+            event = DumpEvent(pid=pid, reason=signal_name(sig), path=None,
                               exe=self.names.get(pid, "process"), error=why)
             self.result.dumps.append(event)
             self.on_dump(event)
@@ -367,10 +370,7 @@ class Supervisor(RunLoop):
         self.handled_cores.add(key)
         self.cored.add(ids.pid)
         self.expected.pop(ids.pid, None)
-        try:
-            reason = signal.Signals(ids.signal).name
-        except ValueError:
-            reason = "crash"
+        reason = signal_name(ids.signal, "crash")
         event = DumpEvent(pid=ids.pid, reason=reason, path=None, exe=ids.fname or "process")
         step = "cannot read core file " + path
         try:
@@ -430,7 +430,7 @@ class Supervisor(RunLoop):
     def _on_signal(self, sig: int) -> None:
         if self.dump_on_signal and not self.dumped_on_signal:
             self.dumped_on_signal = True
-            self._dump_all(signal.Signals(sig).name.lower())
+            self._dump_all(signal_name(sig).lower())
         self.forward(sig)
 
     def forward(self, sig: int) -> None:

@@ -14,3 +14,14 @@ FAULT_SIGNAL_NAMES = frozenset({"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGTRA
 # Signals whose default action ends the process with a core dump (signal(7)): a crash.
 CRASH_SIGNALS = frozenset({SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS,
                            SIGQUIT, SIGXCPU, SIGXFSZ})
+
+
+def signal_name(number: int, default: str = "") -> str:
+    """"SIGSEGV" for 11; ``default`` (else "SIG<number>") for a number with no name. Loads
+    Python's signal module only when a name is wanted (`run` starts without it)."""
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return default or f"SIG{number}"
