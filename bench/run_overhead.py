@@ -137,8 +137,10 @@ def main() -> int:
             gd = [sys.executable, "-m", "generate_dump"]
             env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"]
                                              if env.get("PYTHONPATH") else "")
-    with open(shutil.which(gd[0]) or gd[0], "rb") as f:
-        kind = "native launcher" if f.read(4) == b"\x7fELF" else "Python"
+    kind = "python -m"
+    if len(gd) == 1:  # the installed command: the launcher, or pip's Python script
+        with open(shutil.which(gd[0]) or gd[0], "rb") as f:
+            kind = "native launcher" if f.read(4) == b"\x7fELF" else "Python"
     print(f"generate_dump command: {' '.join(gd)} ({kind})", file=sys.stderr)
     modes = {"bare": []}
     modes["run"] = gd + ["run", "--output-dir", str(dumps), "--"]

@@ -226,6 +226,7 @@ def pass_through(pid: int, why: str) -> NoReturn:
     and whoever waits for it see what they would have seen without us."""
     import signal
 
+    from .backends.linux.run_events import exit_status
     from .backends.linux.wakeup import FORWARDED_SIGNALS
 
     sys.stderr.write(f"{PROG}: error: {why}; the command runs on, unwatched\n")
@@ -235,8 +236,7 @@ def pass_through(pid: int, why: str) -> NoReturn:
             signal.signal(sig, lambda s, _f: os.kill(pid, s))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     _, status = os.waitpid(pid, 0)
-    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
-             else 128 + os.WTERMSIG(status))
+    os._exit(exit_status(status))
 
 
 def internal_error(exc: BaseException) -> NoReturn:

@@ -294,12 +294,14 @@ int main(int argc, char **argv) {
     fprintf(stderr, "generate_dump: cannot run %s: %s\n", script, strerror(errno));
     if (getenv(ADOPT_VAR)) {
         /* The command runs: stay its transparent parent rather than orphan it. */
-        int status;
+        int status = 0;
         pid_t pid = atoi(getenv(ADOPT_VAR));
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        pid_t got;
+        while ((got = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
+        if (got < 0) return 127;
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
     return 127;

@@ -54,3 +54,9 @@ def exe_name(pid: int) -> str:
                 return f.read().decode(errors="replace").strip() or "process"
         except OSError:
             return "process"
+
+
+def exit_status(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + the killing signal
+    (what `run` exits with for its command)."""
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)

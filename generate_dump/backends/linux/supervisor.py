@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from typing import Callable, Optional
 
     from ...snapshot import Snapshot
-from .run_events import DumpEvent, exe_name, one_line
+from .run_events import DumpEvent, exe_name, exit_status, one_line
 from .run_loop import RunLoop
 from .wakeup import FORWARDED_SIGNALS
 from ...platform.linux.signals import CRASH_SIGNALS, signal_name
@@ -85,7 +85,7 @@ class Supervisor(RunLoop):
         self.expected: dict[int, tuple[int, bool]] = {}  # child -> (crash signal, WCOREDUMP)
         self.names: dict[int, str] = {}  # pid -> executable name, for children that die
         self.cored: set[int] = set()  # pids whose core was handled
-        self.early_cores: list[str] = []  # written before the watch existed (adopt)
+        self.found_cores: list[str] = []  # found by looking, not by inotify (see _look_in)
         self.cwds: set[str] = set()  # working directories of the tree seen so far
         self.started_wall = 0.0  # time.time() when the command started
         self.handler = False  # kernel.core_pattern pipes cores to generate_dump core-handler
@@ -160,14 +160,16 @@ class Supervisor(RunLoop):
         (launcher/generate_dump.c) at ``started`` (time.monotonic()) and ``started_wall``
         (time.time()), with the forwarded signals blocked until now; see start()."""
         self.own_group = not os.isatty(0)
-        proctree.set_child_subreaper()
+        # Child subreaper: set by the launcher (a condition of its early start), and kept
+        # across execve.
         self._crash_setup()  # the launcher gave the command the RLIMIT_CORE this decides
         self._start_wakeup()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # pending ones arrive
         self.root = pid
         self._started(started, started_wall)
-        if self.watch is not None:
-            self._cores_before_watch(started_wall - 1.0)  # file times are coarse
+        if self.watch is not None:  # cores the kernel wrote before the watches existed
+            for directory in self.watch.watched:
+                self._look_in(directory, started_wall - 1.0)  # file times are coarse
         return self.root
 
     def _started(self, when: float, wall: float) -> None:
@@ -207,9 +209,9 @@ class Supervisor(RunLoop):
 
     def _after_loop(self) -> None:
         if not self.result.timed_out:
-            # The command failed: a crash below it may have gone unseen. It did not: a core
-            # may still be left where run made the kernel write one, so look as long as
-            # the look costs little against the whole run (README, What it costs).
+            # If the command failed, a crash below it may have gone unseen: look. If it
+            # ended well, a core run made the kernel write may still be left behind: look
+            # for as long as costs little against the whole run (README, What it costs).
             took = time.monotonic() - self.started
             self._sweep(SWEEP_SECONDS if self.root_status else min(SWEEP_SECONDS,
                                                                    took * SWEEP_SHARE))
@@ -234,8 +236,7 @@ class Supervisor(RunLoop):
                     and pid not in self.cored:
                 self.expected[pid] = (os.WTERMSIG(status), os.WCOREDUMP(status))
             if pid == self.root:
-                self.root_status = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
-                                    else 128 + os.WTERMSIG(status))
+                self.root_status = exit_status(status)
 
     def _scan(self) -> None:
         for pid in proctree.descendants(self.me):
@@ -255,35 +256,32 @@ class Supervisor(RunLoop):
             return True
         return ids.pgrp == self.root if self.own_group else ids.sid == self.sid
 
-    def _cores_before_watch(self, since: float) -> None:
-        """Cores of the tree that the kernel may have written before our watches existed
-        (an adopted command crashing at once): files core_pattern names, changed since
-        ``since``, in the directories watched now."""
-        assert self.watch is not None and self.pattern is not None
-        for directory in self.watch.watched:
+    def _look_in(self, directory: str, since: float,
+                 entries: Optional[list[os.DirEntry]] = None) -> None:
+        """Note in found_cores the files of ``directory`` (its ``entries``, when already
+        read) that core_pattern names, changed since ``since``: cores inotify did not
+        report (written before a watch existed, or where none is)."""
+        for entry in _entries(directory) if entries is None else entries:
             try:
-                names = os.listdir(directory)
+                if self.pattern is not None and self.pattern.name is not None \
+                        and self.pattern.name.match(entry.name) \
+                        and not entry.is_dir(follow_symlinks=False) \
+                        and entry.stat(follow_symlinks=False).st_mtime >= since \
+                        and entry.path not in self.found_cores:
+                    self.found_cores.append(entry.path)
             except OSError:
-                continue
-            for name in names:
-                if self.pattern.name is not None and self.pattern.name.match(name):
-                    path = os.path.join(directory, name)
-                    try:
-                        if os.stat(path).st_mtime >= since:
-                            self.early_cores.append(path)
-                    except OSError:
-                        pass
+                pass
 
-    def _early_cores_done(self) -> list[str]:
-        """Those of early_cores whose writer has gone (or is a zombie): the kernel closes
+    def _found_cores_done(self) -> list[str]:
+        """Those of found_cores whose writer has gone (or is a zombie): the kernel closes
         a core before the process exits, so these are complete; the others are still being
-        written, and inotify reports them when closed."""
+        written (inotify reports them when closed, where it watches)."""
         done = []
-        for path in list(self.early_cores):
+        for path in list(self.found_cores):
             ids = coredumps.core_ids(path)
             if ids is not None and proctree.is_running(ids.pid):
                 continue
-            self.early_cores.remove(path)
+            self.found_cores.remove(path)
             if ids is not None:
                 done.append(path)
         return done
@@ -295,10 +293,10 @@ class Supervisor(RunLoop):
             for path in self.watch.read():
                 if self.pattern.name.match(os.path.basename(path)):
                     self._on_core(path)
-        for path in self._early_cores_done() if self.early_cores else ():
-            self._on_core(path)
         if any(dumped for _, dumped in self.expected.values()):
             self._sweep(SWEEP_SECONDS)  # a child dumped core where run was not looking
+        for path in self._found_cores_done() if self.found_cores else ():
+            self._on_core(path)
         for pid, (sig, dumped) in list(self.expected.items()):  # no core arrived: say so
             del self.expected[pid]
             if self.handler:
@@ -321,11 +319,11 @@ class Supervisor(RunLoop):
         after a sign of such a crash (a child that dumped core with no core seen, or the
         command failing) and, for as long as costs little, at the end of a run that ended
         well (a core run caused must not be left behind). It walks the directories below
-        those known, breadth first, at
-        most SWEEP_DEPTH levels and SWEEP_ENTRIES entries (hidden directories left out),
-        for files core_pattern names, changed since the command started; _on_core converts
-        (and, when run caused them, deletes) those of our tree and leaves the others. It
-        stops after ``seconds``."""
+        those known, breadth first, at most SWEEP_DEPTH levels and SWEEP_ENTRIES entries
+        (hidden directories left out),
+        for files core_pattern names, changed since the command started (_look_in); those
+        complete are converted (and, when run caused them, deleted) if they are our tree's,
+        and left alone if not. It stops after ``seconds``."""
         pattern = self.pattern
         if self.watch is None or pattern is None or pattern.name is None \
                 or not pattern.relative or not self.cwds or seconds < 0.002:
@@ -340,21 +338,18 @@ class Supervisor(RunLoop):
             if directory in visited:
                 continue
             visited.add(directory)
-            cores_in = pattern.directory_for(directory)
             entries = _entries(directory)
-            if cores_in != directory:
-                entries += [e for e in _entries(cores_in) if not e.is_dir()]
-            for entry in entries:
-                budget -= 1
+            budget -= len(entries)
+            cores_in = pattern.directory_for(directory)
+            self._look_in(cores_in, since, entries if cores_in == directory else None)
+            for entry in entries if depth < SWEEP_DEPTH else ():
                 try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if depth < SWEEP_DEPTH and not entry.name.startswith("."):
-                            queue.append((entry.path, depth + 1))
-                    elif pattern.name.match(entry.name) and os.path.dirname(entry.path) \
-                            == cores_in and entry.stat(follow_symlinks=False).st_mtime >= since:
-                        self._on_core(entry.path)
+                    if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                        queue.append((entry.path, depth + 1))
                 except OSError:
                     pass
+        for path in self._found_cores_done():
+            self._on_core(path)
 
     def _on_core(self, path: str) -> None:
         try:

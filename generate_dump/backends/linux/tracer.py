@@ -30,8 +30,8 @@ from typing import Callable, Optional
 from ...errors import DumpError, RunError
 from ...snapshot import ExceptionInfo, Snapshot
 from ...platform.linux import procfs
-from .run_events import DumpEvent, exe_name, one_line
-from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS
+from .run_events import DumpEvent, exe_name, exit_status, one_line
+from ...platform.linux.signals import CRASH_SIGNALS, FAULT_SIGNALS, signal_name
 from .run_loop import RunLoop
 from .capture import CaptureOptions, Freezer
 from . import ptrace_ops as pt
@@ -355,7 +355,7 @@ class Runner(RunLoop):
         """A signal sent to `run`: optionally dump everything first, then pass it on."""
         if self.dump_on_signal and not self.dumped_on_signal:
             self.dumped_on_signal = True
-            self._dump_all(signal.Signals(sig).name.lower())
+            self._dump_all(signal_name(sig).lower())
         self.forward(sig)
 
     def _cont(self, tid: int, sig: int = 0) -> None:
@@ -370,8 +370,7 @@ class Runner(RunLoop):
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             s.tgid_of.pop(tid, None)
             if tid == self.root:
-                self.result.status = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
-                                      else 128 + os.WTERMSIG(status))
+                self.result.status = exit_status(status)
                 self.root_done = True
             return
         if not os.WIFSTOPPED(status):
@@ -473,7 +472,7 @@ class Runner(RunLoop):
         exc = ExceptionInfo(thread_id=tid, code=sig, flags=code & 0xFFFFFFFF, address=addr)
         self.session.stopped.add(tid)
         try:
-            self._record(pid, signal.Signals(sig).name, exc)
+            self._record(pid, signal_name(sig), exc)
         finally:
             self.session.stopped.discard(tid)
 
